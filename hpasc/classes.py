@@ -1,0 +1,84 @@
+"""The 19 competition classes and the ``8|5|0`` label-string format."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from hpasc.errors import InputError
+
+CLASS_NAMES: tuple[str, ...] = (
+    "Nucleoplasm",
+    "Nuclear membrane",
+    "Nucleoli",
+    "Nucleoli fibrillar center",
+    "Nuclear speckles",
+    "Nuclear bodies",
+    "Endoplasmic reticulum",
+    "Golgi apparatus",
+    "Intermediate filaments",
+    "Actin filaments",
+    "Microtubules",
+    "Mitotic spindle",
+    "Centrosome",
+    "Plasma membrane",
+    "Mitochondria",
+    "Aggresome",
+    "Cytosol",
+    "Vesicles and punctate cytosolic patterns",
+    "Negative",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+NEGATIVE = 18
+MITOTIC_SPINDLE = 11
+
+
+def parse_labels(text: object) -> list[int]:
+    """Parse ``"8|5|0"`` into ``[8, 5, 0]``; empty or NaN gives ``[]``.
+
+    Raises ValueError for a token that is not a class index in 0..18.
+    """
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    labels = []
+    for token in str(text).split("|"):
+        token = token.strip()
+        if not token:
+            continue
+        value = int(token)
+        if not 0 <= value < NUM_CLASSES:
+            raise ValueError(f"class index {value} outside 0..{NUM_CLASSES - 1}")
+        labels.append(value)
+    return labels
+
+
+def format_labels(labels: list[int] | tuple[int, ...]) -> str:
+    """Format class indices as the ``|``-joined string of train.csv, keeping their order."""
+    return "|".join(str(int(c)) for c in labels)
+
+
+def read_label_table(path: str | os.PathLike) -> dict[str, list[int]]:
+    """Read a train.csv-style table (``ID,Label``) into ``{ID: [classes]}``.
+
+    Raises InputError naming the file for a missing file, missing columns or a bad label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"labels CSV {path} does not exist")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in ("ID", "Label") if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    labels = {}
+    for row, (image_id, text) in enumerate(zip(table["ID"], table["Label"]), start=2):
+        try:
+            labels[image_id] = parse_labels(text)
+        except ValueError as exc:
+            raise InputError(f"{path} line {row}: bad label {text!r} ({exc})") from None
+    return labels

@@ -1,0 +1,227 @@
+"""Download public-HPA images (the 4th place's extra training data) as 16-bit Kaggle-layout PNGs.
+
+Each selected CSV row names a URL prefix; its four ``{prefix}_{color}.tif.gz`` files are fetched,
+each is decompressed and decoded in memory, and only when all four are good are the PNGs written
+(atomically), so a failed image never leaves a partial set behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from hpasc import atomic
+from hpasc.classes import format_labels
+from hpasc.cli import CommonOptions
+from hpasc.errors import InputError
+from hpasc.images import CHANNELS, decode_channel, write_png
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REQUIRED_COLUMNS = ("Image", "Label", "Cellline", "in_trainset")
+# Public-HPA location names → competition class (the competition's published mapping; several
+# finer HPA locations fold into one class). Used when the CSV lacks a Label_idx column.
+LOCATION_TO_CLASS: dict[str, int] = {
+    "Nucleoplasm": 0, "Nuclear membrane": 1, "Nucleoli": 2, "Nucleoli fibrillar center": 3,
+    "Nuclear speckles": 4, "Nuclear bodies": 5, "Endoplasmic reticulum": 6,
+    "Golgi apparatus": 7, "Intermediate filaments": 8, "Actin filaments": 9,
+    "Focal adhesion sites": 9, "Microtubules": 10, "Mitotic spindle": 11, "Centrosome": 12,
+    "Centriolar satellite": 12, "Plasma membrane": 13, "Cell Junctions": 13, "Mitochondria": 14,
+    "Aggresome": 15, "Cytosol": 16, "Vesicles": 17, "Peroxisomes": 17, "Endosomes": 17,
+    "Lysosomes": 17, "Lipid droplets": 17, "Cytoplasmic bodies": 17, "No staining": 18,
+}
+# Errors worth another try: the server or the connection may recover.
+_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which CSV rows to download."""
+
+    include_trainset: bool = False
+    celllines: tuple[str, ...] = ()
+    labels: tuple[int, ...] = ()
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """How patiently to fetch: per-request timeout (s), retries after the first try, back-off (s)."""
+
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 2.0
+
+
+class FetchError(Exception):
+    """A file could not be fetched or decoded, after any retries."""
+
+
+def read_public_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the public-HPA table (comma- or tab-separated); derive ``Label_idx`` when absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"public-HPA CSV {path} does not exist")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            sep = "\t" if "\t" in handle.readline() else ","
+        table = pd.read_csv(path, sep=sep, dtype={"Label_idx": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    if "Label_idx" not in table.columns:
+        table["Label_idx"] = table["Label"].map(map_locations)
+    table["Label_idx"] = table["Label_idx"].fillna("").astype(str)
+    table["in_trainset"] = table["in_trainset"].map(_as_bool)
+    table["ID"] = table["Image"].astype(str).map(lambda url: url.rstrip("/").rsplit("/", 1)[-1])
+    return table
+
+
+def map_locations(names: object) -> str:
+    """``"Cytosol,Vesicles"`` → ``"16|17"``; locations outside the competition are dropped."""
+    if not isinstance(names, str):
+        return ""
+    classes = [LOCATION_TO_CLASS[n.strip()] for n in names.split(",") if n.strip() in LOCATION_TO_CLASS]
+    return format_labels(list(dict.fromkeys(classes)))
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) and not (isinstance(value, float) and np.isnan(value))
+
+
+def select_rows(table: pd.DataFrame, selection: Selection) -> pd.DataFrame:
+    """Rows with a competition label (and not in the Kaggle train set unless asked), filtered."""
+    keep = table["Label_idx"] != ""
+    if not selection.include_trainset:
+        keep &= ~table["in_trainset"]
+    if selection.celllines:
+        keep &= table["Cellline"].isin(selection.celllines)
+    if selection.labels:
+        wanted = {str(c) for c in selection.labels}
+        keep &= table["Label_idx"].map(lambda text: bool(wanted & set(text.split("|"))))
+    chosen = table[keep]
+    duplicated = chosen["ID"].duplicated()
+    for image_id in chosen.loc[duplicated, "ID"]:
+        log.warning("%s: another selected row has the same file name; keeping the first", image_id)
+    chosen = chosen[~duplicated]
+    if selection.limit is not None:
+        chosen = chosen.head(selection.limit)
+    return chosen.reset_index(drop=True)
+
+
+def fetch(url: str, policy: HttpPolicy, decode: Callable[[bytes], T]) -> T:
+    """GET ``url`` and ``decode`` its body, with a timeout per try.
+
+    Transient failures (HTTP 5xx/429, time-outs, dropped connections, a body that does not decode,
+    e.g. a truncated transfer) are retried with exponential back-off; a 404 is final at once.
+    """
+    for attempt in range(policy.retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=policy.timeout) as response:
+                return decode(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in _TRANSIENT_HTTP:
+                raise FetchError(f"HTTP {exc.code} for {url}") from None
+            reason = f"HTTP {exc.code}"
+        except InputError as exc:
+            reason = str(exc)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = _describe(exc)
+        if attempt == policy.retries:
+            raise FetchError(f"{reason} ({url}, {attempt + 1} tries)")
+        delay = policy.backoff * 2**attempt
+        log.debug("%s: %s, retrying in %.1f s", url, reason, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def fetch_channel(url: str, policy: HttpPolicy) -> np.ndarray:
+    """Fetch one ``.tif.gz`` channel and decode it to uint16 (a file that fails to decode is
+    fetched again, up to the retry limit)."""
+    name = url.rsplit("/", 1)[-1]
+    return fetch(url, policy, lambda data: decode_channel(data, name))
+
+
+def channel_paths(out: Path, image_id: str) -> list[Path]:
+    return [out / f"{image_id}_{channel}.png" for channel in CHANNELS]
+
+
+def download_image(prefix: str, image_id: str, out: Path, policy: HttpPolicy) -> None:
+    """Fetch all four channels, then write them; on failure remove any partial set on disk."""
+    try:
+        planes = [fetch_channel(f"{prefix}_{channel}.tif.gz", policy) for channel in CHANNELS]
+    except FetchError:
+        paths = channel_paths(out, image_id)
+        if not all(p.is_file() for p in paths):
+            for path in paths:
+                path.unlink(missing_ok=True)
+        raise
+    for path, plane in zip(channel_paths(out, image_id), planes):
+        write_png(path, plane)
+
+
+def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy: HttpPolicy,
+                        options: CommonOptions) -> list[str]:
+    """Download the selected images into ``out``; write its labels and failures CSVs.
+
+    Returns the IDs of the images that failed (they are also listed in the failures file).
+    """
+    rows = select_rows(read_public_csv(csv_path), selection)
+    rows = rows.iloc[options.shard.select(range(len(rows)))]
+    out.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for prefix, image_id in zip(rows["Image"], rows["ID"]):
+        if not options.overwrite and all(p.is_file() for p in channel_paths(out, image_id)):
+            log.info("%s: already downloaded, skipped", image_id)
+        else:
+            todo.append((prefix, image_id))
+    log.info("%d selected images, %d to download", len(rows), len(todo))
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = {pool.submit(download_image, p, i, out, policy): i for p, i in todo}
+        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
+            image_id = futures[future]
+            try:
+                future.result()
+            except FetchError as exc:
+                failures[image_id] = str(exc)
+                log.error("%s: failed: %s", image_id, exc)
+    _write_tables(out, rows, failures, options)
+    return sorted(failures)
+
+
+def _write_tables(out: Path, rows: pd.DataFrame, failures: dict[str, str],
+                  options: CommonOptions) -> None:
+    suffix = options.shard.suffix
+    complete = rows[[i not in failures for i in rows["ID"]]]
+    labels = pd.DataFrame({"ID": complete["ID"], "Label": complete["Label_idx"]})
+    atomic.write_text(out / f"labels{suffix}.csv", labels.to_csv(index=False))
+    failed = rows[[i in failures for i in rows["ID"]]]
+    table = pd.DataFrame({"ID": failed["ID"], "Image": failed["Image"],
+                          "reason": [failures[i] for i in failed["ID"]]})
+    atomic.write_text(out / f"failures{suffix}.csv", table.to_csv(index=False))

@@ -1,0 +1,261 @@
+"""Reading 4-channel HPA images in every format the SPEC allows, and writing images atomically.
+
+In memory an image is uint16 H×W×4 in channel order R, G, B, Y; 8-bit data is scaled ×257 so that
+8- and 16-bit sources share one value range.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image
+
+from hpasc import atomic
+from hpasc.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+# The RGB planes in which HPA's website tints each channel.
+TINTS: dict[str, tuple[int, ...]] = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
+# When one channel exists in several formats, the first listed wins (lossless before lossy).
+EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".tif.gz", ".tiff.gz", ".jpg", ".jpeg")
+_NAME = re.compile(
+    r"^(?P<id>.+)_(?P<channel>red|green|blue|yellow)(?P<ext>\.png|\.tiff?(?:\.gz)?|\.jpe?g)$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The complete 4-channel image sets of a folder, and the incomplete ones by name."""
+
+    root: Path
+    files: dict[str, dict[str, Path]]
+    incomplete: dict[str, tuple[str, ...]]
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.files)
+
+    def read(self, image_id: str) -> np.ndarray:
+        """Read one complete image as uint16 H×W×4 (R, G, B, Y)."""
+        if image_id not in self.files:
+            missing = self.incomplete.get(image_id, CHANNELS)
+            raise InputError(f"{image_id}: missing channel(s) {', '.join(missing)} in {self.root}")
+        return stack_channels(image_id, [self.files[image_id][c] for c in CHANNELS])
+
+
+def scan_images(folder: str | os.PathLike) -> ImageFolder:
+    """List the image sets in ``folder``; incomplete sets are logged by name and kept aside."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist or is not a folder")
+    found: dict[str, dict[str, Path]] = {}
+    for entry in os.scandir(root):
+        match = _NAME.match(entry.name)
+        if match is None or not entry.is_file() or atomic.is_temporary(entry.name):
+            continue
+        channel = match["channel"].lower()
+        ext = match["ext"].lower()
+        current = found.setdefault(match["id"], {}).get(channel)
+        if current is None or _rank(ext) < _rank(_extension(current.name)):
+            found[match["id"]][channel] = Path(entry.path)
+    files = {i: ch for i, ch in found.items() if len(ch) == len(CHANNELS)}
+    incomplete = {
+        i: tuple(c for c in CHANNELS if c not in ch) for i, ch in found.items() if i not in files
+    }
+    for image_id in sorted(incomplete):
+        log.warning("%s: incomplete image, missing %s", image_id, ", ".join(incomplete[image_id]))
+    return ImageFolder(root=root, files=files, incomplete=incomplete)
+
+
+def read_image(folder: str | os.PathLike, image_id: str) -> np.ndarray:
+    """Read image ``image_id`` from ``folder`` as uint16 H×W×4 (R, G, B, Y)."""
+    paths = []
+    for channel in CHANNELS:
+        candidates = [Path(folder) / f"{image_id}_{channel}{ext}" for ext in EXTENSIONS]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            raise InputError(f"{image_id}: missing channel {channel} in {folder}")
+        paths.append(existing[0])
+    return stack_channels(image_id, paths)
+
+
+def stack_channels(image_id: str, paths: list[Path]) -> np.ndarray:
+    """Read the four channel files and stack them, checking that their sizes agree."""
+    planes = [read_channel(p) for p in paths]
+    shapes = {p.shape for p in planes}
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{c} {p.shape[1]}x{p.shape[0]}" for c, p in zip(CHANNELS, planes))
+        raise InputError(f"{image_id}: channels differ in size ({sizes})")
+    return np.stack(planes, axis=-1)
+
+
+def read_channel(path: str | os.PathLike) -> np.ndarray:
+    """Read one channel file into a uint16 H×W array (8-bit data ×257).
+
+    Colour files (HPA's tinted JPGs) become the per-pixel maximum over their colour planes: a
+    tint puts the signal in one or two planes (yellow = red + green) and zeros elsewhere.
+    """
+    return decode_channel(_read_bytes(Path(path)), path)
+
+
+def decode_channel(data: bytes, name: str | os.PathLike) -> np.ndarray:
+    """Decode the bytes of one channel file; ``name`` (a file name or path) gives the format."""
+    path = Path(name)
+    ext = _extension(path.name)
+    if ext.endswith(".gz"):
+        data = _gunzip(path, data)
+    if ext.startswith(".tif"):
+        array = _decode_tiff(path, data)
+    elif ext in (".jpg", ".jpeg"):
+        array = _decode_jpeg(path, data)
+    else:
+        array = _decode_png(path, data)
+    return to_uint16(_to_grey(path, array), path)
+
+
+def to_uint16(array: np.ndarray, source: str | os.PathLike = "image") -> np.ndarray:
+    """Convert an 8- or 16-bit array to uint16 (8-bit ×257); other pixel types are refused."""
+    if array.dtype == np.uint16:
+        return array
+    if array.dtype == np.uint8:
+        return array.astype(np.uint16) * 257
+    if array.dtype == np.bool_:
+        return array.astype(np.uint16) * 65535
+    raise InputError(f"{source}: unsupported bit depth ({array.dtype}; need 8- or 16-bit)")
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a 2-D uint8/uint16 array as a greyscale PNG, atomically."""
+    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_png needs a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    atomic.write_bytes(path, encoded.tobytes())
+
+
+def write_channel(path: str | os.PathLike, plane: np.ndarray) -> None:
+    """Write one channel plane (uint8/uint16 H×W) atomically, in the format its name says.
+
+    ``.png``, ``.tif`` and ``.tif.gz`` keep the bit depth; ``.jpg`` is written the way HPA's website
+    shows a channel: 8-bit, tinted by the channel named in the file name (yellow = red + green).
+    """
+    path = Path(path)
+    ext = _extension(path.name)
+    if ext == ".png":
+        write_png(path, plane)
+        return
+    buffer = io.BytesIO()
+    if ext.startswith(".tif"):
+        tifffile.imwrite(buffer, plane)
+        data = buffer.getvalue()
+        if ext.endswith(".gz"):
+            data = gzip.compress(data, compresslevel=6)
+    elif ext in (".jpg", ".jpeg"):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"{path.name}: a tinted JPG needs a {{ID}}_{{channel}}.jpg name")
+        rgb = np.zeros((*plane.shape, 3), np.uint8)
+        for colour in TINTS[match["channel"].lower()]:
+            rgb[..., colour] = plane // 257 if plane.dtype == np.uint16 else plane
+        Image.fromarray(rgb).save(buffer, format="JPEG", quality=95, subsampling=0)
+        data = buffer.getvalue()
+    else:
+        raise ValueError(f"{path.name}: unknown image format")
+    atomic.write_bytes(path, data)
+
+
+def write_label_image(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write an instance-label image (0 = background) as a uint16 PNG, atomically."""
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
+        raise ValueError(f"label values must lie in 0..65535 to be stored in {path}")
+    write_png(path, labels.astype(np.uint16, copy=False))
+
+
+def read_label_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an instance-label image written by :func:`write_label_image` (or HPA's uint8 masks)."""
+    path = Path(path)
+    array = _decode_png(path, _read_bytes(path))
+    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: not a greyscale 8/16-bit label image ({array.dtype} {array.shape})")
+    return array
+
+
+def write_array(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save ``array`` as ``.npy`` atomically."""
+    with atomic.atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _extension(name: str) -> str:
+    lower = name.lower()
+    return next((e for e in sorted(EXTENSIONS, key=len, reverse=True) if lower.endswith(e)), "")
+
+
+def _rank(ext: str) -> int:
+    return EXTENSIONS.index(ext) if ext in EXTENSIONS else len(EXTENSIONS)
+
+
+def _gunzip(path: Path, data: bytes) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def _decode_png(path: Path, data: bytes) -> np.ndarray:
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InputError(f"{path}: corrupt or truncated image file (cannot decode)")
+    if array.ndim == 3:
+        # OpenCV gives BGR(A); the tint rule below only needs the colour planes.
+        array = array[..., :3]
+    return array
+
+
+def _decode_tiff(path: Path, data: bytes) -> np.ndarray:
+    try:
+        array = tifffile.imread(io.BytesIO(data))
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(f"{path}: corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from None
+    if array.size == 0:  # tifffile only warns when it finds no readable page
+        raise InputError(f"{path}: corrupt or truncated TIFF (no image data)")
+    return array
+
+
+def _decode_jpeg(path: Path, data: bytes) -> np.ndarray:
+    # PIL, not OpenCV: libjpeg in OpenCV silently returns a partial image for a truncated file.
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image)
+    except Exception as exc:
+        raise InputError(f"{path}: corrupt or truncated JPEG ({exc})") from None
+
+
+def _to_grey(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return array[..., :3].max(axis=-1)
+    raise InputError(f"{path}: expected a single-channel image, got shape {array.shape}")

@@ -1,0 +1,60 @@
+"""Make a public-HPA-style mirror of a Kaggle-layout image folder: 16-bit {ID}_{color}.tif.gz files
+and a kaggle_2021.tsv whose Image column holds file:// URL prefixes, so that download_publichpa.py
+can run without a network (the demo, tests, an air-gapped copy of HPA data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hpasc import atomic, cli
+from hpasc.classes import format_labels, read_label_table
+from hpasc.download import LOCATION_TO_CLASS
+from hpasc.errors import InputError
+from hpasc.images import CHANNELS, scan_images, write_channel
+
+# The first public-HPA location name of each class, for the human-readable Label column.
+_LOCATION_OF_CLASS = {c: name for name, c in reversed(LOCATION_TO_CLASS.items())}
+
+
+def make_mirror(images: Path, labels_csv: Path, out: Path, options: cli.CommonOptions) -> Path:
+    """Write the mirror of ``images`` into ``out``; returns the path of its TSV."""
+    folder = scan_images(images)
+    labels = read_label_table(labels_csv)
+    unlabelled = [i for i in folder.ids if i not in labels]
+    if unlabelled:
+        raise InputError(f"{labels_csv}: no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for image_id in options.bar(folder.ids, unit="image"):
+        image = folder.read(image_id)
+        for index, channel in enumerate(CHANNELS):
+            write_channel(out / f"{image_id}_{channel}.tif.gz", image[..., index])
+    table = pd.DataFrame({
+        "Image": [f"{out.resolve().as_uri()}/{i}" for i in folder.ids],
+        "Label": [",".join(_LOCATION_OF_CLASS[c] for c in labels[i]) for i in folder.ids],
+        "Cellline": "synthetic",
+        "in_trainset": False,
+        "Label_idx": [format_labels(labels[i]) for i in folder.ids],
+    })
+    tsv = out / "kaggle_2021.tsv"
+    atomic.write_text(tsv, table.to_csv(sep="\t", index=False))
+    return tsv
+
+
+def main() -> None:
+    parser = cli.stage_parser(__doc__)
+    parser.add_argument("-i", "--images", type=Path, required=True,
+                        help="Kaggle-layout image folder ({ID}_{color}.png, ...)")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="ID,Label CSV of the images (default: train.csv inside --images)")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="folder for the .tif.gz files and kaggle_2021.tsv")
+    args = parser.parse_args()
+    labels = args.labels or args.images / "train.csv"
+    cli.run(lambda a: print(make_mirror(a.images, labels, a.output, cli.CommonOptions.from_args(a))),
+            args)
+
+
+if __name__ == "__main__":
+    main()

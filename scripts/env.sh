@@ -1,0 +1,43 @@
+# Sourced by the other scripts: create the project's virtual environment on first use (Python
+# 3.11), install the pinned requirements whenever they change, and activate it.
+# HPASC_VENV chooses its folder (default .venv in the repository).
+hpasc_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+hpasc_venv=${HPASC_VENV:-$hpasc_root/.venv}
+hpasc_requirements=$hpasc_root/requirements-dev.txt
+
+hpasc_python() {
+    local candidate
+    for candidate in python3.11 python3 python; do
+        if command -v "$candidate" >/dev/null &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "error: Python 3.11 or newer is needed (tried python3.11, python3, python)" >&2
+    return 1
+}
+
+if [ ! -x "$hpasc_venv/bin/python" ]; then
+    base_python=$(hpasc_python)
+    echo "creating the virtual environment $hpasc_venv with $base_python"
+    # A torch that the base Python already has (the PyTorch Docker image) is reused, not replaced.
+    if "$base_python" -c 'import torch' 2>/dev/null; then
+        "$base_python" -m venv --system-site-packages "$hpasc_venv"
+    else
+        "$base_python" -m venv "$hpasc_venv"
+    fi
+fi
+# shellcheck disable=SC1091
+source "$hpasc_venv/bin/activate"
+hpasc_stamp=$(cat "$hpasc_root/requirements.txt" "$hpasc_requirements" | sha1sum | cut -c1-40)
+if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ]; then
+    echo "installing the pinned requirements into $hpasc_venv (a minute or two the first time)"
+    hpasc_keep=()
+    if grep -q "include-system-site-packages = true" "$hpasc_venv/pyvenv.cfg"; then
+        hpasc_keep=(--keep-torch)
+    fi
+    PYTHON=python "$hpasc_root/scripts/install_requirements.sh" "${hpasc_keep[@]}" "$hpasc_requirements"
+    echo "$hpasc_stamp" >"$hpasc_venv/.requirements-stamp"
+fi
+cd "$hpasc_root"

@@ -1,0 +1,38 @@
+"""Shared test helpers: repository paths and a real subprocess run of a script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HPA_REAL = REPO.parent / "shared" / "data" / "hpa_real"
+
+
+def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python ARGS...`` (a top-level script or ``-m module``) and capture its output."""
+    script = args[0]
+    if isinstance(script, str) and script.endswith(".py"):
+        script = REPO / script
+    command = [sys.executable, str(script), *map(str, args[1:])]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The process failed with a single ``error: ...`` line naming ``fragments``, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="session")
+def hpa_real() -> Path:
+    if not HPA_REAL.is_dir():
+        pytest.fail(f"the real HPA samples are missing: expected them at {HPA_REAL}")
+    return HPA_REAL

@@ -1,0 +1,104 @@
+"""The shared CLI helper and every top-level script's command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from hpasc import cli
+from hpasc.errors import InputError
+from tests.conftest import REPO, run_script
+
+SCRIPTS = sorted(p.name for p in REPO.glob("*.py"))
+
+
+def test_the_stage_scripts_exist() -> None:
+    assert "download_publichpa.py" in SCRIPTS
+
+
+@pytest.mark.parametrize("text, shard", [("0/1", cli.Shard(0, 1)), ("3/4", cli.Shard(3, 4))])
+def test_parse_shard(text: str, shard: cli.Shard) -> None:
+    assert cli.parse_shard(text) == shard
+    assert str(shard) == text
+
+
+@pytest.mark.parametrize("text", ["4/4", "-1/2", "1/0", "1", "a/b", "1/2/3"])
+def test_parse_shard_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_shard(text)
+
+
+def test_shards_partition_the_items() -> None:
+    items = list(range(23))
+    parts = [cli.Shard(k, 5).select(items) for k in range(5)]
+    assert sorted(sum(parts, [])) == items
+    assert {len(p) for p in parts} == {4, 5}
+    assert cli.Shard(0, 1).suffix == "" and cli.Shard(2, 5).suffix == "-shard2of5"
+
+
+def test_parser_offers_only_chosen_flags() -> None:
+    parser = cli.stage_parser("demo", flags=("workers", "shard"))
+    args = parser.parse_args(["--workers", "3", "--shard", "1/2", "--no-progress"])
+    options = cli.CommonOptions.from_args(args)
+    assert options == cli.CommonOptions(workers=3, shard=cli.Shard(1, 2), progress=False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "cpu"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workers", "0"])
+    with pytest.raises(ValueError, match="unknown common flags"):
+        cli.stage_parser("demo", flags=("gpu",))
+
+
+def test_device_flag_and_resolution() -> None:
+    import torch
+
+    parser = cli.stage_parser("demo", flags=("device",))
+    assert parser.parse_args(["--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "gpu"])
+    assert cli.resolve_device("cpu") == "cpu"
+    if torch.cuda.is_available():
+        assert cli.resolve_device("auto") == "cuda"
+    else:
+        assert cli.resolve_device("auto") == "cpu"
+        with pytest.raises(InputError, match="CUDA is not available"):
+            cli.resolve_device("cuda")
+
+
+def test_manifest(tmp_path: Path) -> None:
+    args = argparse.Namespace(input=Path("a/b"), shard=cli.Shard(1, 3), limit=None, label=[2, 5])
+    path = cli.write_manifest(tmp_path, "demo", args, {"failed": 0})
+    manifest = json.loads(path.read_text())
+    assert path.name == "manifest-shard1of3.json"
+    assert manifest["stage"] == "demo" and manifest["failed"] == 0
+    assert manifest["arguments"] == {"input": "a/b", "shard": "1/3", "limit": None, "label": [2, 5]}
+    assert "numpy" in manifest["packages"] and manifest["hpasc"]
+
+
+def _parser_of(script: str) -> argparse.ArgumentParser:
+    spec = importlib.util.spec_from_file_location(script[:-3], REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_explains_every_flag(script: str) -> None:
+    parser = _parser_of(script)
+    result = run_script(script, "--help")
+    assert result.returncode == 0, result.stderr
+    for action in parser._actions:
+        assert action.help, f"{script}: {action.option_strings or action.dest} has no help"
+        for option in action.option_strings:
+            assert option in result.stdout, f"{script} --help does not show {option}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_flag_is_a_usage_error(script: str) -> None:
+    result = run_script(script, "--no-such-flag")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
