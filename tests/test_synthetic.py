@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from hpasc import cli, images, synthetic
 from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, parse_labels
+from hpasc.synthetic.__main__ import build_parser
 from tests.conftest import assert_one_line_error, run_script
 
 QUIET = cli.CommonOptions(progress=False)
@@ -289,7 +290,7 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path):
                                   ["--size", "256x256x3"], ["--size", "big"], ["--seed", "-1"]])
 def test_parser_refuses_bad_values(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        synthetic.build_parser().parse_args(["-o", "out", *argv])
+        build_parser().parse_args(["-o", "out", *argv])
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
 
