@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -236,6 +237,10 @@ def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namesp
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         status = EXIT_INPUT_ERROR
+    except BrokenProcessPool:
+        print("error: a worker process died (out of memory?); finished items are kept, "
+              "re-run the same command to continue", file=sys.stderr)
+        status = EXIT_SOME_FAILED
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)
         status = EXIT_INTERRUPTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,20 @@ REPO = Path(__file__).resolve().parents[1]
 HPA_REAL = REPO.parent / "shared" / "data" / "hpa_real"
 
 
-def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python ARGS...`` (a top-level script or ``-m module``) and capture its output."""
+def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python ARGS...`` (a top-level script or ``-m module``) and capture its output.
+
+    ``-m`` modules are found from any ``cwd`` because the repository is put on PYTHONPATH.
+    """
     script = args[0]
     if isinstance(script, str) and script.endswith(".py"):
         script = REPO / script
     command = [sys.executable, str(script), *map(str, args[1:])]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -1,0 +1,119 @@
+"""All segmentation figures for 2048² images in one run:
+
+1. the classical backend: s/image on one core and its F1 against HPA's masks (bench/classical.py);
+2. label_cell: ours, and HPA's side by side when its code is importable (bench/label_cell.py);
+3. HPA backend, CPU work per image in a worker (HPA's scaling + restoring + label_cell);
+4. the DPN-UNet networks: ms/image per batch size, on CUDA in float32 and in float16 autocast
+   with channels-last when a GPU is present, else on the CPU (batch 1 only; slow).
+The networks' speed does not depend on their weights, so random weights are used.
+Usage: python bench/segmentation.py [--hpa-path DIR] [--batch-sizes 1,8,32] [--skip-components]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from hpasc.images import scan_images  # noqa: E402
+from hpasc.segmentation.network import DPNUNet  # noqa: E402
+from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.segmentation.postprocess import label_cell  # noqa: E402
+from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
+from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402
+from hpasc.synthetic.predictions import predictions_from_masks  # noqa: E402
+
+REAL = HERE.parents[1] / "shared" / "data" / "hpa_real" / "images"
+
+
+def component(script: str, *args: str) -> None:
+    print(f"\n## {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *args], check=True)
+
+
+def stand_in_output(image: np.ndarray, network_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Network-like softmax outputs (3×h×w) for an image: made from its classical segmentation,
+    so that label_cell has a realistic amount of work (random maps would be a pathological case)."""
+    nuclei, cells = segment_classical(image)
+    maps = predictions_from_masks(cells, nuclei, np.random.default_rng(0))
+    height, width = network_shape
+    return tuple(cv2.resize(m, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+                 .astype(np.float32) / 255 for m in maps)
+
+
+def cpu_work_per_image() -> None:
+    """One worker's share of the HPA backend for each real image, on one thread."""
+    cv2.setNumThreads(1)
+    folder = scan_images(REAL)
+    print("\n## HPA backend: CPU work per 2048² image in one worker (1 thread)")
+    for image_id in folder.ids:
+        image = folder.read(image_id)
+        start = time.perf_counter()
+        prepared = prepare(image)
+        prepared_at = time.perf_counter()
+        nuclei, cells = stand_in_output(image, prepared.cells.shape[1:])
+        output_at = time.perf_counter()
+        restored = restore_both(nuclei, cells, prepared.geometry)
+        restored_at = time.perf_counter()
+        label_cell(*restored)
+        done = time.perf_counter()
+        total = (prepared_at - start) + (done - output_at)
+        print(f"{image_id}  prepare {prepared_at - start:5.2f} s  restore {restored_at - output_at:5.2f} s"
+              f"  label_cell {done - restored_at:5.2f} s  total {total:5.2f} s")
+
+
+def network_speed(batch_sizes: list[int]) -> None:
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    print(f"\n## DPN-UNet nuclei + cell networks, 512² inputs (a 2048² image at scale 0.25), {name}")
+    prepared = prepare(scan_images(REAL).read(scan_images(REAL).ids[0]))
+    variants = [("float16 autocast + channels-last", True), ("float32", False)]
+    variants = variants if cuda else variants[1:]
+    sizes = batch_sizes if cuda else [1]
+    for label, mixed_precision in variants:
+        networks = HpaNetworks(DPNUNet(), DPNUNet(), device, mixed_precision)
+        for batch_size in sizes:
+            batch = [prepared] * batch_size
+            networks(batch)  # warm-up: cuDNN autotuning, allocation
+            if cuda:
+                torch.cuda.synchronize()
+            repeats = 3 if cuda else 1
+            start = time.perf_counter()
+            for _ in range(repeats):
+                networks(batch)
+            if cuda:
+                torch.cuda.synchronize()
+            per_image = (time.perf_counter() - start) / repeats / batch_size
+            print(f"{label:34s} batch {batch_size:3d}  {per_image * 1000:8.1f} ms/image")
+        del networks
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hpa-path", default=None, help="folder holding HPA's hpacellseg package")
+    parser.add_argument("--batch-sizes", default="1,8,32",
+                        help="comma-separated network batch sizes (GPU only)")
+    parser.add_argument("--skip-components", action="store_true",
+                        help="only the HPA-backend CPU work and network timings")
+    args = parser.parse_args()
+    if not args.skip_components:
+        component("classical.py", "--synthetic", "0")
+        component("label_cell.py", *(["--hpa-path", args.hpa_path] if args.hpa_path else []))
+    cpu_work_per_image()
+    network_speed([int(b) for b in args.batch_sizes.split(",")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The segmentator stage: every image of a folder → uint16 cell and nucleus label PNGs.
+
+CPU work (reading, HPA's scaling, restoring the network output, ``label_cell``, writing) runs in a
+spawn process pool; the networks run in the main process on batches of same-sized images. Bounded
+queues keep both sides busy: while the GPU works on one batch, workers prepare the next images and
+post-process the previous batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hpasc import cli
+from hpasc.errors import InputError
+from hpasc.images import CHANNELS, ImageFolder, scan_images, stack_channels, write_label_image
+from hpasc.segmentation.classical import segment_classical
+from hpasc.segmentation.postprocess import label_cell
+from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
+from hpasc.segmentation.weights import (CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
+                                        resolve_weights)
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "hpa", "classical")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where the label images go: ``{cells}/{ID}.png`` and, if asked, ``{nuclei}/{ID}.png``."""
+
+    cells: Path
+    nuclei: Path | None = None
+
+    def paths(self, image_id: str) -> list[Path]:
+        folders = [self.cells] + ([self.nuclei] if self.nuclei else [])
+        return [folder / f"{image_id}.png" for folder in folders]
+
+    def done(self, image_id: str) -> bool:
+        return all(path.is_file() for path in self.paths(image_id))
+
+    def write(self, image_id: str, nuclei: np.ndarray, cells: np.ndarray) -> None:
+        # Nuclei first: an image counts as done once its cell mask exists.
+        if self.nuclei:
+            write_label_image(self.nuclei / f"{image_id}.png", nuclei)
+        write_label_image(self.cells / f"{image_id}.png", cells)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """HPA's weight files: explicit paths, else the cache (downloaded there when possible, from
+    ``url`` if given, e.g. a mirror, else Zenodo)."""
+
+    nuclei: Path | None = None
+    cells: Path | None = None
+    cache_dir: Path | None = None
+    url: str | None = None
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir or default_cache_dir()
+
+    def choices(self) -> dict[str, Path | None]:
+        """Weights file name → the explicit path given for it (None: use the cache)."""
+        return {NUCLEI_WEIGHTS: self.nuclei, CELL_WEIGHTS: self.cells}
+
+    def check(self) -> None:
+        """Explicit paths are user input: refuse a missing one before any work starts."""
+        for name, path in self.choices().items():
+            if path is not None and not path.is_file():
+                raise InputError(f"{path}: {name} weights file does not exist")
+
+    def available(self) -> bool:
+        return all((path or self.cache / name).is_file() for name, path in self.choices().items())
+
+    def resolve(self, progress: bool) -> dict[str, Path]:
+        """The two files' paths, downloading missing ones into the cache (InputError if that fails)."""
+        return {name: resolve_weights(name, path, self.cache, download=True, base_url=self.url,
+                                      progress=progress)
+                for name, path in self.choices().items()}
+
+
+def choose_backend(requested: str, models: ModelFiles) -> str:
+    """``auto`` means HPA's networks when their weights are at hand, else the classical backend."""
+    if requested != "auto":
+        return requested
+    if models.available():
+        return "hpa"
+    log.warning("HPA's segmentation weights are not in %s: using the classical backend "
+                "(--backend hpa downloads them, or give --nuclei-model/--cell-model)", models.cache)
+    return "classical"
+
+
+def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFiles,
+                   batch_size: int, options: cli.CommonOptions) -> tuple[str, list[str]]:
+    """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
+    models.check()
+    folder = scan_images(images)
+    ids = options.shard.select(folder.ids)
+    todo = [i for i in ids if options.overwrite or not outputs.done(i)]
+    for image_id in sorted(set(ids) - set(todo)):
+        log.info("%s: already segmented, skipped", image_id)
+    backend = choose_backend(backend, models)
+    log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
+    failures = {i: f"missing channel(s) {', '.join(folder.incomplete[i])}"
+                for i in options.shard.select(sorted(folder.incomplete))}
+    if todo:
+        networks = _load_networks(models, options) if backend == "hpa" else None
+        with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"),
+                                 initializer=_init_worker) as pool:
+            if networks is None:
+                failures |= _run_classical(todo, folder, outputs, pool, options)
+            else:
+                failures |= _Pipeline(folder, outputs, networks, batch_size, pool, options).run(todo)
+    for image_id, reason in sorted(failures.items()):
+        log.error("%s: failed: %s", image_id, reason)
+    return backend, sorted(failures)
+
+
+def _load_networks(models: ModelFiles, options: cli.CommonOptions):
+    # torch is imported here, not at module level, so the classical backend never loads it.
+    from hpasc.segmentation.predict import HpaNetworks
+    from hpasc.segmentation.weights import load_hpa_model
+
+    device = cli.resolve_device(options.device)
+    paths = models.resolve(options.progress)
+    return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
+                       load_hpa_model(paths[CELL_WEIGHTS], device), device)
+
+
+def _init_worker() -> None:
+    # One thread per worker process: the pool, not OpenCV, provides the parallelism.
+    cv2.setNumThreads(1)
+
+
+def _paths(folder: ImageFolder, image_id: str) -> list[Path]:
+    return [folder.files[image_id][c] for c in CHANNELS]
+
+
+def _classical_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
+    nuclei, cells = segment_classical(stack_channels(image_id, paths))
+    outputs.write(image_id, nuclei, cells)
+
+
+def _prepare_job(image_id: str, paths: list[Path]) -> NetworkInput:
+    return prepare(stack_channels(image_id, paths))
+
+
+def _finish_job(image_id: str, nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry,
+                outputs: Outputs) -> None:
+    nuclei_labels, cell_labels = label_cell(*restore_both(nuclei, cells, geometry))
+    outputs.write(image_id, nuclei_labels, cell_labels)
+
+
+def _reason(future: Future) -> str | None:
+    """None for a job that succeeded, else a one-line reason (an unexpected error is logged
+    with its traceback at DEBUG level, so that one odd image does not end a long run)."""
+    error = future.exception()
+    if error is None:
+        return None
+    if not isinstance(error, InputError):
+        log.debug("unexpected error", exc_info=error)
+        return f"{type(error).__name__}: {error}"
+    return str(error)
+
+
+def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
+                   pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
+    futures = {pool.submit(_classical_job, i, _paths(folder, i), outputs): i for i in todo}
+    failures = {}
+    for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
+        reason = _reason(future)
+        if reason is not None:
+            failures[futures[future]] = reason
+    return failures
+
+
+class _Pipeline:
+    """Prepare in workers → network batches here → post-process in workers, with bounded queues."""
+
+    def __init__(self, folder: ImageFolder, outputs: Outputs, networks, batch_size: int,
+                 pool: ProcessPoolExecutor, options: cli.CommonOptions):
+        self.folder, self.outputs, self.networks, self.pool = folder, outputs, networks, pool
+        self.batch_size = batch_size
+        self.window = 2 * options.workers + batch_size
+        self.bar = options.bar(total=0, unit="image")
+        self.failures: dict[str, str] = {}
+        self.finishing: deque[tuple[str, Future]] = deque()
+
+    def run(self, todo: list[str]) -> dict[str, str]:
+        self.bar.reset(total=len(todo))
+        pending: deque[tuple[str, Future]] = deque()
+        waiting = iter(todo)
+        groups: dict[tuple[int, ...], list[tuple[str, NetworkInput]]] = {}
+        while True:
+            while len(pending) < self.window and (image_id := next(waiting, None)) is not None:
+                job = self.pool.submit(_prepare_job, image_id, _paths(self.folder, image_id))
+                pending.append((image_id, job))
+            if not pending:
+                break
+            image_id, job = pending.popleft()
+            reason = _reason(job)
+            if reason is not None:
+                self._fail(image_id, reason)
+                continue
+            prepared = job.result()
+            group = groups.setdefault(prepared.nuclei.shape, [])
+            group.append((image_id, prepared))
+            if len(group) == self.batch_size:
+                self._network(groups.pop(prepared.nuclei.shape))
+        for group in groups.values():
+            self._network(group)
+        while self.finishing:
+            self._collect_oldest()
+        self.bar.close()
+        return self.failures
+
+    def _network(self, group: list[tuple[str, NetworkInput]]) -> None:
+        nuclei, cells = self.networks([prepared for _, prepared in group])
+        for index, (image_id, prepared) in enumerate(group):
+            job = self.pool.submit(_finish_job, image_id, nuclei[index], cells[index],
+                                   prepared.geometry, self.outputs)
+            self.finishing.append((image_id, job))
+        while len(self.finishing) > self.window or (self.finishing and self.finishing[0][1].done()):
+            self._collect_oldest()
+
+    def _collect_oldest(self) -> None:
+        image_id, job = self.finishing.popleft()
+        reason = _reason(job)
+        if reason is not None:
+            self._fail(image_id, reason)
+        else:
+            self.bar.update(1)
+
+    def _fail(self, image_id: str, reason: str) -> None:
+        self.failures[image_id] = reason
+        self.bar.update(1)

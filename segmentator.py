@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Segment cells and nuclei in a folder of 4-channel images: {CELLS}/{ID}.png and
+{NUCLEI}/{ID}.png, uint16 label images (0 = background; a nucleus carries its cell's id).
+Backends: 'hpa' runs HPA's own DPN-UNet segmentator (official weights, downloaded once into the
+cache when the network allows); 'classical' needs no weights; 'auto' uses HPA's when its weights
+are present, else the classical one. Images already segmented are skipped."""
+
+from pathlib import Path
+
+from hpasc import cli
+from hpasc.segmentation.stage import BACKENDS, ModelFiles, Outputs, segment_folder
+
+
+def build_parser():
+    parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite", "shard"))
+    parser.add_argument("-i", "--input", type=Path, required=True,
+                        help="image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
+    parser.add_argument("-c", "--cells", type=Path, required=True,
+                        help="output folder for the cell label images")
+    parser.add_argument("-n", "--nuclei", type=Path, default=None,
+                        help="output folder for the nucleus label images (optional)")
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
+                        help="images per network batch (hpa backend)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="segmentation method (see above)")
+    parser.add_argument("--nuclei-model", type=Path, default=None,
+                        help="HPA nuclei weights (dpn_unet_nuclei_v1.pth; default: from the cache)")
+    parser.add_argument("--cell-model", type=Path, default=None,
+                        help="HPA cell weights (dpn_unet_cell_3ch_v1.pth; default: from the cache)")
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="cache folder of HPA's weights (default: $HPASC_CACHE/segmentation "
+                             "or ~/.cache/hpasc/segmentation)")
+    parser.add_argument("--weights-url", default=None, metavar="URL",
+                        help="download missing weights from URL/{file name} (a mirror) "
+                             "instead of Zenodo record 4665863")
+    return parser
+
+
+def main(args) -> int:
+    outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
+    models = ModelFiles(nuclei=args.nuclei_model, cells=args.cell_model, cache_dir=args.weights_dir,
+                        url=args.weights_url)
+    backend, failed = segment_folder(args.input, outputs, args.backend, models, args.batch_size,
+                                     cli.CommonOptions.from_args(args))
+    for folder in filter(None, (args.cells, args.nuclei)):
+        cli.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
+    return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser().parse_args())
