@@ -1,3 +1,15 @@
-"""hpasc: an end-to-end pipeline for the HPA single-cell classification task."""
+"""hpasc: an end-to-end pipeline for the HPA single-cell classification task.
+
+``hpasc.open_cells(path)`` opens a cell dataset folder written by image_cutter.py (see
+``hpasc.cellstore``); it is imported on first use so that ``import hpasc`` stays light.
+"""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "open_cells":
+        from hpasc.cellstore import open_cells
+
+        return open_cells
+    raise AttributeError(f"module 'hpasc' has no attribute {name!r}")

@@ -27,6 +27,7 @@ import hpasc
 from hpasc import atomic
 from hpasc.errors import InputError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_INPUT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -155,6 +156,33 @@ class CommonOptions:
     def bar(self, iterable: Iterable[T] | None = None, **kwargs) -> tqdm:
         """A tqdm progress bar that honours ``--no-progress``."""
         return tqdm(iterable, disable=not self.progress, dynamic_ncols=True, **kwargs)
+
+
+def plan_work(ids: list[str], is_done: Callable[[str], bool], options: CommonOptions,
+              done_words: str) -> tuple[list[str], list[str]]:
+    """This shard's part of ``ids`` and, of that, the items still to do (all with --overwrite).
+
+    Each skipped item is logged as ``<id>: <done_words>, skipped``.
+    """
+    mine = options.shard.select(ids)
+    todo = [i for i in mine if options.overwrite or not is_done(i)]
+    for item in sorted(set(mine) - set(todo)):
+        log.info("%s: %s, skipped", item, done_words)
+    return mine, todo
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for why an item failed. An unexpected error (not an InputError) is logged with
+    its traceback at DEBUG level: one odd item should not end a long run, nor hide a bug."""
+    if isinstance(error, InputError):
+        return str(error)
+    log.debug("unexpected error", exc_info=error)
+    return f"{type(error).__name__}: {error}"
+
+
+def log_failures(failures: dict[str, str]) -> None:
+    for item, reason in sorted(failures.items()):
+        log.error("%s: failed: %s", item, reason)
 
 
 def resolve_device(name: str) -> str:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,12 @@ class ImageFolder:
     @property
     def ids(self) -> list[str]:
         return sorted(self.files)
+
+    def incomplete_reasons(self, select: Callable[[list[str]], list[str]] = list) -> dict[str, str]:
+        """Incomplete image → why it cannot be processed, for the IDs ``select`` picks from the
+        sorted incomplete IDs (e.g. a shard's part)."""
+        return {i: f"missing channel(s) {', '.join(self.incomplete[i])}"
+                for i in select(sorted(self.incomplete))}
 
     def read(self, image_id: str) -> np.ndarray:
         """Read one complete image as uint16 H×W×4 (R, G, B, Y)."""

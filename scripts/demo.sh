@@ -2,8 +2,9 @@
 # The pipeline end to end on built-in synthetic demo data (sets up the virtual environment first).
 # Today's chain: synthetic HPA-like images -> an offline public-HPA mirror (file:// URLs) ->
 # download_publichpa.py -> segmentator.py (HPA's networks when their weights are cached, else the
-# classical backend) -> agreement of the cell masks with the synthetic truth. Later stages join
-# as they land.
+# classical backend) -> agreement of the cell masks with the synthetic truth -> image_cutter.py
+# (128 px tiles, to keep the demo quick on a CPU) -> data_loader.py -> a few cells exported as
+# PNGs. Later stages join as they land.
 # Usage: ./scripts/demo.sh [OUT]   (default: demo_out/ in the repository; a re-run skips done work)
 set -euo pipefail
 out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
@@ -20,3 +21,9 @@ echo "== 4. segmentator.py -> $out/cells, $out/nuclei"
 python segmentator.py -i "$out/publichpa" -c "$out/cells" -n "$out/nuclei"
 echo "== 5. agreement of the cell masks with the synthetic truth (F1 of cells at IoU >= 0.6)"
 python -m hpasc.segmentation.agreement --truth "$out/synthetic/truth" --pred "$out/cells"
+echo "== 6. image_cutter.py -> $out/dataset"
+python image_cutter.py -i "$out/publichpa" -m "$out/cells" -n "$out/nuclei" -o "$out/dataset" --size 128
+echo "== 7. data_loader.py (5 folds, validation fold 0) -> $out/dataset/split"
+python data_loader.py -i "$out/dataset"
+echo "== 8. a few cells as viewable PNGs -> $out/cells_png"
+python -m hpasc.cellstore export --dataset "$out/dataset" --limit 6 --out "$out/cells_png"

@@ -102,14 +102,10 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
     folder = scan_images(images)
-    ids = options.shard.select(folder.ids)
-    todo = [i for i in ids if options.overwrite or not outputs.done(i)]
-    for image_id in sorted(set(ids) - set(todo)):
-        log.info("%s: already segmented, skipped", image_id)
+    ids, todo = cli.plan_work(folder.ids, outputs.done, options, "already segmented")
     backend = choose_backend(backend, models)
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
-    failures = {i: f"missing channel(s) {', '.join(folder.incomplete[i])}"
-                for i in options.shard.select(sorted(folder.incomplete))}
+    failures = folder.incomplete_reasons(options.shard.select)
     if todo:
         networks = _load_networks(models, options) if backend == "hpa" else None
         with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"),
@@ -118,8 +114,7 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
                 failures |= _run_classical(todo, folder, outputs, pool, options)
             else:
                 failures |= _Pipeline(folder, outputs, networks, batch_size, pool, options).run(todo)
-    for image_id, reason in sorted(failures.items()):
-        log.error("%s: failed: %s", image_id, reason)
+    cli.log_failures(failures)
     return backend, sorted(failures)
 
 
@@ -159,15 +154,9 @@ def _finish_job(image_id: str, nuclei: np.ndarray, cells: np.ndarray, geometry: 
 
 
 def _reason(future: Future) -> str | None:
-    """None for a job that succeeded, else a one-line reason (an unexpected error is logged
-    with its traceback at DEBUG level, so that one odd image does not end a long run)."""
+    """None for a job that succeeded, else a one-line reason."""
     error = future.exception()
-    if error is None:
-        return None
-    if not isinstance(error, InputError):
-        log.debug("unexpected error", exc_info=error)
-        return f"{type(error).__name__}: {error}"
-    return str(error)
+    return None if error is None else cli.describe_failure(error)
 
 
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,

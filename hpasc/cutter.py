@@ -1,0 +1,142 @@
+"""The image_cutter stage: every cell of every image → a row and a tile in a cell dataset folder.
+
+Images are cut in a spawn process pool, each written to the cell store as one atomic unit, so a
+crashed run is resumed by running it again (complete images are skipped, a half-written one is
+redone). Shards (``--shard K/N``) write into the same folder; every run ends by merging the table
+of all complete images, which copies no tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from hpasc import cellstore, cli
+from hpasc.classes import format_labels, read_label_table
+from hpasc.crop import CropSettings, crop_cells
+from hpasc.errors import InputError
+from hpasc.heuristics import border_factors, keep_for_training, outlier_factors
+from hpasc.images import CHANNELS, read_label_image, scan_images, stack_channels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaskFolders:
+    """Where an image's masks are: ``{cells}/{ID}.png`` and, optionally, ``{nuclei}/{ID}.png``."""
+
+    cells: Path
+    nuclei: Path | None = None
+
+    def read(self, image_id: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        masks = [self._read(self.cells, image_id, shape)]
+        masks.append(self._read(self.nuclei, image_id, shape) if self.nuclei else None)
+        return masks[0], masks[1]
+
+    @staticmethod
+    def _read(folder: Path, image_id: str, shape: tuple[int, int]) -> np.ndarray:
+        path = folder / f"{image_id}.png"
+        if not path.is_file():
+            raise InputError(f"{image_id}: no mask {path}")
+        mask = read_label_image(path)
+        if mask.shape != shape:
+            raise InputError(f"{image_id}: mask {path} is {mask.shape[1]}x{mask.shape[0]}, "
+                             f"the image {shape[1]}x{shape[0]}")
+        return mask
+
+
+def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, image_id: str,
+              labels: list[int], settings: CropSettings) -> tuple[np.ndarray, pd.DataFrame]:
+    """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
+    computed from the cell masks."""
+    ids, boxes, tiles = crop_cells(image, cells, settings)
+    border = border_factors(cells if nuclei is None else nuclei, image[..., 2], ids)
+    outlier = outlier_factors(cells, image, ids, border)
+    areas = np.bincount(cells.ravel(), minlength=max(ids, default=0) + 1)[ids]
+    rows = pd.DataFrame({
+        "cell_id": [f"{image_id}_{mask_id - 1}" for mask_id in ids],
+        "image_id": image_id,
+        "mask_id": ids,
+        "y0": [boxes[i].y0 for i in ids], "x0": [boxes[i].x0 for i in ids],
+        "y1": [boxes[i].y1 for i in ids], "x1": [boxes[i].x1 for i in ids],
+        "area": areas,
+        "border": border,
+        "outlier": outlier,
+        "keep": keep_for_training(border, outlier, labels),
+        "labels": format_labels(labels),
+    })
+    return tiles, rows
+
+
+def _cut_job(image_id: str, paths: list[Path], masks: MaskFolders, labels: list[int], out: Path,
+             settings: CropSettings) -> int:
+    image = stack_channels(image_id, paths)
+    cells, nuclei = masks.read(image_id, image.shape[:2])
+    tiles, rows = cut_image(image, cells, nuclei, image_id, labels, settings)
+    cellstore.write_image(out, image_id, tiles, rows)
+    return len(rows)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # the pool provides the parallelism
+
+
+def default_nuclei_folder(cells: Path) -> Path | None:
+    """segmentator.py's sibling nucleus folder (``train_cells`` → ``train_nuclei``), if present."""
+    candidate = cells.with_name(cells.name.replace("cells", "nuclei"))
+    return candidate if candidate != cells and candidate.is_dir() else None
+
+
+def find_labels_csv(images: Path) -> Path:
+    """The Kaggle layout's ``train.csv`` beside the image folder, else a labels file inside it."""
+    candidates = [images.parent / "train.csv", images / "train.csv", images / "labels.csv"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise InputError(f"no labels CSV found (looked for {', '.join(map(str, candidates))}); "
+                     "pass --labels CSV, or --no-labels for unlabelled images")
+
+
+def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
+               settings: CropSettings, options: cli.CommonOptions) -> list[str]:
+    """Cut the images of ``images`` that the store in ``out`` lacks; returns the failed IDs."""
+    folder = scan_images(images)
+    cellstore.check_tile_size(out, settings.size)
+    done = cellstore.done_images(out)
+    ids, todo = cli.plan_work(folder.ids, done.__contains__, options, "already cut")
+    unlabelled = [i for i in todo if labels is not None and i not in labels]
+    if unlabelled:
+        log.warning("%d images have no labels in the labels CSV (e.g. %s); their cells get none",
+                    len(unlabelled), unlabelled[0])
+    failures = folder.incomplete_reasons(options.shard.select)
+    log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
+    with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        futures = {pool.submit(_cut_job, i, [folder.files[i][c] for c in CHANNELS], masks,
+                               (labels or {}).get(i, []), out, settings): i for i in todo}
+        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
+            error = future.exception()
+            if error is not None:
+                failures[futures[future]] = cli.describe_failure(error)
+    if cellstore.done_images(out):
+        table = cellstore.merge(out)
+        log.info("the dataset holds %d cells of %d images (%d kept for training)",
+                 len(table), table["image_id"].nunique(), int(table["keep"].sum()))
+    cli.log_failures(failures)
+    return sorted(failures)
+
+
+def read_labels(images: Path, labels_csv: Path | None, no_labels: bool) -> dict[str, list[int]] | None:
+    """The image labels to store: from ``labels_csv``, the default location, or none at all."""
+    if no_labels:
+        return None
+    if labels_csv is None and not images.is_dir():  # say that first, not "no labels found"
+        raise InputError(f"image folder {images} does not exist or is not a folder")
+    return read_label_table(labels_csv or find_labels_csv(images))
