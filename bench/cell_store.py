@@ -35,6 +35,7 @@ from zarr.storage import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cellstore  # noqa: E402
+from hpasc.cellstore import write as cellstore_write  # noqa: E402
 from hpasc.crop import CropSettings, crop_cells  # noqa: E402
 from hpasc.images import CHANNELS, read_label_image, scan_images  # noqa: E402
 from hpasc.synthetic import synthesize_image  # noqa: E402
@@ -76,15 +77,15 @@ def rows_for(image_id: str, n: int) -> pd.DataFrame:
 
 def write_store(root: Path, images: list, codec: dict) -> float:
     """Write every image with ``codec``; returns the write time per tile (s)."""
-    saved = cellstore.CODEC
-    cellstore.CODEC = codec
+    saved = cellstore_write.CODEC
+    cellstore_write.CODEC = codec
     try:
         start = time.perf_counter()
         for image_id, tiles, _ in images:
             cellstore.write_image(root, image_id, tiles, rows_for(image_id, len(tiles)))
         seconds = time.perf_counter() - start
     finally:
-        cellstore.CODEC = saved
+        cellstore_write.CODEC = saved
     cellstore.merge(root)
     return seconds / sum(len(t) for _, t, _ in images)
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from hpasc import cellstore
+from hpasc.cellstore import temporary, write
 from hpasc.cli import Shard
 from hpasc.errors import InputError
 from tests.conftest import REPO, assert_one_line_error, run_script
@@ -224,7 +225,7 @@ def test_tile_size_must_agree(tmp_path: Path) -> None:
 CRASH = """
 import os, sys
 from pathlib import Path
-from hpasc import cellstore
+from hpasc.cellstore import write as cellstore
 from tests.test_cellstore import make_image
 root, image_id, when = sys.argv[1:]
 if when == "before-rename":
@@ -280,7 +281,7 @@ def test_a_live_writers_folder_is_kept(tmp_path: Path) -> None:
     write_all(tmp_path, ["img-a"])
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        name = f".img-b~{cellstore._writer_id()}~{sleeper.pid}~0000.tmp"
+        name = f".img-b~{temporary._writer_id()}~{sleeper.pid}~0000.tmp"
         (tmp_path / "images" / name).mkdir()
         cellstore.merge(tmp_path)
         assert temporary_folders(tmp_path) == [name]
@@ -293,14 +294,14 @@ def test_a_live_writers_folder_is_kept(tmp_path: Path) -> None:
 
 def test_a_writer_whose_folder_was_cleaned_installs_nothing(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    original = cellstore._fsync_tree
+    original = write._fsync_tree
 
     def cleaned_meanwhile(folder: Path) -> None:
         original(folder)
         shutil.rmtree(folder)  # what merge does to a folder it judges abandoned
         (folder / "tiles").mkdir(parents=True)  # and a late write recreating part of it
 
-    monkeypatch.setattr(cellstore, "_fsync_tree", cleaned_meanwhile)
+    monkeypatch.setattr(write, "_fsync_tree", cleaned_meanwhile)
     tiles, rows = make_image("img-a", 2)
     with pytest.raises(FileNotFoundError):
         cellstore.write_image(tmp_path, "img-a", tiles, rows)

@@ -1,0 +1,112 @@
+"""Command line of the cell store: ``python -m hpasc.cellstore export|merge --help``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpasc import cli
+from hpasc.cellstore.export import export_pngs
+from hpasc.cellstore.read import open_cells
+from hpasc.cellstore.temporary import STALE_AFTER_S
+from hpasc.cellstore.write import merge
+from hpasc.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {value}")
+    return value
+
+
+def _dataset_parser(description: str) -> argparse.ArgumentParser:
+    parser = cli.stage_parser(description)
+    parser.add_argument("--dataset", type=Path, required=True, metavar="D",
+                        help="the cell dataset folder (image_cutter.py's output)")
+    return parser
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = _dataset_parser("Write viewable PNGs of chosen cells of a cell dataset: an RGB "
+                             "composite per cell (green = protein, red = microtubules, blue = "
+                             "nucleus, yellow = ER) and, with --raw, the four 16-bit channels.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cells", nargs="+", metavar="ID", help="cell ids ({image ID}_{k}) to export")
+    which.add_argument("--limit", type=cli.positive_int, metavar="N",
+                       help="export the first N cells of the table")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for the PNGs ({cell id}.png, {cell id}_{channel}.png)")
+    parser.add_argument("--raw", action="store_true",
+                        help="also write each channel as a 16-bit greyscale PNG")
+    parser.add_argument("--percentile", type=_percentile, default=99.5,
+                        help="per-channel brightness percentile (of the cell's pixels) shown as "
+                             "full intensity in the composite")
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    options = cli.CommonOptions.from_args(args)
+    store = open_cells(args.dataset)
+    if args.cells:
+        known = set(store.table["cell_id"])
+        unknown = [c for c in args.cells if c not in known]
+        if unknown:
+            raise InputError(f"{args.dataset}: no cell(s) {', '.join(unknown[:3])}"
+                             + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
+        cell_ids = list(args.cells)
+    else:
+        cell_ids = store.table["cell_id"].iloc[: args.limit].tolist()
+    written = export_pngs(store, cell_ids, args.out, raw=args.raw, percentile=args.percentile,
+                          progress=lambda ids: options.bar(ids, unit="cell", desc="export"))
+    log.info("wrote %d PNG files of %d cells to %s", len(written), len(cell_ids), args.out)
+    return cli.EXIT_OK
+
+
+def _merge_parser() -> argparse.ArgumentParser:
+    parser = _dataset_parser("Merge the complete images of a cell dataset into its cells.csv and "
+                             "store.json (image_cutter.py does this at the end of every run), and "
+                             "remove temporary folders whose writer is gone.")
+    parser.add_argument("--stale-after", type=cli.at_least(0.0, float), default=STALE_AFTER_S,
+                        metavar="SECONDS",
+                        help="remove another machine's temporary folders unchanged for this long")
+    return parser
+
+
+def _merge(args: argparse.Namespace) -> int:
+    if not args.dataset.is_dir():
+        raise InputError(f"{args.dataset}: no such cell dataset folder")
+    table = merge(args.dataset, args.stale_after)
+    log.info("%s: %d cells of %d images", args.dataset, len(table), table["image_id"].nunique())
+    return cli.EXIT_OK
+
+
+COMMANDS = {"export": (_export_parser, _export, "write PNGs of chosen cells"),
+            "merge": (_merge_parser, _merge, "merge complete images into cells.csv")}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        top = argparse.ArgumentParser(prog="python -m hpasc.cellstore",
+                                      description="Tools for a cell dataset folder (the cell store).")
+        top.add_argument("command", choices=list(COMMANDS),
+                         help="; ".join(f"{k}: {v[2]}" for k, v in COMMANDS.items()))
+        top.parse_args(argv[:1])
+        return
+    make_parser, stage, _ = COMMANDS[argv[0]]
+    parser = make_parser()
+    parser.prog = f"python -m hpasc.cellstore {argv[0]}"
+    cli.run(stage, parser.parse_args(argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
