@@ -9,12 +9,9 @@ of all complete images, which copies no tiles.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -24,6 +21,7 @@ from hpasc.crop import CropSettings, crop_cells
 from hpasc.errors import InputError
 from hpasc.heuristics import border_factors, keep_for_training, outlier_factors
 from hpasc.images import CHANNELS, read_label_image, scan_images, stack_channels
+from hpasc.workers import collect_failures, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +82,6 @@ def _cut_job(image_id: str, paths: list[Path], masks: MaskFolders, labels: list[
     return len(rows)
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # the pool provides the parallelism
-
-
 def default_nuclei_folder(cells: Path) -> Path | None:
     """segmentator.py's sibling nucleus folder (``train_cells`` → ``train_nuclei``), if present."""
     candidate = cells.with_name(cells.name.replace("cells", "nuclei"))
@@ -117,14 +111,10 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
                     len(unlabelled), unlabelled[0])
     failures = folder.incomplete_reasons(options.shard.select)
     log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
-    with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    with process_pool(options.workers) as pool:
         futures = {pool.submit(_cut_job, i, [folder.files[i][c] for c in CHANNELS], masks,
                                (labels or {}).get(i, []), out, settings): i for i in todo}
-        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
-            error = future.exception()
-            if error is not None:
-                failures[futures[future]] = cli.describe_failure(error)
+        failures |= collect_failures(futures, options)
     if cellstore.done_images(out):
         table = cellstore.merge(out)
         log.info("the dataset holds %d cells of %d images (%d kept for training)",

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from hpasc import cli
@@ -24,8 +22,13 @@ from hpasc.images import CHANNELS, ImageFolder, scan_images, stack_channels, wri
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
 from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
-from hpasc.segmentation.weights import (CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
-                                        resolve_weights)
+from hpasc.segmentation.weights import (
+    CELL_WEIGHTS,
+    NUCLEI_WEIGHTS,
+    default_cache_dir,
+    resolve_weights,
+)
+from hpasc.workers import collect_failures, process_pool
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "hpa", "classical")
@@ -108,8 +111,7 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     failures = folder.incomplete_reasons(options.shard.select)
     if todo:
         networks = _load_networks(models, options) if backend == "hpa" else None
-        with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker) as pool:
+        with process_pool(options.workers) as pool:
             if networks is None:
                 failures |= _run_classical(todo, folder, outputs, pool, options)
             else:
@@ -127,11 +129,6 @@ def _load_networks(models: ModelFiles, options: cli.CommonOptions):
     paths = models.resolve(options.progress)
     return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
                        load_hpa_model(paths[CELL_WEIGHTS], device), device)
-
-
-def _init_worker() -> None:
-    # One thread per worker process: the pool, not OpenCV, provides the parallelism.
-    cv2.setNumThreads(1)
 
 
 def _paths(folder: ImageFolder, image_id: str) -> list[Path]:
@@ -162,12 +159,7 @@ def _reason(future: Future) -> str | None:
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
                    pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
     futures = {pool.submit(_classical_job, i, _paths(folder, i), outputs): i for i in todo}
-    failures = {}
-    for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
-        reason = _reason(future)
-        if reason is not None:
-            failures[futures[future]] = reason
-    return failures
+    return collect_failures(futures, options)
 
 
 class _Pipeline:
