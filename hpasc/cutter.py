@@ -20,7 +20,7 @@ from hpasc.classes import format_labels, read_label_table
 from hpasc.crop import CropSettings, crop_cells
 from hpasc.errors import InputError
 from hpasc.heuristics import border_factors, keep_for_training, outlier_factors
-from hpasc.images import CHANNELS, read_label_image, scan_images, stack_channels
+from hpasc.images import read_label_image, scan_images, stack_channels
 from hpasc.workers import collect_failures, process_pool
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
     failures = folder.incomplete_reasons(options.shard.select)
     log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
     with process_pool(options.workers) as pool:
-        futures = {pool.submit(_cut_job, i, [folder.files[i][c] for c in CHANNELS], masks,
+        futures = {pool.submit(_cut_job, i, folder.paths(i), masks,
                                (labels or {}).get(i, []), out, settings): i for i in todo}
         failures |= collect_failures(futures, options)
     if cellstore.done_images(out):

@@ -55,12 +55,16 @@ class ImageFolder:
         return {i: f"missing channel(s) {', '.join(self.incomplete[i])}"
                 for i in select(sorted(self.incomplete))}
 
-    def read(self, image_id: str) -> np.ndarray:
-        """Read one complete image as uint16 H×W×4 (R, G, B, Y)."""
+    def paths(self, image_id: str) -> list[Path]:
+        """The four channel files of a complete image, in channel order (R, G, B, Y)."""
         if image_id not in self.files:
             missing = self.incomplete.get(image_id, CHANNELS)
             raise InputError(f"{image_id}: missing channel(s) {', '.join(missing)} in {self.root}")
-        return stack_channels(image_id, [self.files[image_id][c] for c in CHANNELS])
+        return [self.files[image_id][c] for c in CHANNELS]
+
+    def read(self, image_id: str) -> np.ndarray:
+        """Read one complete image as uint16 H×W×4 (R, G, B, Y)."""
+        return stack_channels(image_id, self.paths(image_id))
 
 
 def scan_images(folder: str | os.PathLike) -> ImageFolder:

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hpasc import cli
-from hpasc.errors import InputError
-from hpasc.images import CHANNELS, ImageFolder, scan_images, stack_channels, write_label_image
+from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_image
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
 from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
@@ -76,8 +75,8 @@ class ModelFiles:
     def check(self) -> None:
         """Explicit paths are user input: refuse a missing one before any work starts."""
         for name, path in self.choices().items():
-            if path is not None and not path.is_file():
-                raise InputError(f"{path}: {name} weights file does not exist")
+            if path is not None:
+                resolve_weights(name, path, self.cache, download=False)
 
     def available(self) -> bool:
         return all((path or self.cache / name).is_file() for name, path in self.choices().items())
@@ -131,10 +130,6 @@ def _load_networks(models: ModelFiles, options: cli.CommonOptions):
                        load_hpa_model(paths[CELL_WEIGHTS], device), device)
 
 
-def _paths(folder: ImageFolder, image_id: str) -> list[Path]:
-    return [folder.files[image_id][c] for c in CHANNELS]
-
-
 def _classical_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
     nuclei, cells = segment_classical(stack_channels(image_id, paths))
     outputs.write(image_id, nuclei, cells)
@@ -158,7 +153,7 @@ def _reason(future: Future) -> str | None:
 
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
                    pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
-    futures = {pool.submit(_classical_job, i, _paths(folder, i), outputs): i for i in todo}
+    futures = {pool.submit(_classical_job, i, folder.paths(i), outputs): i for i in todo}
     return collect_failures(futures, options)
 
 
@@ -181,7 +176,7 @@ class _Pipeline:
         groups: dict[tuple[int, ...], list[tuple[str, NetworkInput]]] = {}
         while True:
             while len(pending) < self.window and (image_id := next(waiting, None)) is not None:
-                job = self.pool.submit(_prepare_job, image_id, _paths(self.folder, image_id))
+                job = self.pool.submit(_prepare_job, image_id, self.folder.paths(image_id))
                 pending.append((image_id, job))
             if not pending:
                 break
