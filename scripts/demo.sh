@@ -4,14 +4,16 @@
 # download_publichpa.py -> segmentator.py (HPA's networks when their weights are cached, else the
 # classical backend) -> agreement of the cell masks with the synthetic truth -> image_cutter.py
 # (128 px tiles, to keep the demo quick on a CPU) -> data_loader.py -> a few cells exported as
-# PNGs. Later stages join as they land.
+# PNGs -> train_me.py (a short CPU run at 64 px, from scratch: no ImageNet weights offline) -> its
+# cell-level mAP against the synthetic truth -> negative pseudo-labels -> finetuner.py.
+# Inference joins when it lands.
 # Usage: ./scripts/demo.sh [OUT]   (default: demo_out/ in the repository; a re-run skips done work)
 set -euo pipefail
 out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
 source "$(dirname "$0")/env.sh"
 
 echo "== 1. synthetic images with ground truth -> $out/synthetic"
-python -m hpasc.synthetic -o "$out/synthetic" -n 8 --size 1024 --seed 0
+python -m hpasc.synthetic -o "$out/synthetic" -n 40 --size 1024 --seed 0
 echo "== 2. a public-HPA-style mirror of them (.tif.gz + kaggle_2021.tsv) -> $out/mirror"
 python -m hpasc.mirror -i "$out/synthetic" -o "$out/mirror"
 echo "== 3. download_publichpa.py from the mirror -> $out/publichpa"
@@ -27,3 +29,14 @@ echo "== 7. data_loader.py (5 folds, validation fold 0) -> $out/dataset/split"
 python data_loader.py -i "$out/dataset"
 echo "== 8. a few cells as viewable PNGs -> $out/cells_png"
 python -m hpasc.cellstore export --dataset "$out/dataset" --limit 6 --out "$out/cells_png"
+echo "== 9. train_me.py: EfficientNet-B0, BCE, -p augmentation; a short CPU run at 64 px -> $out/models"
+python train_me.py -i "$out/dataset" -s "$out/models" -n b0-bce -c bce -b 32 -p --tile-size 64 \
+    --epochs 6 --epoch-size 2000 --lr 1e-3 --pretrained none --resume
+echo "== 10. cell-level mAP of the last checkpoint on the validation cells (synthetic cell truth)"
+python -m hpasc.training.cell_eval --checkpoint "$out/models/b0-bce-6.pt" --dataset "$out/dataset" \
+    --truth "$out/synthetic/truth/cells.csv"
+echo "== 11. negative pseudo-labels from that checkpoint -> $out/pseudo"
+python -m hpasc.pseudo_label --checkpoint "$out/models/b0-bce-6.pt" --dataset "$out/dataset" \
+    --out "$out/pseudo" --overwrite
+echo "== 12. finetuner.py: one pass over the validation cells -> $out/finetuned"
+python finetuner.py -l "$out/models/b0-bce-6.pt" -s "$out/finetuned" -b 32 --pseudo "$out/pseudo"

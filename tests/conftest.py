@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,15 @@ def hpa_real() -> Path:
     if not HPA_REAL.is_dir():
         pytest.fail(f"the real HPA samples are missing: expected them at {HPA_REAL}")
     return HPA_REAL
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """On a busy 2-core machine torch's intra-op threads can make a forward pass 10-100 times
+    slower than one thread does; one thread keeps a test module's runtime steady."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

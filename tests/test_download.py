@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gzip
 import io
 import threading
@@ -82,14 +84,21 @@ def tif_gz(array: np.ndarray) -> bytes:
     return gzip.compress(buffer.getvalue())
 
 
-@pytest.fixture()
-def server():
+def serve(routes: dict[str, Behaviour] | None = None) -> Iterator[FakeHPA]:
+    """Run a FakeHPA with ``routes`` on 127.0.0.1 until the generator is closed (fixtures
+    ``yield from`` it)."""
     fake = FakeHPA()
+    fake.routes = dict(routes or {})
     thread = threading.Thread(target=fake.serve_forever, daemon=True)
     thread.start()
     yield fake
     fake.shutdown()
     fake.server_close()
+
+
+@pytest.fixture()
+def server():
+    yield from serve()
 
 
 def _planes(seed: int) -> dict[str, np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBloc
 from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
                                         load_hpa_model, load_hpa_state_dict, resolve_weights,
                                         weights_present)
-from tests.test_download import Behaviour, FakeHPA
+from tests.test_download import Behaviour, FakeHPA, serve
 
 SHAPES = Path(__file__).resolve().parents[2] / "shared" / "hpa_unet" / "dpn_unet_state_dict_shapes.json"
 FAST = HttpPolicy(timeout=5, retries=0, backoff=0)
@@ -79,14 +78,7 @@ def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """On a busy 2-core machine torch's intra-op threads can make a forward pass 10-30 times
-    slower than one thread does; one thread keeps this file's runtime steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -309,14 +301,8 @@ def tiny_weights(tmp_path_factory) -> bytes:
 @pytest.fixture
 def server(tiny_weights) -> Iterator[FakeHPA]:
     """Serves the nuclei weights (a valid file) and, as the cell weights, a login page."""
-    fake = FakeHPA()
-    fake.routes = {f"/weights/{NUCLEI_WEIGHTS}": Behaviour(("ok", tiny_weights)),
-                   f"/weights/{CELL_WEIGHTS}": Behaviour(("ok", b"<html>a login page</html>"))}
-    thread = threading.Thread(target=fake.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    fake.shutdown()
-    fake.server_close()
+    yield from serve({f"/weights/{NUCLEI_WEIGHTS}": Behaviour(("ok", tiny_weights)),
+                   f"/weights/{CELL_WEIGHTS}": Behaviour(("ok", b"<html>a login page</html>"))})
 
 
 def test_download_happens_once_into_the_cache(server, tiny_weights, tmp_path):

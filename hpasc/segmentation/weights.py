@@ -12,7 +12,6 @@ are then collected from that tree under their state_dict names and checked again
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import pickle
 import warnings
@@ -21,14 +20,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from hpasc import atomic
-from hpasc.download import FetchError, HttpPolicy, fetch
+from hpasc import weights_cache
+from hpasc.download import FetchError, HttpPolicy
 from hpasc.errors import InputError
 from hpasc.segmentation.network import DPNUNet
-
-log = logging.getLogger(__name__)
+from hpasc.weights_cache import one_line
 
 NUCLEI_WEIGHTS = "dpn_unet_nuclei_v1.pth"
 CELL_WEIGHTS = "dpn_unet_cell_3ch_v1.pth"  # the 3-channel (microtubules, ER, nuclei) cell model
@@ -103,11 +100,6 @@ class _RestrictedPickle:
         return RestrictedUnpickler(file, **kwargs).load()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _unpickle(path: Path) -> Any:
     try:
         with warnings.catch_warnings():
@@ -120,7 +112,7 @@ def _unpickle(path: Path) -> Any:
         raise InputError(f"{path}: refused to unpickle {exc.name}: weights files may only hold tensors, "
                          f"torch.nn modules and pytorch_zoo models") from None
     except Exception as exc:  # anything else an unreadable or hostile file can raise
-        raise InputError(f"{path}: not a readable PyTorch weights file ({_one_line(exc)})") from None
+        raise InputError(f"{path}: not a readable PyTorch weights file ({one_line(exc)})") from None
 
 
 def _module_tensors(module: object, path: Path, prefix: str = "") -> dict[str, Tensor]:
@@ -170,7 +162,7 @@ def load_hpa_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         tensors = _tensors_in(_unpickle(path), path)
     except (AttributeError, TypeError, RecursionError) as exc:  # a module tree of an odd shape
-        raise InputError(f"{path}: not a model or a state_dict ({_one_line(exc)})") from None
+        raise InputError(f"{path}: not a model or a state_dict ({one_line(exc)})") from None
     expected = _expected_tensors()
     problems = [f"missing {k}" for k in expected if k not in tensors]
     problems += [f"unexpected {k}" for k in tensors if k not in expected]
@@ -194,8 +186,7 @@ def load_hpa_model(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
 def default_cache_dir() -> Path:
     """``$HPASC_CACHE/segmentation`` if HPASC_CACHE is set, else ``~/.cache/hpasc/segmentation``."""
-    root = os.environ.get("HPASC_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "hpasc") / "segmentation"
+    return weights_cache.default_cache_dir("segmentation")
 
 
 def weights_present(cache_dir: str | os.PathLike) -> bool:
@@ -213,24 +204,6 @@ def _missing(cache_dir: Path, base_url: str | None, reason: str) -> InputError:
     files = ", ".join(f"{n} ({_url(n, base_url)})" for n in missing)
     return InputError(f"HPA segmentation weights missing: {reason}; download {files} "
                       f"and place {'it' if len(missing) == 1 else 'them'} in {cache_dir}")
-
-
-def _download(url: str, target: Path, policy: HttpPolicy, progress: bool) -> None:
-    """Fetch ``url`` to ``target``, keeping it only if it loads as HPA weights."""
-    log.info("downloading %s to %s", url, target.parent)
-    # download.fetch reads the body in one piece, so the bar shows the elapsed time and then
-    # the size and rate, not a running percentage.
-    with atomic.atomic_path(target) as tmp, \
-            tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:
-        def keep_if_loadable(data: bytes) -> int:
-            tmp.write_bytes(data)
-            try:
-                load_hpa_state_dict(tmp)
-            except InputError as exc:  # fetch tries again, as for a truncated body
-                raise InputError(str(exc).replace(str(tmp), "the downloaded file")) from None
-            return len(data)
-
-        bar.update(fetch(url, policy, keep_if_loadable))
 
 
 def resolve_weights(name: str, explicit: Path | None, cache_dir: Path, download: bool,
@@ -255,7 +228,7 @@ def resolve_weights(name: str, explicit: Path | None, cache_dir: Path, download:
     if not download:
         raise _missing(cache_dir, base_url, f"{name} is not in the cache and downloading is off")
     try:
-        _download(_url(name, base_url), cached, policy, progress)
+        weights_cache.download(_url(name, base_url), cached, load_hpa_state_dict, policy, progress)
     except (FetchError, ValueError, OSError) as exc:  # ValueError: a malformed base_url
-        raise _missing(cache_dir, base_url, f"could not download {name} ({_one_line(exc)})") from None
+        raise _missing(cache_dir, base_url, f"could not download {name} ({one_line(exc)})") from None
     return cached

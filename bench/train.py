@@ -1,0 +1,153 @@
+"""What feeds training and how fast it trains: loader tiles/s per worker, augmentation tiles/s,
+and B0 training images/s at 512 px (CPU; CUDA with and without mixed precision when present).
+
+Input: a cell store cut at 512 px by image_cutter.py from the real HPA samples in
+../shared/data/hpa_real (their HPA masks), in a temporary folder. Figures:
+
+- loader: ``hpasc.training.data`` TileDataset + DataLoader over a random order of the cells with
+  ``--workers`` processes, batch 32, uint16 tiles (what a training step receives). Per worker:
+  the same with one worker. Workers only decompress; augmentation runs on the training device.
+- augmentation: ``augment_batch`` on a batch of 32 at 512 px with ``-p`` (the costliest recipe), on
+  the CPU (all cores) and on CUDA when present.
+- training: forward + backward + Adam step of EfficientNet-B0 (4 channels, 18 outputs) on random
+  batches at 512 px, channels-last and float16 autocast on CUDA (and without autocast).
+
+Usage: python bench/train.py [--workers 2] [--batches 20] [--cpu-batch 8] [--cuda-batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from hpasc import cli  # noqa: E402
+from hpasc.cellstore import open_cells  # noqa: E402
+from hpasc.crop import CropSettings  # noqa: E402
+from hpasc.cutter import MaskFolders, cut_folder  # noqa: E402
+from hpasc.images import scan_images  # noqa: E402
+from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402
+from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
+from hpasc.training.losses import create_loss  # noqa: E402
+from hpasc.training.models import create_model  # noqa: E402
+
+REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
+
+
+def real_cells(root: Path) -> CellSet:
+    images, masks = REAL / "images", root.parent / "masks"
+    masks.mkdir()
+    labels = {i: [0] for i in scan_images(images).ids}
+    for image_id in labels:  # the samples name their masks {ID}_cellmask.png
+        (masks / f"{image_id}.png").symlink_to(REAL / "masks" / f"{image_id}_cellmask.png")
+    failed = cut_folder(images, MaskFolders(masks), labels, root, CropSettings(),
+                        cli.CommonOptions(workers=2, progress=False))
+    assert not failed, failed
+    store = open_cells(root)
+    table = store.table.assign(store=0, row=np.arange(len(store.table)), label_list=[[0]] * len(store))
+    return CellSet([store], table)
+
+
+def loader_rate(cells: CellSet, workers: int, batches: int) -> float:
+    """Tiles/s through a DataLoader with ``workers`` processes (after their start-up)."""
+    order = np.random.default_rng(0).integers(0, len(cells), (batches + 2) * 32)
+    sampler = EpochBatches(32, drop_last=True)
+    sampler.set_indices(order)
+    loader = iter(create_loader(TileDataset(cells, 512), sampler, workers))
+    next(loader), next(loader)  # workers started and their queues primed
+    start = time.perf_counter()
+    count = sum(len(indices) for _, indices in loader)
+    return count / (time.perf_counter() - start)
+
+
+def augment_rate(device: torch.device, repeats: int = 3) -> float:
+    batch = torch.rand(32, 4, 512, 512, device=device)
+    settings = AugmentSettings.from_flags(False, True)
+    generator = torch.Generator().manual_seed(0)
+    augment_batch(batch, settings, generator)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        augment_batch(batch, settings, generator)
+    _sync(device)
+    return repeats * 32 / (time.perf_counter() - start)
+
+
+def train_rate(device: torch.device, batch: int, steps: int, mixed_precision: bool) -> float:
+    model = create_model("efficientnet-b0", 18).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
+    loss_fn = create_loss("bce")
+    x = torch.rand(batch, 4, 512, 512, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.rand(batch, 18, device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=mixed_precision):
+            loss = loss_fn(model(x), y).mean()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(2):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=cli.positive_int, default=os.cpu_count() or 1,
+                        help="loader worker processes for the many-worker figure")
+    parser.add_argument("--batches", type=cli.positive_int, default=20, help="timed loader batches")
+    parser.add_argument("--cpu-batch", type=cli.positive_int, default=8, help="training batch on the CPU")
+    parser.add_argument("--cuda-batch", type=cli.positive_int, default=64, help="training batch on CUDA")
+    parser.add_argument("--steps", type=cli.positive_int, default=3, help="timed training steps (CPU)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cells = real_cells(Path(tmp) / "dataset")
+        print(f"{len(cells)} real cells at 512 px, batch 32")
+        one = loader_rate(cells, 1, args.batches)
+        many = loader_rate(cells, args.workers, args.batches)
+        print(f"loader, 1 worker          {one:8.1f} tiles/s")
+        print(f"loader, {args.workers:2d} workers        {many:8.1f} tiles/s "
+              f"({many / args.workers:.1f} per worker)")
+    torch.set_num_threads(os.cpu_count() or 1)
+    cpu = torch.device("cpu")
+    print(f"augment -p, CPU ({torch.get_num_threads()} threads) {augment_rate(cpu):8.1f} tiles/s")
+    print(f"train B0 512 px, CPU       {train_rate(cpu, args.cpu_batch, args.steps, False):8.2f} images/s "
+          f"(batch {args.cpu_batch}, float32)")
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        name = torch.cuda.get_device_name()
+        print(f"augment -p, {name}  {augment_rate(gpu, 10):8.1f} tiles/s")
+        for amp in (True, False):
+            rate = train_rate(gpu, args.cuda_batch, 20, amp)
+            print(f"train B0 512 px, {name}, {'float16 autocast' if amp else 'float32'}: "
+                  f"{rate:8.1f} images/s (batch {args.cuda_batch}, channels-last)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: models, checkpoints, targets, sampling, augmentation, the loop."""

@@ -1,0 +1,111 @@
+"""finetuner.py's run: one pass over the validation cells of a trained checkpoint's split.
+
+As the 4th place: the cells a person relabelled are repeated (``relabel_repeats`` times each),
+every other kept validation cell is seen once, Adam at a small constant learning rate (3e-5), the
+checkpoint's own loss and augmentation unless overridden. The result is written as
+``{save}/{checkpoint's file name}``: a checkpoint of the same kind, which infer.py loads as any
+other, with the fine-tuning recorded in its metrics and arguments. It is not validated: it has
+now seen the validation cells.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpasc.errors import InputError
+from hpasc.split import read_split
+from hpasc.training import checkpoint as ckpt
+from hpasc.training.augment import AugmentSettings
+from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
+from hpasc.training.engine import Engine, place_model
+from hpasc.training.labels import LabelSources, load_targets
+from hpasc.training.trainer import Runtime, epoch_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    checkpoint: Path
+    save_dir: Path
+    batch_size: int = 32
+    dataset: Path | None = None
+    """Default: the dataset the checkpoint was trained on."""
+    loss: str | None = None
+    augment: AugmentSettings | None = None
+    relabel: tuple[Path, ...] = ()
+    pseudo: tuple[Path, ...] = ()
+    relabel_repeats: int = 3
+    lr: float = 3e-5
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "save_dir": str(self.save_dir),
+                "batch_size": self.batch_size, "dataset": str(self.dataset) if self.dataset else None,
+                "loss": self.loss, "augment": self.augment.to_dict() if self.augment else None,
+                "relabel": [str(p) for p in self.relabel], "pseudo": [str(p) for p in self.pseudo],
+                "relabel_repeats": self.relabel_repeats, "lr": self.lr, "seed": self.seed}
+
+
+def finetune_sample(kept: np.ndarray, relabelled: np.ndarray, repeats: int, seed: int) -> np.ndarray:
+    """Row indices of the pass: each relabelled row ``repeats`` times, each other kept row once,
+    shuffled (seeded)."""
+    plain = np.setdiff1d(kept, relabelled)
+    rows = np.concatenate([plain, np.repeat(relabelled, repeats)]).astype(np.int64)
+    np.random.default_rng(seed).shuffle(rows)
+    return rows
+
+
+def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
+    """Fine-tune; the written checkpoint, or None when it existed already (without --overwrite)."""
+    out = Path(config.save_dir) / Path(config.checkpoint).name
+    if out.exists() and not runtime.options.overwrite:
+        log.info("%s exists, skipped (--overwrite to redo it)", out)
+        return None
+    source = ckpt.load_checkpoint(config.checkpoint)
+    args = source["args"]
+    dataset = config.dataset or Path(args["dataset"])
+    split = read_split(dataset)
+    cells = load_cells(split)
+    model, spec = ckpt.build_model(source)
+    sources = LabelSources.from_dict(args.get("labels", {})).plus(config.relabel, config.pseudo)
+    targets = load_targets(cells, spec.outputs, sources)
+
+    validation = cells.rows_of_images(split.validation_images)
+    relabelled = validation[targets.relabelled[validation].any(axis=1)]
+    kept = validation[cells.table["keep"].to_numpy(bool)[validation]]
+    if not kept.size and not relabelled.size:
+        raise InputError(f"{dataset}: the checkpoint's validation fold has no cells to fine-tune on")
+    rows = finetune_sample(kept, relabelled, config.relabel_repeats, config.seed)
+    log.info("fine-tuning on %d validation cells (%d relabelled, each %d times): %d cells",
+             np.union1d(kept, relabelled).size, relabelled.size, config.relabel_repeats, rows.size)
+
+    loss = config.loss or args["loss"]
+    augment = config.augment or AugmentSettings.from_dict(args["augment"])
+    model = place_model(model, runtime.process)
+    engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=config.lr), None, loss, augment,
+                    runtime.process, runtime.mixed_precision)
+    batches = EpochBatches(config.batch_size, drop_last=False)
+    batches.set_indices(rows[runtime.process.rank::runtime.process.world_size])
+    loader = create_loader(TileDataset(cells, spec.tile_size), batches, runtime.options.workers,
+                           pin_memory=runtime.process.device.type == "cuda")
+    generator = torch.Generator().manual_seed(epoch_seed(config.seed, 0, runtime.process.rank))
+    torch.manual_seed(epoch_seed(config.seed, 0, runtime.process.rank, stream=1))
+    train_loss = runtime.process.mean(engine.train_epoch(loader, torch.from_numpy(targets.values), generator,
+                                                         runtime.options, "fine-tuning"))
+    if runtime.process.is_main:
+        entry = {"epoch": source["epoch"], "stage": "finetune", "lr": config.lr, "train_loss": train_loss,
+                 "train_cells": int(rows.size)}
+        finetuned = {**args, "finetune": {**config.to_dict(), "loss": loss, "augment": augment.to_dict()}}
+        ckpt.save_checkpoint(out, ckpt.make_checkpoint(engine.model, spec, source["epoch"],
+                                                       [*source["metrics"], entry], finetuned))
+        log.info("fine-tuned: train loss %.4f; wrote %s", train_loss, out)
+    runtime.process.barrier()
+    return out
+

@@ -1,0 +1,22 @@
+"""Scoring the cells of a dataset with a model: the loader over chosen rows feeding
+:func:`~hpasc.training.scoring.score_tiles` (validation, pseudo-labels, cell-level evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpasc.cli import CommonOptions
+from hpasc.training.checkpoint import ModelSpec
+from hpasc.training.data import CellSet, TileDataset, create_loader, fixed_batches
+from hpasc.training.scoring import score_tiles
+
+
+def score_rows(model: nn.Module, spec: ModelSpec, cells: CellSet, rows: np.ndarray, batch_size: int,
+               options: CommonOptions, device: torch.device | str) -> np.ndarray:
+    """The (len(rows), 19) probabilities of cells ``rows``, in that order."""
+    loader = create_loader(TileDataset(cells, spec.tile_size), fixed_batches(rows, batch_size),
+                           options.workers, pin_memory=torch.device(device).type == "cuda")
+    batches = options.bar(loader, desc="scoring cells", unit="batch")
+    return score_tiles(model, spec, (tiles for tiles, _ in batches), device)

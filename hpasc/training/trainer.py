@@ -1,0 +1,293 @@
+"""train_me.py's run: data from a split, an epoch loop with per-epoch checkpoints, resume.
+
+Each epoch draws a fresh sample of training cells (:class:`~hpasc.training.sampling.EpochSampler`,
+seeded by (seed, epoch)), reads their tiles in DataLoader workers, augments batches on the
+training device (seeded by (seed, epoch, rank)), and steps Adam with cosine annealing. After each
+epoch the main process validates and writes ``{save}/{name}-{epoch}.pt`` atomically with the
+optimiser, scheduler and scaler states, then rewrites ``{name}-metrics.csv`` from the history held
+in the checkpoint. Because every random draw depends only on (seed, epoch), a run killed anywhere
+and resumed from its last checkpoint trains exactly the epochs it had not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from hpasc import atomic
+from hpasc.cli import CommonOptions
+from hpasc.errors import InputError
+from hpasc.training import checkpoint as ckpt
+from hpasc.training.augment import AugmentSettings
+from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
+from hpasc.training.distributed import Process
+from hpasc.training.engine import Engine, place_model
+from hpasc.training.labels import LabelSources, load_targets
+from hpasc.training.metrics import class_average_precision, mean_average_precision, write_metrics_csv
+from hpasc.training.models import arch_spec, create_model, load_pretrained, resolve_pretrained
+from hpasc.training.sampling import EpochSampler, read_sampling_config
+from hpasc.split import read_split
+
+log = logging.getLogger(__name__)
+
+# Settings that define what a run learns: a resumed run must keep them.
+IDENTITY = ("dataset", "arch", "loss", "tile_size", "negative_head", "augment", "seed", "epochs",
+            "epoch_size", "lr", "min_lr", "labels", "sampling")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a training run learns and where it is saved (``args`` in every checkpoint)."""
+
+    dataset: Path
+    save_dir: Path
+    name: str
+    arch: str = "efficientnet-b0"
+    loss: str = "bce"
+    batch_size: int = 32
+    epochs: int = 16
+    epoch_size: int = 20000
+    lr: float = 3e-4
+    min_lr: float = 1e-5
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    tile_size: int | None = None
+    pretrained: str = "auto"
+    labels: LabelSources = field(default_factory=LabelSources)
+    sampling: Path | None = None
+    negative_head: bool = False
+    seed: int = 0
+    patience: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values.update(dataset=str(Path(self.dataset).resolve()), save_dir=str(self.save_dir),
+                      augment=self.augment.to_dict(), labels=self.labels.to_dict(),
+                      sampling=str(self.sampling) if self.sampling else None)
+        return values
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How this process runs (free to change between a run and its resumption)."""
+
+    options: CommonOptions
+    process: Process
+    resume: bool = False
+    mixed_precision: bool = True
+    pretrained_url: str | None = None
+
+
+@dataclass
+class TrainingData:
+    cells: CellSet
+    targets: torch.Tensor
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+    sampler: EpochSampler
+
+
+def resolve_tile_size(requested: int | None, arch: str, store_tile: int) -> int:
+    """``--tile-size``, else the architecture's size capped by the store's tiles."""
+    if requested is None:
+        return min(arch_spec(arch).default_tile_size, store_tile)
+    if requested > store_tile:
+        log.warning("--tile-size %d is larger than the dataset's %d px tiles: they are enlarged",
+                    requested, store_tile)
+    return requested
+
+
+def outputs_for(negative_head: bool) -> tuple[int, ...]:
+    """18 outputs (Negative derived as 1 − max) or 19 with a Negative output."""
+    return tuple(range(19 if negative_head else 18))
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
+    split = read_split(config.dataset)
+    cells = load_cells(split)
+    outputs = outputs_for(config.negative_head)
+    targets = load_targets(cells, outputs, config.labels)
+    relabelled_cell = targets.relabelled.any(axis=1)
+    keep = cells.table["keep"].to_numpy(bool)
+    in_train = np.zeros(len(cells), bool)
+    in_train[cells.rows_of_images(split.train_images)] = True
+    # Manually relabelled cells are trained on even where the heuristics would drop them.
+    train_rows = np.flatnonzero(in_train & (keep | relabelled_cell))
+    validation_rows = cells.rows_of_images(split.validation_images)
+    validation_rows = validation_rows[keep[validation_rows]]
+    if not train_rows.size:
+        raise InputError(f"{config.dataset}: no kept cells in the training folds")
+    sampler = EpochSampler([cells.image_labels[i] for i in train_rows], targets.values[train_rows],
+                           targets.relabelled[train_rows], outputs,
+                           config=read_sampling_config(config.sampling), epoch_size=config.epoch_size,
+                           seed=config.seed)
+    log.info("%d training cells (%d images), %d validation cells (%d images); %d cells per epoch",
+             train_rows.size, len(split.train_images), validation_rows.size,
+             len(split.validation_images), config.epoch_size)
+    return TrainingData(cells, torch.from_numpy(targets.values), train_rows, validation_rows, sampler)
+
+
+def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs: tuple[int, ...],
+                 resumed: dict[str, Any] | None) -> Engine:
+    """The model (ImageNet-initialised, or the resumed checkpoint's), Adam and cosine annealing."""
+    torch.manual_seed(config.seed)  # the same initial weights on every process and every run
+    model = create_model(config.arch, len(outputs), tile_size=tile_size)
+    if resumed is not None:
+        model.load_state_dict(resumed["model_state"])
+    else:
+        _initialise(model, config, runtime)
+    spec = ckpt.ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size)
+    model = place_model(model, runtime.process)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs - 1, 1),
+                                                           eta_min=config.min_lr)
+    engine = Engine(model, spec, optimizer, scheduler, config.loss, config.augment, runtime.process,
+                    runtime.mixed_precision)
+    if resumed is not None:
+        engine.load_training_state(resumed["training_state"])
+    return engine
+
+
+def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -> None:
+    weights = resolve_pretrained(config.pretrained, config.arch, base_url=runtime.pretrained_url,
+                                 progress=runtime.options.progress and runtime.process.is_main)
+    if weights is None:
+        if config.pretrained == "none":
+            log.info("--pretrained none: training %s from scratch", config.arch)
+        return
+    load_pretrained(model, config.arch, weights, in_channels=4)
+    log.info("initialised %s from ImageNet weights %s", config.arch, weights)
+
+
+def validate(engine: Engine, data: TrainingData, batch_size: int, workers: int) -> dict[str, Any]:
+    """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
+    if not data.validation_rows.size:
+        return {"val_loss": None, "val_map": None, "ap": {}}
+    loader = create_loader(TileDataset(data.cells, engine.spec.tile_size),
+                           fixed_batches(data.validation_rows, batch_size), workers)
+    loss, probabilities = engine.evaluate(loader, data.targets)
+    targets = data.targets[data.validation_rows].numpy()
+    per_class = class_average_precision(probabilities, targets, engine.spec.outputs)
+    return {"val_loss": loss, "val_map": mean_average_precision(per_class),
+            "ap": {str(c): v for c, v in per_class.items()}}
+
+
+def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None to start; refuses to mix two runs in one name."""
+    latest = ckpt.find_latest(config.save_dir, config.name)
+    if latest is None:
+        if runtime.resume:
+            log.info("no checkpoint %s-*.pt in %s: starting at epoch 1", config.name, config.save_dir)
+        return None
+    path, epoch = latest
+    if runtime.resume:
+        checkpoint = ckpt.load_checkpoint(path)
+        _check_same_run(config, checkpoint["args"], path)
+        log.info("resuming from %s (epoch %d)", path, epoch)
+        return checkpoint
+    if not runtime.options.overwrite:
+        raise InputError(f"{path} exists: pass --resume to continue that run or --overwrite to "
+                         "start it again")
+    if runtime.process.is_main:
+        for old in ckpt.run_checkpoints(config.save_dir, config.name):
+            old.unlink()
+        log.info("--overwrite: removed the checkpoints of %s in %s", config.name, config.save_dir)
+    runtime.process.barrier()
+    return None
+
+
+def _check_same_run(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
+    mine = config.to_dict()
+    differs = [key for key in IDENTITY if mine.get(key) != saved.get(key)]
+    if differs:
+        raise InputError(f"{path} was trained with other settings ({', '.join(differs)}); resume "
+                         "with the same flags, or use another --name")
+
+
+def train(config: TrainConfig, runtime: Runtime) -> Path | None:
+    """Train (or resume) the run; returns its last checkpoint (None if it had nothing to do)."""
+    process = runtime.process
+    resumed = _existing_run(config, runtime)
+    history: list[dict[str, Any]] = list(resumed["metrics"]) if resumed else []
+    start = resumed["epoch"] + 1 if resumed else 1
+    final = ckpt.checkpoint_path(config.save_dir, config.name, start - 1) if resumed else None
+    if start > config.epochs or _stopped_early(history, config.patience):
+        log.info("%s: already trained (epoch %d of %d)", config.name, start - 1, config.epochs)
+        return final
+    data = prepare_data(config)
+    if process.is_main:
+        atomic.write_text(Path(config.save_dir) / f"{config.name}-args.yaml",
+                          yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tile_size = resolve_tile_size(config.tile_size, config.arch, data.cells.tile_size)
+    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed)
+    batches = EpochBatches(config.batch_size, drop_last=True)
+    loader = create_loader(TileDataset(data.cells, tile_size), batches, runtime.options.workers,
+                           pin_memory=process.device.type == "cuda")
+    for epoch in range(start, config.epochs + 1):
+        began = time.perf_counter()
+        sample = data.train_rows[data.sampler.sample(epoch)]
+        batches.set_indices(sample[process.rank::process.world_size])
+        lr = engine.optimizer.param_groups[0]["lr"]
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, process.rank))
+        # Dropout and drop-connect draw from the global generator: seeding it per epoch makes a
+        # resumed run draw what the uninterrupted run would have.
+        torch.manual_seed(epoch_seed(config.seed, epoch, process.rank, stream=1))
+        train_loss = process.mean(engine.train_epoch(loader, data.targets, generator,
+                                                     runtime.options, f"epoch {epoch}/{config.epochs}"))
+        engine.scheduler.step()
+        entry = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_cells": len(sample)}
+        if process.is_main:
+            entry |= validate(engine, data, config.batch_size, runtime.options.workers)
+            entry["seconds"] = round(time.perf_counter() - began, 2)
+            history.append(entry)
+            final = _save_epoch(config, engine, epoch, history)
+            _log_epoch(entry)
+        # The main process alone validated: its decision to stop holds for every process.
+        if process.mean(float(process.is_main and _stopped_early(history, config.patience))) > 0:
+            log.info("early stopping: validation mAP has not improved for %d epochs", config.patience)
+            break
+    return final
+
+
+def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
+    """A seed for one random stream of one process in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, rank, stream]).generate_state(1)[0])
+
+
+def _save_epoch(config: TrainConfig, engine: Engine, epoch: int, history: list[dict]) -> Path:
+    path = ckpt.checkpoint_path(config.save_dir, config.name, epoch)
+    checkpoint = ckpt.make_checkpoint(engine.model, engine.spec, epoch, history, config.to_dict(),
+                                      engine.training_state())
+    ckpt.save_checkpoint(path, checkpoint)
+    write_metrics_csv(Path(config.save_dir) / f"{config.name}-metrics.csv", history)
+    return path
+
+
+def _log_epoch(entry: dict[str, Any]) -> None:
+    val_map = entry.get("val_map")
+    log.info("epoch %d: train loss %.4f, validation loss %s, validation mAP %s (%.0f s)",
+             entry["epoch"], entry["train_loss"], _fmt(entry.get("val_loss")), _fmt(val_map),
+             entry["seconds"])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _stopped_early(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether the last ``patience`` epochs brought no better validation mAP than before them."""
+    scores = [e.get("val_map") for e in history]
+    scores = [s for s in scores if s is not None and not math.isnan(s)]
+    if patience <= 0 or len(scores) <= patience:
+        return False
+    return max(scores[-patience:]) <= max(scores[:-patience])
+

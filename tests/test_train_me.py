@@ -1,0 +1,165 @@
+"""train_me.py and finetuner.py as real subprocesses on a small synthetic dataset: the SPEC
+command lines, checkpoints and metrics, resume after SIGKILL, torchrun, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from efficientnet_pytorch import EfficientNet
+
+from hpasc.training.checkpoint import build_model, find_latest, load_checkpoint
+from hpasc.training.models import IMAGENET_URLS
+from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
+
+FAST = ("--epochs", "2", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress")
+
+
+def make_dataset(root: Path, images: int, size: int, tile: int, seed: int) -> Path:
+    """synthetic images → image_cutter.py (truth masks) → data_loader.py; returns ``root``."""
+    for args in (("-m", "hpasc.synthetic", "-o", root / "syn", "-n", images, "--size", size, "--seed", seed,
+                  "--no-progress"),
+                 ("image_cutter.py", "-i", root / "syn", "-m", root / "syn" / "truth", "-n",
+                  root / "syn" / "truth" / "nuclei", "-o", root / "dataset", "--size", tile, "--no-progress"),
+                 ("data_loader.py", "-i", root / "dataset")):
+        result = run_script(*args)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder laid out as the SPEC command lines expect: ``dataset/`` with its split, and an
+    ImageNet weights cache (random weights in efficientnet-pytorch's layout, made here)."""
+    root = make_dataset(tmp_path_factory.mktemp("train"), images=12, size=384, tile=32, seed=5)
+    cache = root / "cache" / "imagenet"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    imagenet = EfficientNet.from_name("efficientnet-b0")
+    torch.save(imagenet.state_dict(), cache / IMAGENET_URLS["efficientnet-b0"].rsplit("/", 1)[-1])
+    return root
+
+
+def offline_env(root: Path) -> dict[str, str]:
+    return {**os.environ, "HPASC_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def train(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return run_script("train_me.py", *args, cwd=root, env=offline_env(root), timeout=timeout)
+
+
+def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
+    first = train(workdir, "-c", "bce", "-s", "models", "-n", "b0-bce", "-b", "32", "-p", *FAST,
+                  "--relabel", str(HPA_REAL / "relabel_example"))
+    assert first.returncode == 0, first.stderr
+    assert "initialised efficientnet-b0 from ImageNet weights" in first.stderr
+    assert "not in the dataset" in first.stderr  # the real relabel files name cells of real images
+    second = train(workdir, "-c", "focal", "-s", "models", "-n", "b0-focal", "-b", "32", "-r", *FAST)
+    assert second.returncode == 0, second.stderr
+    models = workdir / "models"
+    assert {p.name for p in models.glob("*.pt")} == {"b0-bce-1.pt", "b0-bce-2.pt", "b0-focal-1.pt",
+                                                      "b0-focal-2.pt"}
+    metrics = pd.read_csv(models / "b0-bce-metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert metrics["val_map"].between(0, 1).all() and (metrics["train_cells"] == 64).all()
+    args = yaml.safe_load((models / "b0-focal-args.yaml").read_text())
+    assert args["loss"] == "focal" and args["augment"]["resize_p"] == 0.4
+
+    checkpoint = load_checkpoint(models / "b0-bce-2.pt")
+    model, spec = build_model(checkpoint)  # rebuilt from the file alone
+    assert spec.tile_size == 32 and spec.outputs == tuple(range(18)) and checkpoint["epoch"] == 2
+    assert model(torch.zeros(1, 4, 32, 32)).shape == (1, 18)
+
+    for loss, flag in (("bce", "-p"), ("focal", "-r")):
+        result = run_script("finetuner.py", "-c", loss, "-l", f"models/b0-{loss}-2.pt", "-s", "finetuned",
+                            "-b", "32", flag, "--workers", "1", "--no-progress", cwd=workdir,
+                            env=offline_env(workdir))
+        assert result.returncode == 0, result.stderr
+    tuned = load_checkpoint(workdir / "finetuned" / "b0-bce-2.pt")
+    assert tuned["metrics"][-1]["stage"] == "finetune" and tuned["args"]["finetune"]["lr"] == 3e-5
+    before, after = checkpoint["model_state"], tuned["model_state"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    again = run_script("finetuner.py", "-l", "models/b0-bce-2.pt", "-s", "finetuned", "--no-progress",
+                       cwd=workdir, env=offline_env(workdir))
+    assert again.returncode == 0 and "exists, skipped" in again.stderr
+
+
+def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:
+    args = ("-s", "again", "-n", "run", "--pretrained", "none", "--epochs", "1", "--tile-size", "32",
+            "--workers", "1", "--no-progress", "--epoch-size", "32")
+    assert train(workdir, *args).returncode == 0
+    assert_one_line_error(train(workdir, *args), "again/run-1.pt exists", "--resume")
+    finished = train(workdir, *args, "--resume")
+    assert finished.returncode == 0 and "already trained" in finished.stderr
+    assert_one_line_error(train(workdir, *args[:-2], "--epoch-size", "64", "--resume"), "other settings")
+    assert train(workdir, *args, "--overwrite").returncode == 0
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(workdir: Path) -> None:
+    args = ["-n", "r", "--pretrained", "none", "--epochs", "3", "--epoch-size", "192", "--tile-size", "32",
+            "--workers", "1", "--no-progress", "-b", "16"]
+    assert train(workdir, "-s", "straight", *args).returncode == 0
+
+    command = [sys.executable, str(REPO / "train_me.py"), "-s", "killed", *args]
+    env = {**offline_env(workdir), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _wait_for(workdir / "killed" / "r-1.pt", process, timeout=240)
+        time.sleep(1.0)  # into epoch 2
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert find_latest(workdir / "killed", "r") == (workdir / "killed" / "r-1.pt", 1)
+    assert not [p for p in (workdir / "killed").iterdir() if p.name.startswith(".")]
+
+    resumed = train(workdir, "-s", "killed", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    assert pd.read_csv(workdir / "killed" / "r-metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    straight = load_checkpoint(workdir / "straight" / "r-3.pt")["model_state"]
+    continued = load_checkpoint(workdir / "killed" / "r-3.pt")["model_state"]
+    for key, value in straight.items():
+        torch.testing.assert_close(continued[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_torchrun_two_processes(workdir: Path) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "train_me.py"), "-s", "ddp", "-n", "d", "--pretrained", "none", "--device", "cpu",
+               "--epochs", "1", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress"]
+    env = {**offline_env(workdir), "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    checkpoint = load_checkpoint(workdir / "ddp" / "d-1.pt")
+    assert not any(k.startswith("module.") for k in checkpoint["model_state"])
+    assert checkpoint["metrics"][0]["train_cells"] == 64
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("-i", "nowhere"), ("nowhere",)),
+    (("-i", "syn"), ("no split",)),
+    (("--pretrained", "missing.pth"), ("missing.pth", "does not exist")),
+])
+def test_bad_input_is_one_line(workdir: Path, args: tuple[str, ...], fragments: tuple[str, ...]) -> None:
+    assert_one_line_error(train(workdir, "-s", "bad", *FAST, *args), *fragments)
+
+
+def test_resize_and_pad_flags_exclude_each_other(workdir: Path) -> None:
+    result = train(workdir, "-r", "-p")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
