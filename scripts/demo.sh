@@ -13,7 +13,7 @@ out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
 source "$(dirname "$0")/env.sh"
 
 echo "== 1. synthetic images with ground truth -> $out/synthetic"
-python -m hpasc.synthetic -o "$out/synthetic" -n 40 --size 1024 --seed 0
+python -m hpasc.synthetic -o "$out/synthetic" -n 80 --size 1024 --seed 0
 echo "== 2. a public-HPA-style mirror of them (.tif.gz + kaggle_2021.tsv) -> $out/mirror"
 python -m hpasc.mirror -i "$out/synthetic" -o "$out/mirror"
 echo "== 3. download_publichpa.py from the mirror -> $out/publichpa"
@@ -31,12 +31,12 @@ echo "== 8. a few cells as viewable PNGs -> $out/cells_png"
 python -m hpasc.cellstore export --dataset "$out/dataset" --limit 6 --out "$out/cells_png"
 echo "== 9. train_me.py: EfficientNet-B0, BCE, -p augmentation; a short CPU run at 64 px -> $out/models"
 python train_me.py -i "$out/dataset" -s "$out/models" -n b0-bce -c bce -b 32 -p --tile-size 64 \
-    --epochs 6 --epoch-size 2000 --lr 1e-3 --pretrained none --resume
+    --epochs 8 --epoch-size 2000 --lr 1e-3 --pretrained none --resume
 echo "== 10. cell-level mAP of the last checkpoint on the validation cells (synthetic cell truth)"
-python -m hpasc.training.cell_eval --checkpoint "$out/models/b0-bce-6.pt" --dataset "$out/dataset" \
+python -m hpasc.training.cell_eval --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
     --truth "$out/synthetic/truth/cells.csv"
 echo "== 11. negative pseudo-labels from that checkpoint -> $out/pseudo"
-python -m hpasc.pseudo_label --checkpoint "$out/models/b0-bce-6.pt" --dataset "$out/dataset" \
+python -m hpasc.pseudo_label --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
     --out "$out/pseudo" --overwrite
 echo "== 12. finetuner.py: one pass over the validation cells -> $out/finetuned"
-python finetuner.py -l "$out/models/b0-bce-6.pt" -s "$out/finetuned" -b 32 --pseudo "$out/pseudo"
+python finetuner.py -l "$out/models/b0-bce-8.pt" -s "$out/finetuned" -b 32 --pseudo "$out/pseudo"

@@ -40,6 +40,19 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0]
 
 
+def make_dataset(root: Path, images: int, size: int, tile: int, seed: int) -> Path:
+    """A cell dataset ``root/dataset`` with its split, cut from ``root/syn`` synthetic images with
+    their truth masks: hpasc.synthetic → image_cutter.py → data_loader.py. Returns ``root``."""
+    for args in (("-m", "hpasc.synthetic", "-o", root / "syn", "-n", images, "--size", size, "--seed", seed,
+                  "--no-progress"),
+                 ("image_cutter.py", "-i", root / "syn", "-m", root / "syn" / "truth", "-n",
+                  root / "syn" / "truth" / "nuclei", "-o", root / "dataset", "--size", tile, "--no-progress"),
+                 ("data_loader.py", "-i", root / "dataset")):
+        result = run_script(*args)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
 @pytest.fixture(scope="session")
 def hpa_real() -> Path:
     if not HPA_REAL.is_dir():

@@ -18,21 +18,9 @@ from efficientnet_pytorch import EfficientNet
 
 from hpasc.training.checkpoint import build_model, find_latest, load_checkpoint
 from hpasc.training.models import IMAGENET_URLS
-from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
+from tests.conftest import HPA_REAL, REPO, assert_one_line_error, make_dataset, run_script
 
 FAST = ("--epochs", "2", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress")
-
-
-def make_dataset(root: Path, images: int, size: int, tile: int, seed: int) -> Path:
-    """synthetic images → image_cutter.py (truth masks) → data_loader.py; returns ``root``."""
-    for args in (("-m", "hpasc.synthetic", "-o", root / "syn", "-n", images, "--size", size, "--seed", seed,
-                  "--no-progress"),
-                 ("image_cutter.py", "-i", root / "syn", "-m", root / "syn" / "truth", "-n",
-                  root / "syn" / "truth" / "nuclei", "-o", root / "dataset", "--size", tile, "--no-progress"),
-                 ("data_loader.py", "-i", root / "dataset")):
-        result = run_script(*args)
-        assert result.returncode == 0, result.stderr
-    return root
 
 
 @pytest.fixture(scope="module")
