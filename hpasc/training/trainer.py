@@ -220,7 +220,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
     history: list[dict[str, Any]] = list(resumed["metrics"]) if resumed else []
     start = resumed["epoch"] + 1 if resumed else 1
     final = ckpt.checkpoint_path(config.save_dir, config.name, start - 1) if resumed else None
-    if start > config.epochs or _stopped_early(history, config.patience):
+    if start > config.epochs or stopped_early(history, config.patience):
         log.info("%s: already trained (epoch %d of %d)", config.name, start - 1, config.epochs)
         return final
     data = prepare_data(config)
@@ -252,7 +252,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
             final = _save_epoch(config, engine, epoch, history)
             _log_epoch(entry)
         # The main process alone validated: its decision to stop holds for every process.
-        if process.mean(float(process.is_main and _stopped_early(history, config.patience))) > 0:
+        if process.mean(float(process.is_main and stopped_early(history, config.patience))) > 0:
             log.info("early stopping: validation mAP has not improved for %d epochs", config.patience)
             break
     return final
@@ -283,7 +283,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def _stopped_early(history: list[dict[str, Any]], patience: int) -> bool:
+def stopped_early(history: list[dict[str, Any]], patience: int) -> bool:
     """Whether the last ``patience`` epochs brought no better validation mAP than before them."""
     scores = [e.get("val_map") for e in history]
     scores = [s for s in scores if s is not None and not math.isnan(s)]
