@@ -8,7 +8,7 @@ are present, else the classical one. Images already segmented are skipped."""
 from pathlib import Path
 
 from hpasc import cli
-from hpasc.segmentation.stage import BACKENDS, ModelFiles, Outputs, segment_folder
+from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
 
 
 def build_parser():
@@ -21,26 +21,14 @@ def build_parser():
                         help="output folder for the nucleus label images (optional)")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
                         help="images per network batch (hpa backend)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="segmentation method (see above)")
-    parser.add_argument("--nuclei-model", type=Path, default=None,
-                        help="HPA nuclei weights (dpn_unet_nuclei_v1.pth; default: from the cache)")
-    parser.add_argument("--cell-model", type=Path, default=None,
-                        help="HPA cell weights (dpn_unet_cell_3ch_v1.pth; default: from the cache)")
-    parser.add_argument("--weights-dir", type=Path, default=None,
-                        help="cache folder of HPA's weights (default: $HPASC_CACHE/segmentation "
-                             "or ~/.cache/hpasc/segmentation)")
-    parser.add_argument("--weights-url", default=None, metavar="URL",
-                        help="download missing weights from URL/{file name} (a mirror) "
-                             "instead of Zenodo record 4665863")
+    add_segmentation_flags(parser)
     return parser
 
 
 def main(args) -> int:
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
-    models = ModelFiles(nuclei=args.nuclei_model, cells=args.cell_model, cache_dir=args.weights_dir,
-                        url=args.weights_url)
-    backend, failed = segment_folder(args.input, outputs, args.backend, models, args.batch_size,
+    backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
+                                     args.batch_size,
                                      cli.CommonOptions.from_args(args))
     for folder in filter(None, (args.cells, args.nuclei)):
         cli.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})

@@ -5,8 +5,9 @@
 # classical backend) -> agreement of the cell masks with the synthetic truth -> image_cutter.py
 # (128 px tiles, to keep the demo quick on a CPU) -> data_loader.py -> a few cells exported as
 # PNGs -> train_me.py (a short CPU run at 64 px, from scratch: no ImageNet weights offline) -> its
-# cell-level mAP against the synthetic truth -> negative pseudo-labels -> finetuner.py.
-# Inference joins when it lands.
+# cell-level mAP against the synthetic truth -> negative pseudo-labels -> finetuner.py -> infer.py
+# on new synthetic test images with an ensemble of the trained and fine-tuned checkpoints -> the
+# competition metric against their truth (the last line: mAP).
 # Usage: ./scripts/demo.sh [OUT]   (default: demo_out/ in the repository; a re-run skips done work)
 set -euo pipefail
 out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
@@ -40,3 +41,17 @@ python -m hpasc.pseudo_label --checkpoint "$out/models/b0-bce-8.pt" --dataset "$
     --out "$out/pseudo" --overwrite
 echo "== 12. finetuner.py: one pass over the validation cells -> $out/finetuned"
 python finetuner.py -l "$out/models/b0-bce-8.pt" -s "$out/finetuned" -b 32 --pseudo "$out/pseudo"
+echo "== 13. new synthetic test images with ground truth -> $out/test"
+python -m hpasc.synthetic -o "$out/test" -n 12 --size 1024 --seed 1
+cat > "$out/ensemble.yaml" <<'YAML'
+groups:
+  - weight: 0.5
+    members: [{checkpoint: models/b0-bce-8.pt}]
+  - weight: 0.5
+    members: [{checkpoint: finetuned/b0-bce-8.pt}]
+postprocessing: {cell_weight: 0.7, image_weight: 0.3, border_factor: true, outlier_factor: true}
+YAML
+echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv"
+python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv"
+echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
+python -m hpasc.evaluate --submission "$out/submission.csv" --truth "$out/test/truth"

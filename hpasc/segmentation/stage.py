@@ -8,8 +8,11 @@ post-process the previous batch.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +91,28 @@ class ModelFiles:
                 for name, path in self.choices().items()}
 
 
+def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
+    """--backend and where HPA's weights come from (segmentator.py, infer.py)."""
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="segmentation: hpa (HPA's networks), classical (no weights), auto (hpa "
+                             "when its weights are present, else classical)")
+    parser.add_argument("--nuclei-model", type=Path, default=None,
+                        help="HPA nuclei weights (dpn_unet_nuclei_v1.pth; default: from the cache)")
+    parser.add_argument("--cell-model", type=Path, default=None,
+                        help="HPA cell weights (dpn_unet_cell_3ch_v1.pth; default: from the cache)")
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="cache folder of HPA's weights (default: $HPASC_CACHE/segmentation "
+                             "or ~/.cache/hpasc/segmentation)")
+    parser.add_argument("--weights-url", default=None, metavar="URL",
+                        help="download missing weights from URL/{file name} (a mirror) "
+                             "instead of Zenodo record 4665863")
+
+
+def model_files_from_args(args: argparse.Namespace) -> ModelFiles:
+    return ModelFiles(nuclei=args.nuclei_model, cells=args.cell_model, cache_dir=args.weights_dir,
+                      url=args.weights_url)
+
+
 def choose_backend(requested: str, models: ModelFiles) -> str:
     """``auto`` means HPA's networks when their weights are at hand, else the classical backend."""
     if requested != "auto":
@@ -109,17 +134,19 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
     failures = folder.incomplete_reasons(options.shard.select)
     if todo:
-        networks = _load_networks(models, options) if backend == "hpa" else None
+        networks = load_networks(models, options) if backend == "hpa" else None
         with process_pool(options.workers) as pool:
             if networks is None:
                 failures |= _run_classical(todo, folder, outputs, pool, options)
             else:
-                failures |= _Pipeline(folder, outputs, networks, batch_size, pool, options).run(todo)
+                pipeline = NetworkPipeline(folder, networks, batch_size, pool, options,
+                                           functools.partial(_finish_job, outputs))
+                failures |= pipeline.run(todo)
     cli.log_failures(failures)
     return backend, sorted(failures)
 
 
-def _load_networks(models: ModelFiles, options: cli.CommonOptions):
+def load_networks(models: ModelFiles, options: cli.CommonOptions):
     # torch is imported here, not at module level, so the classical backend never loads it.
     from hpasc.segmentation.predict import HpaNetworks
     from hpasc.segmentation.weights import load_hpa_model
@@ -139,10 +166,14 @@ def _prepare_job(image_id: str, paths: list[Path]) -> NetworkInput:
     return prepare(stack_channels(image_id, paths))
 
 
-def _finish_job(image_id: str, nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry,
-                outputs: Outputs) -> None:
-    nuclei_labels, cell_labels = label_cell(*restore_both(nuclei, cells, geometry))
-    outputs.write(image_id, nuclei_labels, cell_labels)
+def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Raw network outputs → (nucleus labels, cell labels) at the image's size."""
+    return label_cell(*restore_both(nuclei, cells, geometry))
+
+
+def _finish_job(outputs: Outputs, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
+                geometry: Geometry) -> None:
+    outputs.write(image_id, *finish_labels(nuclei, cells, geometry))
 
 
 def _reason(future: Future) -> str | None:
@@ -157,13 +188,19 @@ def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
     return collect_failures(futures, options)
 
 
-class _Pipeline:
-    """Prepare in workers → network batches here → post-process in workers, with bounded queues."""
+class NetworkPipeline:
+    """Prepare in workers → network batches here → ``finish`` in workers, with bounded queues.
 
-    def __init__(self, folder: ImageFolder, outputs: Outputs, networks, batch_size: int,
-                 pool: ProcessPoolExecutor, options: cli.CommonOptions):
-        self.folder, self.outputs, self.networks, self.pool = folder, outputs, networks, pool
-        self.batch_size = batch_size
+    ``finish(image_id, nuclei, cells, geometry)`` (picklable: a module-level function or a
+    partial of one) turns an image's raw network outputs into its result in a worker;
+    ``on_result(image_id, result)`` receives the results here, in the order of the images.
+    """
+
+    def __init__(self, folder: ImageFolder, networks, batch_size: int, pool: ProcessPoolExecutor,
+                 options: cli.CommonOptions, finish: Callable[..., object],
+                 on_result: Callable[[str, object], None] = lambda image_id, result: None):
+        self.folder, self.networks, self.pool = folder, networks, pool
+        self.batch_size, self.finish, self.on_result = batch_size, finish, on_result
         self.window = 2 * options.workers + batch_size
         self.bar = options.bar(total=0, unit="image")
         self.failures: dict[str, str] = {}
@@ -200,8 +237,8 @@ class _Pipeline:
     def _network(self, group: list[tuple[str, NetworkInput]]) -> None:
         nuclei, cells = self.networks([prepared for _, prepared in group])
         for index, (image_id, prepared) in enumerate(group):
-            job = self.pool.submit(_finish_job, image_id, nuclei[index], cells[index],
-                                   prepared.geometry, self.outputs)
+            job = self.pool.submit(self.finish, image_id, nuclei[index], cells[index],
+                                   prepared.geometry)
             self.finishing.append((image_id, job))
         while len(self.finishing) > self.window or (self.finishing and self.finishing[0][1].done()):
             self._collect_oldest()
@@ -212,6 +249,7 @@ class _Pipeline:
         if reason is not None:
             self._fail(image_id, reason)
         else:
+            self.on_result(image_id, job.result())
             self.bar.update(1)
 
     def _fail(self, image_id: str, reason: str) -> None:

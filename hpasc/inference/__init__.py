@@ -1,0 +1,1 @@
+"""Inference: the ensemble, post-processing and the pipelined infer.py stage."""

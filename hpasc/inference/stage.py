@@ -1,0 +1,198 @@
+"""infer.py's run: test images → cells → ensemble scores → submission.csv.
+
+Pipelined: worker processes read each image, segment it (the classical backend entirely in the
+worker; with HPA's networks the worker prepares the input, the networks run here on batches, and
+a worker restores their output and runs ``label_cell``), cut its cells with image_cutter.py's own
+function (tiles, border and outlier factors) and RLE-encode the masks. The main process scores the
+tiles with the ensemble (on the GPU when there is one) and post-processes them, image by image in
+submission order, while the workers already work on the next images: at most a bounded window of
+images is in flight, which bounds memory (a 3072² image with 100 cells holds ~200 MB of 512 px
+tiles). An image that fails (a missing channel, an unreadable file) is logged and gets a row
+without predictions; the others are predicted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hpasc import cli
+from hpasc.crop import CropSettings
+from hpasc.cutter import cut_image
+from hpasc.errors import InputError
+from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
+from hpasc.inference.ensemble import LoadedEnsemble, read_ensemble
+from hpasc.inference.postprocess import postprocess
+from hpasc.rle import encode_cells
+from hpasc.segmentation.classical import segment_classical
+from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
+from hpasc.submission import prediction_string, write_submission
+from hpasc.workers import process_pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    backend: str = "auto"
+    models: ModelFiles = ModelFiles()
+    batch_size: int = 32
+    segmentation_batch: int = 4
+    tta: bool = False
+    postprocessing: bool = True
+    save_masks: Path | None = None
+    mixed_precision: bool = True
+
+
+@dataclass
+class ImageCells:
+    """What a worker hands back for one image: its size, cell tiles, factors and masks."""
+
+    image_id: str
+    height: int
+    width: int
+    tiles: np.ndarray
+    border: np.ndarray
+    outlier: np.ndarray
+    masks: list[str]
+
+
+def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
+                   tile_size: int, save_masks: Path | None) -> ImageCells:
+    tiles, rows = cut_image(image, cells, nuclei, image_id, [], CropSettings(size=tile_size))
+    ids = rows["mask_id"].tolist()
+    encoded = encode_cells(cells, ids)
+    if save_masks is not None:
+        write_label_image(save_masks / f"{image_id}.png", cells)
+    return ImageCells(image_id, image.shape[0], image.shape[1], tiles, rows["border"].to_numpy(),
+                      rows["outlier"].to_numpy(), [encoded[i] for i in ids])
+
+
+def _classical_job(image_id: str, paths: list[Path], tile_size: int, save_masks: Path | None) -> ImageCells:
+    image = stack_channels(image_id, paths)
+    nuclei, cells = segment_classical(image)
+    return cells_of_image(image_id, image, cells, nuclei, tile_size, save_masks)
+
+
+def _network_job(folder: ImageFolder, tile_size: int, save_masks: Path | None, image_id: str,
+                 nuclei: np.ndarray, cells: np.ndarray, geometry) -> ImageCells:
+    nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry)
+    # The image is read again here rather than sent along: it is cheaper than pickling it twice.
+    image = stack_channels(image_id, folder.paths(image_id))
+    return cells_of_image(image_id, image, cell_labels, nucleus_labels, tile_size, save_masks)
+
+
+class Predictor:
+    """Scores each image's cells with the ensemble and keeps its submission row."""
+
+    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing) -> None:
+        self.ensemble, self.settings, self.postprocessing = ensemble, settings, postprocessing
+        self.rows: dict[str, tuple[int, int, str]] = {}
+
+    def __call__(self, image_id: str, cells: ImageCells) -> None:
+        scores = self.score(cells.tiles)
+        if self.settings.postprocessing and len(scores):
+            scores = postprocess(scores, cells.border, cells.outlier, self.postprocessing)
+        self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
+
+    def score(self, tiles: np.ndarray) -> np.ndarray:
+        parts = [np.zeros((0, 19), np.float32)]
+        for start in range(0, len(tiles), self.settings.batch_size):
+            parts.append(self.ensemble(torch.from_numpy(tiles[start:start + self.settings.batch_size])))
+        return np.concatenate(parts)
+
+
+def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, tile_size: int,
+                   pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
+    """Workers segment and cut ahead of the scoring here, ``2 × workers`` images at most."""
+    failures: dict[str, str] = {}
+    waiting = iter(ids)
+    pending: deque[tuple[str, Future]] = deque()
+    bar = options.bar(total=len(ids), unit="image", desc="infer")
+    while True:
+        while len(pending) < 2 * options.workers and (image_id := next(waiting, None)) is not None:
+            pending.append((image_id, pool.submit(_classical_job, image_id, folder.paths(image_id),
+                                                  tile_size, predictor.settings.save_masks)))
+        if not pending:
+            break
+        image_id, job = pending.popleft()
+        if job.exception() is not None:
+            failures[image_id] = cli.describe_failure(job.exception())
+        else:
+            predictor(image_id, job.result())
+        bar.update(1)
+    bar.close()
+    return failures
+
+
+def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(width, height) of an image that failed: from the sample submission, else from any of its
+    channel files that can be read, else (0, 0)."""
+    if image_id in sizes:
+        return sizes[image_id]
+    for path in sorted(folder.glob(f"{image_id}_*")):
+        try:
+            height, width = read_channel(path).shape[:2]
+            return width, height
+        except (InputError, OSError):
+            continue
+    return 0, 0
+
+
+def sample_sizes(sample: Path | None) -> tuple[list[str] | None, dict[str, tuple[int, int]]]:
+    """The sample submission's ID order and image sizes (none without a sample)."""
+    if sample is None:
+        return None, {}
+    try:
+        table = pd.read_csv(sample, dtype={"ID": str})
+        order = table["ID"].tolist()
+        sizes = {i: (int(w), int(h))
+                 for i, w, h in zip(table["ID"], table["ImageWidth"], table["ImageHeight"])}
+    except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{sample}: not a sample submission (ID,ImageWidth,ImageHeight,...): "
+                         f"{exc}") from None
+    return order, sizes
+
+
+def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: Path | None, settings: InferSettings,
+                 options: cli.CommonOptions) -> dict[str, str]:
+    """Write the submission for the images of ``images``; returns {failed image: reason}."""
+    ensemble = read_ensemble(ensemble_file)
+    settings.models.check()
+    folder = scan_images(images)
+    order, sizes = sample_sizes(sample)
+    ids = order if order is not None else sorted(folder.ids + list(folder.incomplete))
+    if not ids:
+        raise InputError(f"{images}: no images to predict")
+    backend = choose_backend(settings.backend, settings.models)
+    device = torch.device(cli.resolve_device(options.device))
+    loaded = LoadedEnsemble(ensemble, device, settings.mixed_precision, settings.tta)
+    log.info("%d images, %d checkpoints, %s segmentation, %d px tiles, on %s", len(ids),
+             len(ensemble.members), backend, loaded.tile_size, device)
+    if settings.save_masks is not None:
+        settings.save_masks.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(loaded, settings, ensemble.postprocessing)
+    present = [i for i in ids if i in set(folder.ids)]
+    reasons = folder.incomplete_reasons()
+    failures = {i: reasons.get(i, f"no channel files in {images}") for i in ids if i not in set(folder.ids)}
+    with process_pool(options.workers) as pool:
+        if backend == "hpa":
+            finish = functools.partial(_network_job, folder, loaded.tile_size, settings.save_masks)
+            networks = load_networks(settings.models, options)
+            pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
+                                       predictor)
+            failures |= pipeline.run(present)
+        else:
+            failures |= _run_classical(present, folder, predictor, loaded.tile_size, pool, options)
+    cli.log_failures(failures)
+    rows = [(i, *(predictor.rows.get(i) or (*image_size(images, i, sizes), ""))) for i in ids]
+    write_submission(out, rows, order)
+    return failures

@@ -1,0 +1,275 @@
+"""Helpers of the Kaggle bundle (``scripts/kaggle_bundle.sh``) and of its notebook.
+
+The bundle is an offline folder uploaded as a Kaggle dataset: wheels, ``infer.py``, the ensemble's
+checkpoints under ``models/`` with an ``ensemble.yaml`` that names them relative to the bundle,
+optional HPA segmentation weights and a ``MANIFEST.txt``. The shell script calls the subcommands
+of ``python -m hpasc.kaggle``::
+
+    models -e ENSEMBLE -o DIR   copy the checkpoints to DIR/models/, write DIR/ensemble.yaml
+    pins REQUIREMENTS [NAME...] print NAME==VERSION of the packages to ship as wheels
+    scripts REPO SCRIPT         print the top-level scripts SCRIPT needs (itself included)
+    manifest DIR                write DIR/MANIFEST.txt: sha256, size and path of every file
+    notebook-code NOTEBOOK      print the code cells of a notebook as one script
+
+Each exits with one ``error: ...`` line and status 2 on unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from hpasc.errors import InputError
+
+# Pinned requirements that Kaggle's Python image lacks (or may hold at another version), with the
+# dependencies of theirs that it lacks too; torch, torchvision, numpy, pandas, scipy, opencv,
+# scikit-image, scikit-learn, pillow, tqdm, PyYAML and matplotlib come with the image.
+KAGGLE_MISSING = ("efficientnet-pytorch", "pycocotools", "zarr", "numcodecs", "donfig", "google-crc32c",
+                  "imagecodecs", "tifffile", "iterative-stratification", "grad-cam", "ttach")
+SEGMENTATION_FILES = ("dpn_unet_nuclei_v1.pth", "dpn_unet_cell_3ch_v1.pth")
+MODELS = "models"
+ENSEMBLE = "ensemble.yaml"
+MANIFEST = "MANIFEST.txt"
+_CHUNK = 1 << 20
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def load_ensemble(path: Path) -> dict[str, Any]:
+    """The ensemble description at ``path`` (YAML or JSON), checked for groups of members that each
+    name a checkpoint; InputError otherwise."""
+    if not path.is_file():
+        raise InputError(f"{path}: ensemble file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a YAML or JSON file ({' '.join(str(exc).split())})") from None
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not groups:
+        raise InputError(f"{path}: expected a mapping with a non-empty list 'groups'")
+    for g, group in enumerate(groups):
+        members = group.get("members") if isinstance(group, dict) else None
+        if not isinstance(members, list) or not members:
+            raise InputError(f"{path}: group {g} has no non-empty list 'members'")
+        for m, member in enumerate(members):
+            if not isinstance(member, dict) or not isinstance(member.get("checkpoint"), str):
+                raise InputError(f"{path}: member {m} of group {g} has no 'checkpoint' path")
+    return data
+
+
+def checkpoint_paths(ensemble: dict[str, Any], folder: Path) -> list[Path]:
+    """The absolute path of every member's checkpoint, in order (relative ones are taken from
+    ``folder``, the ensemble file's folder)."""
+    return [Path(os.path.abspath(folder / member["checkpoint"]))
+            for group in ensemble["groups"] for member in group["members"]]
+
+
+def bundle_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """Where each checkpoint goes in the bundle: ``models/`` + its path relative to the folder that
+    all of them share, so that same-named files of different runs stay apart."""
+    unique = sorted(set(paths))
+    common = Path(os.path.commonpath([p.parent for p in unique]))
+    return {p: str(PurePosixPath(MODELS, *p.relative_to(common).parts)) for p in unique}
+
+
+def _validate_checkpoint(path: Path) -> None:
+    from hpasc.training.checkpoint import load_checkpoint  # torch: only when a bundle is built
+
+    load_checkpoint(path)
+
+
+def bundle_models(ensemble_file: Path, out: Path, validate: bool = True) -> list[str]:
+    """Copy the checkpoints of ``ensemble_file`` (or the checkpoint ``ensemble_file`` itself) into
+    ``out/models/`` and write ``out/ensemble.yaml`` naming them relative to ``out``. Every checkpoint
+    is checked (exists, and with ``validate`` loads as an hpasc checkpoint) before anything is
+    copied. Returns the bundle paths written."""
+    if ensemble_file.suffix == ".pt":  # infer.py takes a single checkpoint as a one-member ensemble
+        member = {"checkpoint": ensemble_file.name}
+        ensemble: dict[str, Any] = {"groups": [{"weight": 1.0, "members": [member]}]}
+    else:
+        ensemble = load_ensemble(ensemble_file)
+    paths = checkpoint_paths(ensemble, ensemble_file.parent)
+    missing = [str(p) for p in dict.fromkeys(paths) if not p.is_file()]
+    if missing:
+        raise InputError(f"checkpoint {missing[0]} of {ensemble_file} does not exist"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if validate:
+        for path in dict.fromkeys(paths):
+            _validate_checkpoint(path)
+    names = bundle_names(paths)
+    for path, name in names.items():
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    rewritten = copy.deepcopy(ensemble)
+    members = [member for group in rewritten["groups"] for member in group["members"]]
+    for member, path in zip(members, paths, strict=True):
+        member["checkpoint"] = names[path]
+    header = (f"# Written by scripts/kaggle_bundle.sh from {ensemble_file.name}; checkpoint paths are "
+              f"relative to this file's folder.\n")
+    (out / ENSEMBLE).write_text(header + yaml.safe_dump(rewritten, sort_keys=False))
+    return sorted(names.values())
+
+
+def requirement_pins(requirements: Path, names: Sequence[str] = KAGGLE_MISSING) -> list[str]:
+    """``name==version`` for each of ``names``: the pin in ``requirements`` (``-r`` includes
+    followed), else the version installed here; InputError if neither exists."""
+    pins: dict[str, str] = {}
+
+    def read(path: Path) -> None:
+        if not path.is_file():
+            raise InputError(f"{path}: requirements file does not exist")
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("-r "):
+                read(path.parent / line[3:].strip())
+            elif (match := re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line)):
+                pins[_normalise(match.group(1))] = match.group(2)
+
+    read(requirements)
+    result = []
+    for name in names:
+        version = pins.get(_normalise(name))
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                raise InputError(f"{name} is neither pinned in {requirements} nor installed") from None
+        result.append(f"{name}=={version}")
+    return result
+
+
+def needed_scripts(repo: Path, script: str) -> list[str]:
+    """``script`` and the top-level ``*.py`` files of ``repo`` that it imports, transitively."""
+    found: list[str] = []
+    pending = [script]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        path = repo / name
+        if not path.is_file():
+            raise InputError(f"{path} does not exist")
+        found.append(name)
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except SyntaxError as exc:
+            raise InputError(f"{path}: not valid Python ({exc.msg}, line {exc.lineno})") from None
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            for module in modules:
+                candidate = f"{module.split('.')[0]}.py"
+                if (repo / candidate).is_file():
+                    pending.append(candidate)
+    return sorted(found)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """``folder/MANIFEST.txt``: a header, then ``sha256  size  path`` for every other file, sorted."""
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST)
+    lines = ["# sha256  bytes  path (relative to this folder)"]
+    lines += [f"{sha256(p)}  {p.stat().st_size}  {p.relative_to(folder).as_posix()}" for p in files]
+    manifest = folder / MANIFEST
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def read_manifest(path: Path) -> dict[str, tuple[str, int]]:
+    """The manifest's entries: path → (sha256, size)."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            digest, size, name = line.split("  ", 2)
+            entries[name] = (digest, int(size))
+    return entries
+
+
+def notebook_code(path: Path) -> str:
+    """The code cells of the notebook at ``path``, joined into one script."""
+    try:
+        notebook = json.loads(path.read_text())
+        cells = notebook["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable notebook ({exc})") from None
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+               for c in cells if c.get("cell_type") == "code"]
+    return "\n\n".join(s.rstrip("\n") for s in sources) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpasc.kaggle",
+        description="Helpers of scripts/kaggle_bundle.sh and kaggle/submission.ipynb.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="copy the ensemble's checkpoints into OUT/models and write "
+                                           "OUT/ensemble.yaml with paths relative to OUT")
+    models.add_argument("-e", "--ensemble", type=Path, required=True, help="the ensemble file (YAML or JSON)")
+    models.add_argument("-o", "--out", type=Path, required=True, help="the bundle folder being built")
+    models.add_argument("--no-validate", action="store_true",
+                        help="only check that the checkpoints exist, do not load them")
+    pins = sub.add_parser("pins", help="print NAME==VERSION of the requirements to ship as wheels")
+    pins.add_argument("requirements", type=Path, help="the pinned requirements file")
+    pins.add_argument("names", nargs="*", default=list(KAGGLE_MISSING),
+                      help=f"package names (default: {' '.join(KAGGLE_MISSING)})")
+    scripts = sub.add_parser("scripts", help="print the top-level scripts that SCRIPT needs, itself included")
+    scripts.add_argument("repo", type=Path, help="the repository root")
+    scripts.add_argument("script", help="a script's file name in the repository root, e.g. infer.py")
+    manifest = sub.add_parser("manifest", help="write DIR/MANIFEST.txt (sha256, size, path of every file)")
+    manifest.add_argument("folder", type=Path, help="the bundle folder")
+    code = sub.add_parser("notebook-code", help="print a notebook's code cells as one script")
+    code.add_argument("notebook", type=Path, help="an .ipynb file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            for name in bundle_models(args.ensemble, args.out, validate=not args.no_validate):
+                print(name)
+        elif args.command == "pins":
+            print("\n".join(requirement_pins(args.requirements, args.names)))
+        elif args.command == "scripts":
+            print("\n".join(needed_scripts(args.repo, args.script)))
+        elif args.command == "manifest":
+            if not args.folder.is_dir():
+                raise InputError(f"{args.folder} is not a folder")
+            write_manifest(args.folder)
+        else:
+            sys.stdout.write(notebook_code(args.notebook))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""infer.py end to end as a real subprocess: synthetic test images, a small trained checkpoint, the
+classical segmentation. The submission passes the check, its RLE decodes to exactly the cell masks,
+rows follow the sample submission, a broken image gets an empty row, an image without cells and a
+3072² image get valid rows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpasc.check_submission import check_submission
+from hpasc.images import CHANNELS, read_label_image, write_png
+from hpasc.rle import decode_mask
+from hpasc.submission import parse_prediction_string, read_submission
+from tests.conftest import assert_one_line_error, make_dataset, run_script
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    root = make_dataset(tmp_path_factory.mktemp("infer"), images=12, size=384, tile=32, seed=11)
+    result = run_script("train_me.py", "-i", root / "dataset", "-s", root / "models", "--pretrained", "none",
+                        "--epochs", "1", "--epoch-size", "64", "--workers", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return root / "models" / "b0-bce-1.pt"
+
+
+@pytest.fixture(scope="module")
+def test_images(tmp_path_factory) -> tuple[Path, Path]:
+    """Synthetic test images plus a blank one (no cells) and one missing its yellow channel, with
+    a sample submission listing them in a shuffled order."""
+    root = tmp_path_factory.mktemp("test_images")
+    result = run_script("-m", "hpasc.synthetic", "-o", root / "syn", "-n", "4", "--size", "256",
+                        "--seed", "21", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    images = root / "test"
+    shutil.copytree(root / "syn", images, ignore=shutil.ignore_patterns("truth", "*.csv"))
+    for channel in CHANNELS:
+        write_png(images / f"blank_{channel}.png", np.zeros((256, 256), np.uint16))
+    broken = sorted(p.name.removesuffix("_red.png") for p in images.glob("*_red.png"))[0]
+    (images / f"{broken}_yellow.png").unlink()
+    ids = sorted(p.name.removesuffix("_red.png") for p in images.glob("*_red.png"))
+    order = ids[::-1]
+    pd.DataFrame({"ID": order, "ImageWidth": 256, "ImageHeight": 256, "PredictionString": ""}).to_csv(
+        root / "sample_submission.csv", index=False)
+    return images, root / "sample_submission.csv"
+
+
+def test_infer_writes_a_valid_submission_in_sample_order(checkpoint, test_images, tmp_path) -> None:
+    images, sample = test_images
+    out, masks = tmp_path / "submission.csv", tmp_path / "masks"
+    result = run_script("infer.py", "-i", images, "-e", checkpoint, "-o", out, "--sample-submission", sample,
+                        "--backend", "classical", "--save-masks", masks, "--workers", "2", "--no-progress")
+    assert result.returncode == 1, result.stderr  # one image is broken
+    assert "missing channel(s) yellow" in result.stderr
+    submission = read_submission(out)
+    order = pd.read_csv(sample)["ID"].tolist()
+    assert submission["ID"].tolist() == order
+    assert check_submission(submission, None, order) == []
+    rows = submission.set_index("ID")
+    broken = [i for i in order if not (masks / f"{i}.png").exists()]
+    assert len(broken) == 1 and rows.loc[broken[0], "PredictionString"] == ""
+    assert (rows.loc[broken[0], "ImageWidth"], rows.loc[broken[0], "ImageHeight"]) == (256, 256)
+    assert rows.loc["blank", "PredictionString"] == ""
+    predicted = [i for i in order if i not in (broken[0], "blank")]
+    for image_id in predicted:
+        labels = read_label_image(masks / f"{image_id}.png")
+        triplets = parse_prediction_string(rows.loc[image_id, "PredictionString"])
+        cells = list(dict.fromkeys(mask for _, _, mask in triplets))
+        assert len(triplets) == 19 * labels.max() and len(cells) == labels.max()
+        decoded = {int(np.unique(labels[decode_mask(m, 256, 256)])[0]) for m in cells}
+        assert decoded == set(range(1, labels.max() + 1))
+        for mask in cells:
+            cell = decode_mask(mask, 256, 256)
+            assert (labels[cell] == labels[cell][0]).all() and cell.sum() == (labels == labels[cell][0]).sum()
+        assert all(0.0 <= confidence <= 1.0 for _, confidence, _ in triplets)
+
+
+def test_raw_scores_differ_from_postprocessed_ones(checkpoint, test_images, tmp_path) -> None:
+    images, sample = test_images
+    outputs = {}
+    for name, extra in (("post", ()), ("raw", ("--no-postprocessing",))):
+        outputs[name] = tmp_path / f"{name}.csv"
+        run_script("infer.py", "-i", images, "-e", checkpoint, "-o", outputs[name], "--sample-submission",
+                   sample, "--backend", "classical", "--workers", "1", "--no-progress", *extra)
+    post, raw = (read_submission(outputs[n]).set_index("ID")["PredictionString"] for n in ("post", "raw"))
+    assert (post != raw).any() and ((post == "") == (raw == "")).all()
+
+
+def test_a_3072_image(checkpoint, tmp_path) -> None:
+    result = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "big", "-n", "1", "--size", "3072",
+                        "--seed", "3", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "submission.csv"
+    result = run_script("infer.py", "-i", tmp_path / "big", "-e", checkpoint, "-o", out, "--backend",
+                        "classical", "--workers", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    submission = read_submission(out)
+    assert submission["ImageWidth"].tolist() == [3072] and check_submission(submission, None, None) == []
+    assert len(parse_prediction_string(submission["PredictionString"][0])) >= 19 * 5
+
+
+def test_bad_input_is_one_line(checkpoint, test_images, tmp_path) -> None:
+    images, _ = test_images
+    assert_one_line_error(run_script("infer.py", "-i", images, "-e", tmp_path / "none.yaml", "-o",
+                                     tmp_path / "s.csv", "--no-progress"), "none.yaml")
+    assert_one_line_error(run_script("infer.py", "-i", tmp_path / "nowhere", "-e", checkpoint, "-o",
+                                     tmp_path / "s.csv", "--no-progress"), "nowhere")
+    assert not (tmp_path / "s.csv").exists()

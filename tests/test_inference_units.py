@@ -1,0 +1,115 @@
+"""The ensemble description, the ensemble's weighting and the 4th place's cell/image weighting on
+hand-made score tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hpasc.errors import InputError
+from hpasc.inference.ensemble import LoadedEnsemble, PostprocessSettings, read_ensemble
+from hpasc.inference.postprocess import postprocess
+from hpasc.training.checkpoint import ModelSpec, make_checkpoint, save_checkpoint
+from hpasc.training.models import create_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def constant_checkpoint(path: Path, probabilities: list[float]) -> Path:
+    """A B0 checkpoint whose outputs are ``probabilities`` whatever the input (zero head weights,
+    the logits as biases)."""
+    outputs = len(probabilities)
+    model = create_model("efficientnet-b0", outputs, tile_size=32)
+    with torch.no_grad():
+        model._fc.weight.zero_()
+        model._fc.bias.copy_(torch.logit(torch.tensor(probabilities)))
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(outputs)), 32)
+    save_checkpoint(path, make_checkpoint(model, spec, 1, [], {}))
+    return path
+
+
+def test_group_and_member_weights_are_normalised(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.pt").write_bytes(b"x")
+    (tmp_path / "e.yaml").write_text(
+        "groups:\n"
+        "  - weight: 0.2\n    members: [{checkpoint: a.pt, weight: 1}, {checkpoint: b.pt, weight: 3}]\n"
+        "  - weight: 0.6\n    members: [c.pt]\n"
+        "postprocessing: {cell_weight: 0.5, image_weight: 0.5}\n")
+    ensemble = read_ensemble(tmp_path / "e.yaml")
+    weights = {m.checkpoint.name: m.weight for m in ensemble.members}
+    assert weights == pytest.approx({"a.pt": 0.25 * 0.25, "b.pt": 0.25 * 0.75, "c.pt": 0.75})
+    assert ensemble.members[0].checkpoint == tmp_path / "a.pt"
+    assert ensemble.postprocessing == PostprocessSettings(0.5, 0.5, True, True)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("groups: []", "non-empty list"),
+    ("groups: [{weight: 1}]", "members"),
+    ("groups: [{members: [missing.pt]}]", "not found"),
+    ("groups: [{weight: -1, members: [a.pt]}]", "number >= 0"),
+    ("groups: [{members: [a.pt]}]\nextra: 1", "optionally 'postprocessing'"),
+    ("groups: [{members: [a.pt]}]\npostprocessing: {cell: 1}", "takes"),
+    ("groups: [", "not a readable"),
+])
+def test_bad_ensemble_files_are_input_errors(tmp_path: Path, content: str, fragment: str) -> None:
+    (tmp_path / "a.pt").write_bytes(b"x")
+    (tmp_path / "e.yaml").write_text(content)
+    with pytest.raises(InputError, match=fragment):
+        read_ensemble(tmp_path / "e.yaml")
+
+
+def test_a_json_file_and_a_single_checkpoint_work(tmp_path: Path) -> None:
+    (tmp_path / "a.pt").write_bytes(b"x")
+    (tmp_path / "e.json").write_text(json.dumps({"groups": [{"members": [{"checkpoint": "a.pt"}]}]}))
+    assert read_ensemble(tmp_path / "e.json").members[0].weight == 1.0
+    assert read_ensemble(tmp_path / "a.pt").members[0].checkpoint == tmp_path / "a.pt"
+
+
+def test_ensemble_mean_then_negative_is_one_minus_max(tmp_path: Path) -> None:
+    first = [0.1] * 18
+    first[3] = 0.8
+    second = [0.1] * 18
+    second[5] = 0.6
+    constant_checkpoint(tmp_path / "a.pt", first)
+    constant_checkpoint(tmp_path / "b.pt", second)
+    (tmp_path / "e.yaml").write_text("groups: [{weight: 3, members: [a.pt]}, {weight: 1, members: [b.pt]}]\n")
+    loaded = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"))
+    scores = loaded(torch.randint(0, 65535, (2, 4, 32, 32)).to(torch.uint16))
+    assert scores.shape == (2, 19)
+    assert scores[0, 3] == pytest.approx(0.75 * 0.8 + 0.25 * 0.1, abs=1e-5)
+    assert scores[0, 5] == pytest.approx(0.75 * 0.1 + 0.25 * 0.6, abs=1e-5)
+    assert scores[0, 18] == pytest.approx(1 - 0.625, abs=1e-5)  # not the mean of the members' 1 − max
+    tta = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"), tta=True)
+    assert np.allclose(tta(torch.zeros(1, 4, 32, 32, dtype=torch.uint16)), scores[:1], atol=1e-5)
+
+
+def test_cell_image_weighting_uses_clean_cells_and_spares_11_and_18() -> None:
+    scores = np.zeros((3, 19))
+    scores[:, 0] = [0.9, 0.3, 0.6]
+    scores[:, 11] = [0.5, 0.2, 0.1]
+    scores[:, 18] = [0.1, 0.7, 0.4]
+    border = np.array([1.0, 1.0, 0.001])  # the third cell is cut by the edge: not in the image mean
+    outlier = np.ones(3)
+    result = postprocess(scores, border, outlier, PostprocessSettings())
+    image_mean = (0.9 + 0.3) / 2
+    assert result[0, 0] == pytest.approx(0.7 * 0.9 + 0.3 * image_mean)
+    assert result[1, 0] == pytest.approx(0.7 * 0.3 + 0.3 * image_mean)
+    assert result[2, 0] == pytest.approx((0.7 * 0.6 + 0.3 * image_mean) * 0.001)
+    assert result[1, 2] == pytest.approx(0.0)  # a class nobody has stays 0
+    assert np.allclose(result[:2, [11, 18]], scores[:2, [11, 18]])
+    assert np.allclose(result[2, [11, 18]], scores[2, [11, 18]] * 0.001)
+
+
+def test_no_clean_cell_keeps_scores_and_factors_can_be_off() -> None:
+    scores = np.full((2, 19), 0.4)
+    scores[0, 0] = 0.8
+    result = postprocess(scores, np.array([0.5, 0.5]), np.array([0.001, 1.0]),
+                         PostprocessSettings(border_factor=False, outlier_factor=True))
+    assert result[0, 0] == pytest.approx(0.8 * 0.001) and result[1, 0] == pytest.approx(0.4)
+    assert not math.isnan(result.sum())
