@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +70,16 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory) -> Path:
+    """A DPN-UNet state_dict with random weights (the real weights cannot be downloaded here)."""
+    import torch
+
+    from hpasc.segmentation.network import DPNUNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random_dpn_unet.pth"
+    torch.save(DPNUNet().state_dict(), path)
+    return path

@@ -110,3 +110,19 @@ def test_bad_input_is_one_line(checkpoint, test_images, tmp_path) -> None:
     assert_one_line_error(run_script("infer.py", "-i", tmp_path / "nowhere", "-e", checkpoint, "-o",
                                      tmp_path / "s.csv", "--no-progress"), "nowhere")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_hpa_backend_through_the_network_pipeline(checkpoint, random_weights, tmp_path) -> None:
+    """HPA's networks (random weights: the real ones cannot be downloaded here) run in this
+    process on batches while workers restore, label, cut and encode."""
+    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "images", "-n", "3", "--size", "200x300",
+                      "--seed", "5", "--no-progress")
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "submission.csv"
+    result = run_script("infer.py", "-i", tmp_path / "images", "-e", checkpoint, "-o", out,
+                        "--backend", "hpa", "--nuclei-model", random_weights, "--cell-model", random_weights,
+                        "--segmentation-batch", "2", "--device", "cpu", "--workers", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    submission = read_submission(out)
+    assert len(submission) == 3 and (submission["ImageWidth"] == 300).all()
+    assert (submission["ImageHeight"] == 200).all() and check_submission(submission, None, None) == []

@@ -31,7 +31,8 @@ def test_dry_run_lists_the_4th_place_stages_in_order(tmp_path: Path) -> None:
                        "train_me.py", *["finetuner.py"] * 7, "write", "infer.py"]
     assert any("train_me.py -c bce -n b0-bce -p" in c for c in commands)
     assert any("train_me.py -c focal -n b0-focal -r" in c for c in commands)
-    assert any("finetuner.py -l " + str(tmp_path / "out" / "models" / "b0-focal-15.pt") in c for c in commands)
+    last_focal = tmp_path / "out" / "models" / "b0-focal-15.pt"
+    assert any(f"finetuner.py -l {last_focal}" in c for c in commands)
     assert not any("--relabel" in c or "publichpa" in c for c in commands)
 
 
@@ -40,7 +41,8 @@ def test_extra_data_and_relabels_join_when_present(tmp_path: Path) -> None:
     (data / "kaggle_2021.tsv").write_text("Image\tLabel\n")
     (data / "relabel").mkdir()
     commands = dry_run(data, tmp_path / "out").stdout
-    assert "download_publichpa.py" in commands and "-e " + str(tmp_path / "out" / "publichpa_dataset") in commands
+    assert "download_publichpa.py" in commands
+    assert f"-e {tmp_path / 'out' / 'publichpa_dataset'}" in commands
     assert commands.count("--relabel") == 3 + 7
 
 

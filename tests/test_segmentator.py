@@ -90,19 +90,6 @@ def test_unusable_input_is_a_one_line_error(tmp_path: Path):
         str(missing))
 
 
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory) -> Path:
-    """A DPN-UNet state_dict with random weights (the real weights cannot be downloaded here)."""
-    import torch
-
-    from hpasc.segmentation.network import DPNUNet
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "random_dpn_unet.pth"
-    torch.save(DPNUNet().state_dict(), path)
-    return path
-
-
 def test_hpa_backend_runs_end_to_end(tmp_path: Path, random_weights: Path):
     made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "images", "-n", "2",
                       "--size", "200x300", "--seed", "1", "--no-progress")

@@ -1,0 +1,194 @@
+"""Grad-CAM heatmaps of a trained checkpoint over chosen cells: where in a cell the model looks
+when it scores a class.
+
+``python -m hpasc.gradcam --checkpoint C --dataset D --limit 8 --out DIR`` writes, for each cell
+and class, ``DIR/{cell_id}_c{class}.png`` (the heatmap over the cell's colour composite, the same
+view as ``python -m hpasc.cellstore export``), an ``index.html`` that shows them in a table, and a
+manifest. A cell's classes are ``--classes`` if given, else its image-level labels, else the
+class it scores highest. The model sees each tile exactly as in inference
+(:func:`hpasc.training.scoring.prepare_batch`); :func:`cam_for_tile` is the computation alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from hpasc import atomic, cli
+from hpasc.cellstore import CellStore, composite, open_cells
+from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
+from hpasc.errors import InputError
+from hpasc.training.checkpoint import ModelSpec, build_model, load_checkpoint
+from hpasc.training.scoring import prepare_batch, score_tiles
+
+log = logging.getLogger(__name__)
+
+# Target layers of an efficientnet-pytorch model: its last MBConv block, its 1×1 head convolution
+# and the batch norm after it (all at the final, coarsest resolution).
+LAYERS = ("last_block", "conv_head", "bn1")
+DEFAULT_LAYER = "conv_head"
+
+
+def target_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The module of ``model`` named by ``layer`` (one of :data:`LAYERS`)."""
+    modules = {"last_block": lambda: model._blocks[-1], "conv_head": lambda: model._conv_head,
+               "bn1": lambda: model._bn1}
+    if layer not in modules:
+        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
+    return modules[layer]()
+
+
+def output_column(spec: ModelSpec, class_index: int) -> int:
+    """The model output that scores ``class_index``; ValueError if the model has none."""
+    if class_index not in spec.outputs:
+        raise ValueError(f"the model has no output for class {class_index} ({CLASS_NAMES[class_index]})")
+    return spec.outputs.index(class_index)
+
+
+def cam_for_tile(model: nn.Module, spec: ModelSpec, tile: np.ndarray, class_index: int,
+                 layer: str = DEFAULT_LAYER) -> np.ndarray:
+    """The Grad-CAM heatmap of ``class_index`` for a (C, S, S) integer tile: an (S, S) float32
+    array in [0, 1] (1 where the evidence for the class is strongest).
+
+    ``model`` is left in eval mode. ValueError if the model has no output for the class.
+    """
+    column = output_column(spec, class_index)
+    device = next(model.parameters()).device
+    batch = prepare_batch(torch.from_numpy(np.ascontiguousarray(tile))[None], spec, device)
+    with GradCAM(model=model, target_layers=[target_layer(model, layer)]) as cam:
+        heat = cam(input_tensor=batch, targets=[ClassifierOutputTarget(column)])[0]
+    # The package gives the heatmap at the model's input size; show it at the tile's own size.
+    size = tile.shape[-1]
+    if heat.shape != (size, size):
+        heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.clip(heat, 0.0, 1.0).astype(np.float32)
+
+
+def overlay(tile: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """The (S, S, 3) uint8 RGB view of ``heat`` over the tile's colour composite."""
+    rgb = composite(tile).astype(np.float32) / 255
+    return show_cam_on_image(rgb, heat, use_rgb=True)
+
+
+def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image as a PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    atomic.write_bytes(path, encoded.tobytes())
+
+
+def choose_rows(store: CellStore, cell_ids: Sequence[str] | None, limit: int | None) -> list[int]:
+    """The table rows of ``cell_ids``, or of the first ``limit`` kept cells; InputError naming
+    unknown cell ids."""
+    table = store.table
+    if cell_ids is None:
+        return np.flatnonzero(table["keep"].to_numpy(bool))[:limit].tolist()
+    known = set(table["cell_id"])
+    unknown = [c for c in cell_ids if c not in known]
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise InputError(f"{store.root}: no cell(s) {', '.join(unknown[:3])}{more}")
+    return [store.index(c) for c in cell_ids]
+
+
+def classes_of(labels: object, scores: np.ndarray, spec: ModelSpec,
+               wanted: Sequence[int] | None) -> list[int]:
+    """The classes to explain for a cell: ``wanted``, else its image-level ``labels``, else the
+    class the model scores highest among its own outputs."""
+    if wanted:
+        return list(wanted)
+    return parse_labels(labels) or [max(spec.outputs, key=lambda c: scores[c])]
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """One written heatmap: the cell, the class, the model's probability for it, the file name."""
+
+    cell_id: str
+    class_index: int
+    score: float
+    file: str
+
+
+def _row_html(heatmap: Heatmap) -> str:
+    file = html.escape(heatmap.file)
+    name = html.escape(CLASS_NAMES[heatmap.class_index])
+    return (f"<tr><td>{html.escape(heatmap.cell_id)}</td><td>{heatmap.class_index} {name}</td>"
+            f"<td>{heatmap.score:.3f}</td>"
+            f"<td><a href=\"{file}\"><img src=\"{file}\" width=\"256\" alt=\"{file}\"></a></td></tr>")
+
+
+def index_html(heatmaps: Sequence[Heatmap], title: str) -> str:
+    """A page with one table row per heatmap: cell id, class, score and the image."""
+    title = html.escape(title)
+    rows = "\n".join(_row_html(h) for h in heatmaps)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
+            f"<body><h1>{title}</h1>\n<table border=\"1\">\n"
+            f"<tr><th>cell</th><th>class</th><th>score</th><th>Grad-CAM</th></tr>\n{rows}\n"
+            f"</table></body></html>\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.stage_parser(__doc__.split("\n\n")[0], flags=("device",))
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="C",
+                        help="a trained .pt checkpoint")
+    parser.add_argument("--dataset", type=Path, required=True, metavar="D",
+                        help="the cell dataset folder (image_cutter.py's output)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cells", nargs="+", metavar="ID", help="cell ids ({image ID}_{k}) to explain")
+    which.add_argument("--limit", type=cli.positive_int, metavar="N", help="explain the first N kept cells")
+    parser.add_argument("--classes", nargs="+", type=int, choices=range(NUM_CLASSES), metavar="K",
+                        help="classes to explain for every cell (default: the cell's image-level labels, "
+                             "else its top-scoring class)")
+    parser.add_argument("--layer", choices=LAYERS, default=DEFAULT_LAYER, help="the layer Grad-CAM looks at")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for {cell id}_c{class}.png, index.html and the manifest")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = cli.CommonOptions.from_args(args)
+    device = cli.resolve_device(options.device)
+    model, spec = build_model(load_checkpoint(args.checkpoint, device), device)
+    store = open_cells(args.dataset)
+    rows = choose_rows(store, args.cells, args.limit)
+    heatmaps = []
+    for row in options.bar(rows, unit="cell", desc="gradcam"):
+        tile = store[row]
+        cell_id, labels = store.table["cell_id"].iat[row], store.table["labels"].iat[row]
+        scores = score_tiles(model, spec, [torch.from_numpy(tile)[None]], device)[0]
+        for class_index in classes_of(labels, scores, spec, args.classes):
+            if class_index not in spec.outputs:
+                # Negative, for a model that derives it from the other classes: nothing to explain.
+                log.warning("%s: the model has no output for class %d (%s), skipped", cell_id, class_index,
+                            CLASS_NAMES[class_index])
+                continue
+            heat = cam_for_tile(model, spec, tile, class_index, args.layer)
+            name = f"{cell_id}_c{class_index}.png"
+            write_rgb_png(args.out / name, overlay(tile, heat))
+            heatmaps.append(Heatmap(cell_id, class_index, float(scores[class_index]), name))
+    atomic.write_text(args.out / "index.html", index_html(heatmaps, f"Grad-CAM of {args.checkpoint.name}"))
+    cli.write_manifest(args.out, "gradcam", args, {"heatmaps": len(heatmaps)})
+    log.info("wrote %d heatmaps of %d cells to %s", len(heatmaps), len(rows), args.out)
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, _parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
