@@ -21,9 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from hpasc import atomic, cli
@@ -64,6 +61,11 @@ def cam_for_tile(model: nn.Module, spec: ModelSpec, tile: np.ndarray, class_inde
 
     ``model`` is left in eval mode. ValueError if the model has no output for the class.
     """
+    # Imported here: the package pulls in torchvision and matplotlib (seconds), which a command
+    # refused for a bad argument should not wait for.
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     column = output_column(spec, class_index)
     device = next(model.parameters()).device
     batch = prepare_batch(torch.from_numpy(np.ascontiguousarray(tile))[None], spec, device)
@@ -78,6 +80,8 @@ def cam_for_tile(model: nn.Module, spec: ModelSpec, tile: np.ndarray, class_inde
 
 def overlay(tile: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """The (S, S, 3) uint8 RGB view of ``heat`` over the tile's colour composite."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # see cam_for_tile
+
     rgb = composite(tile).astype(np.float32) / 255
     return show_cam_on_image(rgb, heat, use_rgb=True)
 
@@ -162,9 +166,10 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     options = cli.CommonOptions.from_args(args)
     device = cli.resolve_device(options.device)
-    model, spec = build_model(load_checkpoint(args.checkpoint, device), device)
+    checkpoint = load_checkpoint(args.checkpoint, device)
     store = open_cells(args.dataset)
     rows = choose_rows(store, args.cells, args.limit)
+    model, spec = build_model(checkpoint, device)
     heatmaps = []
     for row in options.bar(rows, unit="cell", desc="gradcam"):
         tile = store[row]
