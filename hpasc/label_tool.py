@@ -1,0 +1,407 @@
+"""A local web page for scoring cells of one class 1..5 by eye: manual relabelling.
+
+``python -m hpasc.label_tool --dataset DIR --class C --out relabel/ [--checkpoint CKPT]`` serves,
+on 127.0.0.1 only, a page that shows the cells of ``DIR`` whose image labels contain class ``C``
+one at a time (a colour composite with per-channel toggles and a contrast slider). Keys 1-5 score
+the cell and move on, ArrowLeft / ArrowRight navigate, ``u`` undoes the last score.
+
+Each score is appended to ``{out}/{C}.txt`` as ``{cell_id} {score}`` and fsynced the moment it is
+given, so killing the server loses nothing; a cell listed several times takes its last score (as
+:func:`hpasc.training.targets.read_label_folder` reads it). Undo rewrites the file atomically
+without its last line, so the file always reads back as exactly the state the page shows. A
+restart reads the file and resumes at the first unscored cell.
+
+Cells come in cell-id order; with ``--checkpoint`` the most uncertain first (|p_C - 0.5|
+ascending, the checkpoint's probability of class ``C``), where a score teaches the model most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+
+from hpasc import atomic
+from hpasc.cellstore import CellStore, composite, open_cells
+from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
+from hpasc.cli import CommonOptions, run, stage_parser
+from hpasc.errors import InputError
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"  # loopback only: the page writes label files and has no authentication
+SCORES = range(1, 6)
+CHANNEL_KEYS = "rgby"  # the query letters of CHANNELS (red, green, blue, yellow), in tile order
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell to score: its row in the store and what the page shows about it."""
+
+    row: int
+    cell_id: str
+    image_id: str
+    labels: tuple[int, ...]
+
+
+def read_scores(path: Path) -> list[tuple[str, int]]:
+    """The ``(cell_id, score)`` lines of a label file in file order ([] if it does not exist)."""
+    if not path.is_file():
+        return []
+    lines = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) not in SCORES:
+            raise InputError(f"{path}:{number}: expected '{{cell_id}} {{score 1..5}}', got {line.strip()!r}")
+        lines.append((fields[0], int(fields[1])))
+    return lines
+
+
+@dataclass
+class Session:
+    """The cells of one class and their scores, kept in step with the label file ``path``."""
+
+    store: CellStore
+    cells: list[Cell]
+    path: Path
+    lines: list[tuple[str, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.lines = read_scores(self.path)
+        self._ids = {cell.cell_id for cell in self.cells}
+
+    @property
+    def scores(self) -> dict[str, int]:
+        """Cell id -> its last score in the file."""
+        return dict(self.lines)
+
+    def progress(self) -> tuple[int, int]:
+        """(scored, total) over this session's cells."""
+        return len(self._ids & self.scores.keys()), len(self.cells)
+
+    def first_unscored(self) -> int:
+        """The index of the first cell without a score (the last cell when all are scored)."""
+        scores = self.scores
+        return next((i for i, c in enumerate(self.cells) if c.cell_id not in scores), len(self.cells) - 1)
+
+    def score(self, index: int, value: int) -> None:
+        """Append ``{cell_id} {value}`` to the file and make it durable before returning."""
+        if value not in SCORES:
+            raise ValueError(f"score {value} outside 1..5")
+        cell_id = self.cells[index].cell_id
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(f"{cell_id} {value}\n")
+                file.flush()
+                os.fsync(file.fileno())
+            self.lines.append((cell_id, value))
+
+    def undo(self) -> int | None:
+        """Drop the file's last line (atomically) and return its cell's index, or None when
+        there is nothing to undo or that cell is not one of this session's."""
+        with self.lock:
+            if not self.lines:
+                return None
+            cell_id, _ = self.lines.pop()
+            atomic.write_text(self.path, "".join(f"{c} {s}\n" for c, s in self.lines))
+        return next((i for i, c in enumerate(self.cells) if c.cell_id == cell_id), None)
+
+    def describe(self, index: int) -> dict[str, object]:
+        """What the page shows about cell ``index``."""
+        cell = self.cells[index]
+        scored, total = self.progress()
+        return {"index": index, "cell_id": cell.cell_id, "image_id": cell.image_id,
+                "labels": [f"{c} {CLASS_NAMES[c]}" for c in cell.labels],
+                "score": self.scores.get(cell.cell_id), "scored": scored, "total": total}
+
+    def tile_png(self, index: int, channels: str, contrast: float) -> bytes:
+        """The cell's composite as PNG, with only ``channels`` (letters of rgby) and its
+        intensities multiplied by ``contrast``."""
+        tile = self.store[self.cells[index].row].copy()
+        for channel, key in enumerate(CHANNEL_KEYS):
+            if key not in channels:
+                tile[channel] = 0
+        rgb = np.clip(composite(tile).astype(np.float32) * contrast, 0, 255).astype(np.uint8)
+        ok, encoded = cv2.imencode(".png", rgb[..., ::-1])
+        if not ok:
+            raise OSError("PNG encoding failed")
+        return encoded.tobytes()
+
+
+def cells_of_class(store: CellStore, class_index: int) -> list[Cell]:
+    """The store's cells whose image labels contain ``class_index``, sorted by cell id."""
+    table = store.table
+    cells = []
+    for row, (cell_id, image_id, text) in enumerate(zip(table["cell_id"], table["image_id"],
+                                                        table["labels"].fillna(""))):
+        labels = tuple(parse_labels(text))
+        if class_index in labels:
+            cells.append(Cell(row, str(cell_id), str(image_id), labels))
+    return sorted(cells, key=lambda c: c.cell_id)
+
+
+def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, checkpoint: Path,
+                         options: CommonOptions, device: str) -> list[Cell]:
+    """``cells`` ordered by |p - 0.5| ascending, p the checkpoint's probability of the class
+    (ties keep cell-id order: the sort is stable)."""
+    import torch  # only this option needs torch; the page itself starts without it
+
+    from hpasc.cli import resolve_device
+    from hpasc.training.checkpoint import build_model, load_checkpoint
+    from hpasc.training.data import CellSet
+    from hpasc.training.predict import score_rows
+
+    device = resolve_device(device)
+    model, spec = build_model(load_checkpoint(checkpoint, map_location=device), device)
+    table = store.table.assign(store=0, row=np.arange(len(store.table)))
+    rows = np.array([cell.row for cell in cells], dtype=np.int64)
+    with torch.inference_mode():
+        probabilities = score_rows(model, spec, CellSet([store], table), rows, 64, options, device)
+    distance = np.abs(probabilities[:, class_index] - 0.5)
+    return [cells[i] for i in np.argsort(distance, kind="stable")]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """The page, the cells' JSON and tiles, and the score / undo actions of one :class:`Session`."""
+
+    session: Session  # set on the subclass that make_server builds
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: object, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self._send(json.dumps(data).encode(), "application/json", status)
+
+    def _index(self, text: str) -> int:
+        index = int(text)
+        if not 0 <= index < len(self.session.cells):
+            raise ValueError(f"no cell {index}")
+        return index
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        query = parse_qs(url.query)
+        try:
+            if url.path == "/":
+                self._send(PAGE.encode(), "text/html; charset=utf-8")
+            elif url.path == "/state":
+                scored, total = self.session.progress()
+                self._json({"current": self.session.first_unscored(), "scored": scored, "total": total})
+            elif len(parts) == 2 and parts[0] == "cell":
+                self._json(self.session.describe(self._index(parts[1])))
+            elif len(parts) == 2 and parts[0] == "tile" and parts[1].endswith(".png"):
+                contrast = float(query.get("contrast", ["1"])[0])
+                if not 0.0 < contrast <= 10.0:
+                    raise ValueError(f"contrast {contrast} outside (0, 10]")
+                png = self.session.tile_png(self._index(parts[1][:-4]), query.get("channels", ["rgby"])[0],
+                                            contrast)
+                self._send(png, "image/png")
+            else:
+                self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+        except ValueError as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if self.path == "/score":
+                index = self._index(str(body["index"]))
+                self.session.score(index, int(body["score"]))
+                self._json(self.session.describe(index))
+            elif self.path == "/undo":
+                self._json({"index": self.session.undo()})
+            else:
+                self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+
+
+def make_server(session: Session, port: int) -> ThreadingHTTPServer:
+    """A server for ``session`` bound to 127.0.0.1:``port`` (0: a free port), not yet serving."""
+    handler = type("Handler", (_Handler,), {"session": session})
+    return ThreadingHTTPServer((HOST, port), handler)
+
+
+def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | None = None,
+                 options: CommonOptions | None = None, device: str = "auto") -> Session:
+    """The session of ``class_index``'s cells of ``dataset``, scores in ``out/{class}.txt``."""
+    store = open_cells(dataset)
+    if "labels" not in store.table.columns:
+        raise InputError(f"{dataset}: the cell table has no labels column")
+    cells = cells_of_class(store, class_index)
+    if not cells:
+        raise InputError(f"{dataset}: no cell's image is labelled with class {class_index}")
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise InputError(f"checkpoint {checkpoint} does not exist")
+        cells = most_uncertain_first(store, cells, class_index, checkpoint, options or CommonOptions(),
+                                     device)
+    return Session(store, cells, out / f"{class_index}.txt")
+
+
+def _class_index(text: str) -> int:
+    if not text.isdigit() or int(text) >= NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"expected a class index 0..{NUM_CLASSES - 1}, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(__doc__.split("\n\n")[0], flags=("workers", "device"))
+    parser.add_argument("--dataset", type=Path, required=True, help="a cell dataset folder")
+    parser.add_argument("--class", dest="class_index", type=_class_index, required=True,
+                        help="the class to score (index 0..18)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the label folder ({class}.txt is appended to)")
+    parser.add_argument("--checkpoint", type=Path, help="order cells most uncertain first by this model")
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: a free one)")
+    return parser
+
+
+def main_stage(args: argparse.Namespace) -> int:
+    session = open_session(args.dataset, args.class_index, args.out, args.checkpoint,
+                           CommonOptions.from_args(args), args.device)
+    try:
+        server = make_server(session, args.port)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {HOST}:{args.port} ({exc.strerror})") from None
+    scored, total = session.progress()
+    url = f"http://{HOST}:{server.server_address[1]}/"
+    log.info("class %d: %d of %d cells scored, scores go to %s", args.class_index, scored, total,
+             session.path)
+    log.info("serving %s", url)
+    print(f"serving {url}", flush=True)  # on stdout too, for whoever started the tool to read
+    with server:
+        server.serve_forever()
+    return 0
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>hpasc label tool</title>
+<style>
+body { font-family: sans-serif; background: #222; color: #eee; margin: 1em; }
+#tile { width: 384px; height: 384px; image-rendering: pixelated; background: #000; display: block; }
+.row { margin: .5em 0; } .key { color: #9cf; } #score { font-size: 1.4em; color: #fc6; }
+</style></head>
+<body>
+<div class="row">cell <b id="cell-id"></b> of image <b id="image-id"></b>
+ &middot; labels <span id="labels"></span></div>
+<div class="row">cell <span id="position"></span> &middot; progress <b id="progress"></b> scored
+ &middot; score <span id="score">-</span></div>
+<img id="tile" alt="cell tile">
+<div class="row">
+ <label><input type="checkbox" data-channel="r" checked> microtubules (red)</label>
+ <label><input type="checkbox" data-channel="g" checked> protein (green)</label>
+ <label><input type="checkbox" data-channel="b" checked> nucleus (blue)</label>
+ <label><input type="checkbox" data-channel="y" checked> ER (yellow)</label>
+</div>
+<div class="row"><label>contrast
+ <input id="contrast" type="range" min="0.2" max="5" step="0.1" value="1"></label>
+ <span id="contrast-value">1.0</span></div>
+<div class="row"><span class="key">1-5</span> score and next &middot; <span class="key">&larr; &rarr;</span>
+ previous / next &middot; <span class="key">u</span> undo the last score</div>
+<script>
+"use strict";
+let index = 0, total = 0;
+// Actions run one after another, so fast key presses reach the server in the order pressed.
+let queue = Promise.resolve();
+function enqueue(action) { queue = queue.then(action).catch(e => console.error(e)); }
+
+async function getJson(url, body) {
+  const init = body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"},
+                                          body: JSON.stringify(body)};
+  const response = await fetch(url, init);
+  if (!response.ok) throw new Error(url + ": " + response.status);
+  return response.json();
+}
+
+function tileUrl() {
+  const channels = [...document.querySelectorAll("input[data-channel]")]
+    .filter(box => box.checked).map(box => box.dataset.channel).join("");
+  const contrast = document.getElementById("contrast").value;
+  return "/tile/" + index + ".png?channels=" + channels + "&contrast=" + contrast;
+}
+
+function loadTile() {
+  return new Promise(resolve => {
+    const img = document.getElementById("tile");
+    img.onload = img.onerror = resolve;
+    img.src = tileUrl();
+  });
+}
+
+async function show(newIndex) {
+  index = Math.max(0, Math.min(total - 1, newIndex));
+  const cell = await getJson("/cell/" + index);
+  document.getElementById("cell-id").textContent = cell.cell_id;
+  document.getElementById("image-id").textContent = cell.image_id;
+  document.getElementById("labels").textContent = cell.labels.join(", ");
+  document.getElementById("position").textContent = (index + 1) + " / " + cell.total;
+  document.getElementById("progress").textContent = cell.scored + " / " + cell.total;
+  document.getElementById("score").textContent = cell.score === null ? "-" : cell.score;
+  await loadTile();
+  document.body.dataset.index = index;
+}
+
+async function score(value) {
+  await getJson("/score", {index: index, score: value});
+  await show(index + 1);
+}
+
+async function undo() {
+  const result = await getJson("/undo", {});
+  await show(result.index === null ? index : result.index);
+}
+
+document.addEventListener("keydown", event => {
+  // The contrast slider keeps its own arrow keys.
+  if (event.target.type === "range" && event.key.startsWith("Arrow")) return;
+  if (event.key >= "1" && event.key <= "5") enqueue(() => score(Number(event.key)));
+  else if (event.key === "ArrowLeft") enqueue(() => show(index - 1));
+  else if (event.key === "ArrowRight") enqueue(() => show(index + 1));
+  else if (event.key === "u") enqueue(undo);
+  else return;
+  event.preventDefault();
+});
+document.querySelectorAll("input[data-channel]").forEach(box => box.addEventListener("change", loadTile));
+document.getElementById("contrast").addEventListener("input", event => {
+  document.getElementById("contrast-value").textContent = Number(event.target.value).toFixed(1);
+  loadTile();
+});
+
+enqueue(async () => {
+  const state = await getJson("/state");
+  total = state.total;
+  await show(state.current);
+  document.body.dataset.ready = "1";
+});
+</script>
+</body></html>
+"""
+
+
+if __name__ == "__main__":
+    run(main_stage, build_parser().parse_args())
