@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from hpasc import atomic
 from hpasc.cli import CommonOptions
@@ -168,12 +169,18 @@ def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -
     log.info("initialised %s from ImageNet weights %s", config.arch, weights)
 
 
-def validate(engine: Engine, data: TrainingData, batch_size: int, workers: int) -> dict[str, Any]:
-    """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
+def validation_loader(data: TrainingData, tile_size: int, batch_size: int, workers: int) -> DataLoader | None:
+    """The validation cells in a fixed order (built once: its workers persist across epochs)."""
     if not data.validation_rows.size:
+        return None
+    return create_loader(TileDataset(data.cells, tile_size), fixed_batches(data.validation_rows, batch_size),
+                         workers)
+
+
+def validate(engine: Engine, data: TrainingData, loader: DataLoader | None) -> dict[str, Any]:
+    """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
+    if loader is None:
         return {"val_loss": None, "val_map": None, "ap": {}}
-    loader = create_loader(TileDataset(data.cells, engine.spec.tile_size),
-                           fixed_batches(data.validation_rows, batch_size), workers)
     loss, probabilities = engine.evaluate(loader, data.targets)
     targets = data.targets[data.validation_rows].numpy()
     per_class = class_average_precision(probabilities, targets, engine.spec.outputs)
@@ -232,6 +239,8 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
     batches = EpochBatches(config.batch_size, drop_last=True)
     loader = create_loader(TileDataset(data.cells, tile_size), batches, runtime.options.workers,
                            pin_memory=process.device.type == "cuda")
+    validating = validation_loader(data, tile_size, config.batch_size, runtime.options.workers) \
+        if process.is_main else None
     for epoch in range(start, config.epochs + 1):
         began = time.perf_counter()
         sample = data.train_rows[data.sampler.sample(epoch)]
@@ -246,7 +255,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         engine.scheduler.step()
         entry = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_cells": len(sample)}
         if process.is_main:
-            entry |= validate(engine, data, config.batch_size, runtime.options.workers)
+            entry |= validate(engine, data, validating)
             entry["seconds"] = round(time.perf_counter() - began, 2)
             history.append(entry)
             final = _save_epoch(config, engine, epoch, history)
