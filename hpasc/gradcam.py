@@ -26,7 +26,6 @@ from torch import nn
 from hpasc import atomic, cli
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.errors import InputError
 from hpasc.training.checkpoint import ModelSpec, build_model, load_checkpoint
 from hpasc.training.scoring import prepare_batch, score_tiles
 
@@ -97,15 +96,9 @@ def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
 def choose_rows(store: CellStore, cell_ids: Sequence[str] | None, limit: int | None) -> list[int]:
     """The table rows of ``cell_ids``, or of the first ``limit`` kept cells; InputError naming
     unknown cell ids."""
-    table = store.table
     if cell_ids is None:
-        return np.flatnonzero(table["keep"].to_numpy(bool))[:limit].tolist()
-    known = set(table["cell_id"])
-    unknown = [c for c in cell_ids if c not in known]
-    if unknown:
-        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-        raise InputError(f"{store.root}: no cell(s) {', '.join(unknown[:3])}{more}")
-    return [store.index(c) for c in cell_ids]
+        return np.flatnonzero(store.table["keep"].to_numpy(bool))[:limit].tolist()
+    return store.require(cell_ids)
 
 
 def classes_of(labels: object, scores: np.ndarray, spec: ModelSpec,

@@ -392,6 +392,10 @@ def test_bad_indices_and_damaged_tiles(tmp_path: Path) -> None:
         store["img-d_1"]
     with pytest.raises(KeyError, match="no cell 'nope'"):
         store.read("nope")
+    first, second = store.table["cell_id"][:2]
+    assert store.require([second, first]) == [1, 0]
+    with pytest.raises(InputError, match=r"no cell\(s\) a, b, c and 1 more"):
+        store.require([first, "a", "b", "c", "d"])
     path = store.chunk_path(2)
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(InputError, match="corrupt tile"):

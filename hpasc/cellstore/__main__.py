@@ -57,11 +57,7 @@ def _export(args: argparse.Namespace) -> int:
     options = cli.CommonOptions.from_args(args)
     store = open_cells(args.dataset)
     if args.cells:
-        known = set(store.table["cell_id"])
-        unknown = [c for c in args.cells if c not in known]
-        if unknown:
-            raise InputError(f"{args.dataset}: no cell(s) {', '.join(unknown[:3])}"
-                             + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
+        store.require(args.cells)
         cell_ids = list(args.cells)
     else:
         cell_ids = store.table["cell_id"].iloc[: args.limit].tolist()

@@ -66,6 +66,16 @@ class CellStore:
         except (KeyError, TypeError):
             raise KeyError(f"no cell {cell_id!r} in {self.root}") from None
 
+    def require(self, cell_ids: Iterable[str]) -> list[int]:
+        """The table rows of ``cell_ids`` (user input); InputError naming unknown ones."""
+        cell_ids = list(cell_ids)
+        known = set(self.table["cell_id"])
+        unknown = [c for c in cell_ids if c not in known]
+        if unknown:
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            raise InputError(f"{self.root}: no cell(s) {', '.join(unknown[:3])}{more}")
+        return [self.index(c) for c in cell_ids]
+
     def read(self, cell_id: str) -> np.ndarray:
         """The (4, S, S) uint16 tile of cell ``cell_id``."""
         return self[self.index(cell_id)]
