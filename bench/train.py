@@ -37,7 +37,7 @@ from hpasc.images import scan_images  # noqa: E402
 from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
 from hpasc.training.losses import create_loss  # noqa: E402
-from hpasc.training.models import create_model  # noqa: E402
+from hpasc.models.registry import create_model  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

@@ -6,7 +6,7 @@ and class, ``DIR/{cell_id}_c{class}.png`` (the heatmap over the cell's colour co
 view as ``python -m hpasc.cellstore export``), an ``index.html`` that shows them in a table, and a
 manifest. A cell's classes are ``--classes`` if given, else its image-level labels, else the
 class it scores highest. The model sees each tile exactly as in inference
-(:func:`hpasc.training.scoring.prepare_batch`); :func:`cam_for_tile` is the computation alone.
+(:func:`hpasc.models.scoring.prepare_batch`); :func:`cam_for_tile` is the computation alone.
 """
 
 from __future__ import annotations
@@ -26,24 +26,17 @@ from torch import nn
 from hpasc import atomic, cli
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.training.checkpoint import ModelSpec, build_model, load_checkpoint
-from hpasc.training.scoring import prepare_batch, score_tiles
+from hpasc.models.checkpoint import build_model, load_checkpoint
+from hpasc.models.registry import architecture
+from hpasc.models.spec import ModelSpec
+from hpasc.models.scoring import prepare_batch, score_tiles
 
 log = logging.getLogger(__name__)
 
-# Target layers of an efficientnet-pytorch model: its last MBConv block, its 1×1 head convolution
-# and the batch norm after it (all at the final, coarsest resolution).
-LAYERS = ("last_block", "conv_head", "bn1")
-DEFAULT_LAYER = "conv_head"
-
-
-def target_layer(model: nn.Module, layer: str) -> nn.Module:
-    """The module of ``model`` named by ``layer`` (one of :data:`LAYERS`)."""
-    modules = {"last_block": lambda: model._blocks[-1], "conv_head": lambda: model._conv_head,
-               "bn1": lambda: model._bn1}
-    if layer not in modules:
-        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
-    return modules[layer]()
+def target_layer(model: nn.Module, spec: ModelSpec, layer: str | None) -> nn.Module:
+    """The module of ``model`` that Grad-CAM explains: ``layer`` by its name in the architecture's
+    registry entry (None: the entry's default); InputError for a name the entry lacks."""
+    return architecture(spec.arch).cam_layer(model, layer)
 
 
 def output_column(spec: ModelSpec, class_index: int) -> int:
@@ -54,7 +47,7 @@ def output_column(spec: ModelSpec, class_index: int) -> int:
 
 
 def cam_for_tile(model: nn.Module, spec: ModelSpec, tile: np.ndarray, class_index: int,
-                 layer: str = DEFAULT_LAYER) -> np.ndarray:
+                 layer: str | None = None) -> np.ndarray:
     """The Grad-CAM heatmap of ``class_index`` for a (C, S, S) integer tile: an (S, S) float32
     array in [0, 1] (1 where the evidence for the class is strongest).
 
@@ -68,7 +61,7 @@ def cam_for_tile(model: nn.Module, spec: ModelSpec, tile: np.ndarray, class_inde
     column = output_column(spec, class_index)
     device = next(model.parameters()).device
     batch = prepare_batch(torch.from_numpy(np.ascontiguousarray(tile))[None], spec, device)
-    with GradCAM(model=model, target_layers=[target_layer(model, layer)]) as cam:
+    with GradCAM(model=model, target_layers=[target_layer(model, spec, layer)]) as cam:
         heat = cam(input_tensor=batch, targets=[ClassifierOutputTarget(column)])[0]
     # The package gives the heatmap at the model's input size; show it at the tile's own size.
     size = tile.shape[-1]
@@ -150,7 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", nargs="+", type=int, choices=range(NUM_CLASSES), metavar="K",
                         help="classes to explain for every cell (default: the cell's image-level labels, "
                              "else its top-scoring class)")
-    parser.add_argument("--layer", choices=LAYERS, default=DEFAULT_LAYER, help="the layer Grad-CAM looks at")
+    parser.add_argument("--layer", default=None,
+                        help="the layer Grad-CAM looks at, by its name in the architecture's registry "
+                             "entry: conv_head (default), last_block or bn1 for the EfficientNets, "
+                             "last_stage for timm models")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder for {cell id}_c{class}.png, index.html and the manifest")
     return parser
@@ -163,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     store = open_cells(args.dataset)
     rows = choose_rows(store, args.cells, args.limit)
     model, spec = build_model(checkpoint, device)
+    target_layer(model, spec, args.layer)  # a layer the model lacks is refused before any work
     heatmaps = []
     for row in options.bar(rows, unit="cell", desc="gradcam"):
         tile = store[row]

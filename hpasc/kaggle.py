@@ -88,7 +88,7 @@ def bundle_names(paths: Sequence[Path]) -> dict[Path, str]:
 
 
 def _validate_checkpoint(path: Path) -> None:
-    from hpasc.training.checkpoint import load_checkpoint  # torch: only when a bundle is built
+    from hpasc.models.checkpoint import load_checkpoint  # torch: only when a bundle is built
 
     load_checkpoint(path)
 

@@ -161,7 +161,7 @@ def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, 
     import torch  # only this option needs torch; the page itself starts without it
 
     from hpasc.cli import resolve_device
-    from hpasc.training.checkpoint import build_model, load_checkpoint
+    from hpasc.models.checkpoint import build_model, load_checkpoint
     from hpasc.training.data import CellSet
     from hpasc.training.predict import score_rows
 

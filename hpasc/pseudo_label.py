@@ -160,7 +160,7 @@ def rule_from_args(args: argparse.Namespace) -> PseudoRule:
 
 def main(args: argparse.Namespace) -> int:
     # torch is only needed from here on: --help and flag mistakes answer without its 3 s import.
-    from hpasc.training.checkpoint import build_model, load_checkpoint
+    from hpasc.models.checkpoint import build_model, load_checkpoint
     from hpasc.training.data import load_cells
     from hpasc.training.predict import score_rows
 

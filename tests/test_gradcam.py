@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from hpasc.gradcam import cam_for_tile
-from hpasc.training.checkpoint import ModelSpec, make_checkpoint, save_checkpoint
-from hpasc.training.models import create_model
-from hpasc.training.scoring import prepare_batch
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
+from hpasc.models.spec import ModelSpec
+from hpasc.models.registry import create_model
+from hpasc.models.scoring import prepare_batch
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
 SIZE, SQUARE = 64, 12

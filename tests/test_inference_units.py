@@ -14,8 +14,9 @@ import torch
 from hpasc.errors import InputError
 from hpasc.inference.ensemble import LoadedEnsemble, PostprocessSettings, read_ensemble
 from hpasc.inference.postprocess import postprocess
-from hpasc.training.checkpoint import ModelSpec, make_checkpoint, save_checkpoint
-from hpasc.training.models import create_model
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
+from hpasc.models.spec import ModelSpec
+from hpasc.models.registry import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

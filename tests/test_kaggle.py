@@ -19,8 +19,9 @@ import yaml
 
 from hpasc.errors import InputError
 from hpasc.kaggle import needed_scripts, notebook_code, read_manifest, requirement_pins, sha256
-from hpasc.training.checkpoint import ModelSpec, make_checkpoint, save_checkpoint
-from hpasc.training.models import create_model
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
+from hpasc.models.spec import ModelSpec
+from hpasc.models.registry import create_model
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"

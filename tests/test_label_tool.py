@@ -242,8 +242,9 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
 
     import hpasc.training.predict
     from hpasc.cli import CommonOptions
-    from hpasc.training.checkpoint import ModelSpec, make_checkpoint, save_checkpoint
-    from hpasc.training.models import create_model
+    from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
+    from hpasc.models.spec import ModelSpec
+    from hpasc.models.registry import create_model
 
     spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 32)
     torch.manual_seed(0)

@@ -16,12 +16,12 @@ from torch import nn
 from hpasc.cli import CommonOptions
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.split import read_split
-from hpasc.training.checkpoint import (ModelSpec, build_model, load_checkpoint, make_checkpoint,
-                                       save_checkpoint)
+from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
+from hpasc.models.spec import ModelSpec
 from hpasc.training.data import load_cells
-from hpasc.training.models import create_model
+from hpasc.models.registry import create_model
 from hpasc.training.predict import score_rows
-from hpasc.training.scoring import prepare_batch
+from hpasc.models.scoring import prepare_batch
 from hpasc.training.targets import read_label_folder
 from tests.conftest import assert_one_line_error, run_script
 

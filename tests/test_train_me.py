@@ -16,8 +16,8 @@ import torch
 import yaml
 from efficientnet_pytorch import EfficientNet
 
-from hpasc.training.checkpoint import build_model, find_latest, load_checkpoint
-from hpasc.training.models import IMAGENET_URLS
+from hpasc.models.checkpoint import build_model, find_latest, load_checkpoint, save_checkpoint
+from hpasc.models.efficientnet import IMAGENET_URLS
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, make_dataset, run_script
 
 FAST = ("--epochs", "2", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress")
@@ -89,6 +89,24 @@ def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:
     assert finished.returncode == 0 and "already trained" in finished.stderr
     assert_one_line_error(train(workdir, *args[:-2], "--epoch-size", "64", "--resume"), "other settings")
     assert train(workdir, *args, "--overwrite").returncode == 0
+
+
+def test_a_run_made_before_an_augmentation_field_existed_resumes(workdir: Path) -> None:
+    args = ("-s", "older", "-n", "run", "--pretrained", "none", "--tile-size", "32", "--workers", "1",
+            "--no-progress", "--epoch-size", "32", "-p")
+    assert train(workdir, *args, "--epochs", "1").returncode == 0
+    # Rewrite the checkpoint as a version without the pad_range field would have written it, and
+    # let it ask for 2 epochs so that the resumed run has one left to train.
+    path = workdir / "older" / "run-1.pt"
+    checkpoint = load_checkpoint(path)
+    del checkpoint["args"]["augment"]["pad_range"]
+    checkpoint["args"]["epochs"] = 2
+    save_checkpoint(path, checkpoint)
+    resumed = train(workdir, *args, "--epochs", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and (workdir / "older" / "run-2.pt").is_file()
+    changed = train(workdir, *args[:-1], "-r", "--epochs", "2", "--resume")
+    assert_one_line_error(changed, "other settings (augment)")
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:

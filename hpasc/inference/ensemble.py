@@ -29,8 +29,9 @@ from torch import nn
 
 from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.errors import InputError
-from hpasc.training.checkpoint import ModelSpec, build_model, load_checkpoint
-from hpasc.training.scoring import prepare_batch, to_probabilities
+from hpasc.models.checkpoint import build_model, load_checkpoint
+from hpasc.models.spec import ModelSpec
+from hpasc.models.scoring import prepare_batch, to_probabilities
 
 
 @dataclass(frozen=True)

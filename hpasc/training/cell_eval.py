@@ -22,7 +22,7 @@ from hpasc import cli
 from hpasc.classes import CLASS_NAMES, NEGATIVE, parse_labels
 from hpasc.errors import InputError
 from hpasc.split import read_split
-from hpasc.training.checkpoint import build_model, load_checkpoint
+from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.training.data import CELL_SETS, load_cells
 from hpasc.training.metrics import class_average_precision, mean_average_precision
 from hpasc.training.predict import score_rows

@@ -11,7 +11,8 @@ from hpasc.training import distributed
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.labels import LabelSources
 from hpasc.training.losses import LOSSES
-from hpasc.training.models import ARCHITECTURES
+from hpasc.models.registry import architecture, short_name
+from hpasc.errors import InputError
 from hpasc.training.finetune import FinetuneConfig, finetune
 from hpasc.training.trainer import Runtime, TrainConfig, train
 
@@ -64,7 +65,15 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
 
 def default_run_name(arch: str, loss: str) -> str:
     """``b0-bce`` for efficientnet-b0 with BCE, as the 4th place named its runs."""
-    return f"{arch.removeprefix('efficientnet-')}-{loss}"
+    return f"{short_name(arch)}-{loss}"
+
+
+def arch_name(text: str) -> str:
+    """argparse type: a registered architecture or ``timm:NAME``."""
+    try:
+        return architecture(text).name
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -100,8 +109,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="folder for the checkpoints {NAME}-{EPOCH}.pt and {NAME}-metrics.csv")
     parser.add_argument("-n", "--name", default=None,
                         help="run name (default: {arch without 'efficientnet-'}-{criterion}, e.g. b0-bce)")
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="efficientnet-b0",
-                        help="network architecture")
+    parser.add_argument("--arch", type=arch_name, default="efficientnet-b0",
+                        help="network architecture: efficientnet-b0 ... efficientnet-b4, or timm:NAME for "
+                             "any timm model (e.g. timm:inception_v3, timm:convnext_tiny)")
     parser.add_argument("--epochs", type=cli.positive_int, default=16, help="epochs to train")
     parser.add_argument("--epoch-size", type=cli.positive_int, default=20000,
                         help="cells sampled per epoch (per-class quotas, see --sampling)")

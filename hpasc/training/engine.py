@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader
 
 from hpasc.cli import CommonOptions
 from hpasc.training.augment import AugmentSettings, augment_batch
-from hpasc.training.checkpoint import ModelSpec
+from hpasc.models.spec import ModelSpec
 from hpasc.training.distributed import Process
 from hpasc.training.losses import create_loss
-from hpasc.training.scoring import prepare_batch, to_probabilities
+from hpasc.models.scoring import prepare_batch, to_probabilities
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Scoring the cells of a dataset with a model: the loader over chosen rows feeding
-:func:`~hpasc.training.scoring.score_tiles` (validation, pseudo-labels, cell-level evaluation)."""
+:func:`~hpasc.models.scoring.score_tiles` (validation, pseudo-labels, cell-level evaluation)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from hpasc.cli import CommonOptions
-from hpasc.training.checkpoint import ModelSpec
+from hpasc.models.spec import ModelSpec
 from hpasc.training.data import CellSet, TileDataset, create_loader, fixed_batches
-from hpasc.training.scoring import score_tiles
+from hpasc.models.scoring import score_tiles
 
 
 def score_rows(model: nn.Module, spec: ModelSpec, cells: CellSet, rows: np.ndarray, batch_size: int,

@@ -27,14 +27,15 @@ from torch.utils.data import DataLoader
 from hpasc import atomic
 from hpasc.cli import CommonOptions
 from hpasc.errors import InputError
-from hpasc.training import checkpoint as ckpt
+from hpasc.models import checkpoint as ckpt
+from hpasc.models.registry import Pretrained, architecture, create_model
+from hpasc.models.spec import ModelSpec
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import LabelSources, load_targets
 from hpasc.training.metrics import class_average_precision, mean_average_precision, write_metrics_csv
-from hpasc.training.models import arch_spec, create_model, load_pretrained, resolve_pretrained
 from hpasc.training.sampling import EpochSampler, read_sampling_config
 from hpasc.split import read_split
 
@@ -99,7 +100,7 @@ class TrainingData:
 def resolve_tile_size(requested: int | None, arch: str, store_tile: int) -> int:
     """``--tile-size``, else the architecture's size capped by the store's tiles."""
     if requested is None:
-        return min(arch_spec(arch).default_tile_size, store_tile)
+        return min(architecture(arch).default_tile_size, store_tile)
     if requested > store_tile:
         log.warning("--tile-size %d is larger than the dataset's %d px tiles: they are enlarged",
                     requested, store_tile)
@@ -145,7 +146,7 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
         model.load_state_dict(resumed["model_state"])
     else:
         _initialise(model, config, runtime)
-    spec = ckpt.ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size)
+    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size)
     model = place_model(model, runtime.process)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
@@ -159,14 +160,13 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
 
 
 def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -> None:
-    weights = resolve_pretrained(config.pretrained, config.arch, base_url=runtime.pretrained_url,
-                                 progress=runtime.options.progress and runtime.process.is_main)
-    if weights is None:
-        if config.pretrained == "none":
-            log.info("--pretrained none: training %s from scratch", config.arch)
-        return
-    load_pretrained(model, config.arch, weights, in_channels=4)
-    log.info("initialised %s from ImageNet weights %s", config.arch, weights)
+    pretrained = Pretrained(config.pretrained, base_url=runtime.pretrained_url,
+                            progress=runtime.options.progress and runtime.process.is_main)
+    source = architecture(config.arch).initialise(model, 4, pretrained)
+    if source is not None:
+        log.info("initialised %s from ImageNet weights %s", config.arch, source)
+    elif config.pretrained == "none":
+        log.info("--pretrained none: training %s from scratch", config.arch)
 
 
 def validation_loader(data: TrainingData, tile_size: int, batch_size: int, workers: int) -> DataLoader | None:
@@ -212,8 +212,17 @@ def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | Non
     return None
 
 
+def _as_this_version_writes(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint's args with the augmentation settings read back as settings, so that a field
+    added since the run was made takes its default instead of making the run look different."""
+    try:
+        return {**saved, "augment": AugmentSettings.from_dict(saved.get("augment", {})).to_dict()}
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: its augmentation settings are not this version's ({exc})") from None
+
+
 def _check_same_run(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
-    mine = config.to_dict()
+    mine, saved = config.to_dict(), _as_this_version_writes(saved, path)
     differs = [key for key in IDENTITY if mine.get(key) != saved.get(key)]
     if differs:
         raise InputError(f"{path} was trained with other settings ({', '.join(differs)}); resume "

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpasc.classes import NEGATIVE, NUM_CLASSES
-from hpasc.training.checkpoint import ModelSpec
+from hpasc.models.spec import ModelSpec
 
 
 def prepare_batch(tiles: Tensor, spec: ModelSpec, device: str | torch.device) -> Tensor:

@@ -1,17 +1,16 @@
-"""The classification networks: EfficientNets by name, and their ImageNet initialisation.
+"""The EfficientNets of ``efficientnet_pytorch`` (the 4th place's library) and their ImageNet start.
 
-Models come from ``efficientnet_pytorch`` (the 4th place's library), built for 4-channel input
-(red, green, blue, yellow) and one logit per output class. ImageNet weights are 3-channel with a
-1000-class head; :func:`adapt_imagenet_state` fits them to our models by giving each extra input
-channel the mean of the RGB stem filters and leaving the head freshly initialised. The weight
-files are fetched once into a cache; without a network, training starts from scratch with one
-warning instead of failing.
+Models are built for 4-channel input (red, green, blue, yellow) and one logit per output class.
+ImageNet weights are 3-channel with a 1000-class head; :func:`adapt_imagenet_state` fits them to
+our models by giving each extra input channel the mean of the RGB stem filters and leaving the
+head freshly initialised. The weight files are fetched once into a cache; without a network,
+training starts from scratch with one warning instead of failing.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,53 +21,66 @@ from torch import Tensor, nn
 from hpasc import weights_cache
 from hpasc.download import FetchError, HttpPolicy
 from hpasc.errors import InputError
+from hpasc.models.registry import Architecture, Pretrained
 from hpasc.weights_cache import one_line
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """An architecture: its name, the width of its pooled features, and its usual tile size."""
-
-    name: str
-    features: int
-    default_tile_size: int
-
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    spec.name: spec for spec in (
-        ArchSpec("efficientnet-b0", 1280, 512),
-        ArchSpec("efficientnet-b1", 1280, 512),
-        ArchSpec("efficientnet-b2", 1408, 260),  # the B2 recipe trains on smaller tiles
-        ArchSpec("efficientnet-b3", 1536, 512),
-        ArchSpec("efficientnet-b4", 1792, 512),
-    )
-}
-IMAGENET_URLS: dict[str, str] = {name: url_map[name] for name in ARCHITECTURES}
-DEFAULT_POLICY = HttpPolicy()
 _STEM = "_conv_stem.weight"
 _HEAD = "_fc."
 _RGB = 3
 
 
-def arch_spec(arch: str) -> ArchSpec:
-    """The registry entry for ``arch``; InputError naming the known architectures otherwise."""
+def _build(arch: str) -> Callable[[int, int, int], nn.Module]:
+    def build(num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
+        # The static "same" padding is computed for tile_size, which also keeps the model exportable.
+        # BatchNorm momentum 0.1 (PyTorch's default) instead of the TensorFlow port's 0.01: the
+        # running statistics then settle within ~50 steps, so short runs (CPU, fine-tuning) validate
+        # sensibly; over the thousands of steps of a full run the two give the same statistics.
+        return EfficientNet.from_name(arch, in_channels=in_channels, num_classes=num_outputs,
+                                      image_size=tile_size, batch_norm_momentum=0.9)
+
+    return build
+
+
+def _initialise(arch: str) -> Callable[[nn.Module, int, Pretrained], str | None]:
+    def initialise(model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
+        weights = resolve_pretrained(pretrained.source, arch, cache_dir=pretrained.cache_dir,
+                                     base_url=pretrained.base_url, download=pretrained.download,
+                                     policy=pretrained.policy, progress=pretrained.progress)
+        if weights is not None:
+            load_pretrained(model, arch, weights, in_channels)
+        return None if weights is None else str(weights)
+
+    return initialise
+
+
+# Grad-CAM targets, all at the final, coarsest resolution: the 1×1 head convolution (the default),
+# the last MBConv block, and the batch norm after the head convolution.
+_CAM_LAYERS = {"conv_head": lambda model: model._conv_head, "last_block": lambda model: model._blocks[-1],
+               "bn1": lambda model: model._bn1}
+
+
+def _entry(arch: str, default_tile_size: int) -> Architecture:
+    return Architecture(arch, default_tile_size, _build(arch), _initialise(arch), _CAM_LAYERS)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    entry.name: entry for entry in (
+        _entry("efficientnet-b0", 512),
+        _entry("efficientnet-b1", 512),
+        _entry("efficientnet-b2", 260),  # the B2 recipe trains on smaller tiles
+        _entry("efficientnet-b3", 512),
+        _entry("efficientnet-b4", 512),
+    )
+}
+IMAGENET_URLS: dict[str, str] = {name: url_map[name] for name in ARCHITECTURES}
+
+
+def _architecture(arch: str) -> Architecture:
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch]
-
-
-def create_model(arch: str, num_outputs: int, in_channels: int = 4, tile_size: int = 512) -> nn.Module:
-    """A randomly initialised ``arch`` taking (B, in_channels, tile_size, tile_size) floats to
-    (B, num_outputs) logits (no sigmoid: the losses and scoring apply it themselves)."""
-    arch_spec(arch)
-    # The static "same" padding is computed for tile_size, which also keeps the model exportable.
-    # BatchNorm momentum 0.1 (PyTorch's default) instead of the TensorFlow port's 0.01: the running
-    # statistics then settle within ~50 steps, so short runs (CPU, fine-tuning) validate sensibly;
-    # over the thousands of steps of a full run the two give the same statistics.
-    return EfficientNet.from_name(arch, in_channels=in_channels, num_classes=num_outputs,
-                                  image_size=tile_size, batch_norm_momentum=0.9)
 
 
 def _stem_with_extra_channels(rgb: Tensor, in_channels: int) -> Tensor:
@@ -135,8 +147,9 @@ def _adapt_file(path: Path, arch: str, model_state: dict[str, Tensor], in_channe
 
 def _check_download(path: Path, arch: str) -> None:
     """Raise InputError unless ``path`` holds ImageNet weights that fit ``arch``."""
+    entry = _architecture(arch)
     with torch.device("meta"):  # shapes only: no memory and no initialisation
-        reference = create_model(arch, 1000, _RGB, arch_spec(arch).default_tile_size).state_dict()
+        reference = entry.build(1000, _RGB, entry.default_tile_size).state_dict()
     _adapt_file(path, arch, reference, _RGB)
 
 
@@ -146,7 +159,7 @@ def default_cache_dir() -> Path:
 
 
 def resolve_pretrained(spec: str, arch: str, *, cache_dir: Path | None = None, base_url: str | None = None,
-                       download: bool = True, policy: HttpPolicy = DEFAULT_POLICY,
+                       download: bool = True, policy: HttpPolicy = HttpPolicy(),
                        progress: bool = True) -> Path | None:
     """The ImageNet weights file to start ``arch`` from, or None to train from scratch.
 
@@ -155,7 +168,7 @@ def resolve_pretrained(spec: str, arch: str, *, cache_dir: Path | None = None, b
     mirror, else the official URL), else None with one warning; or the path of a weights file,
     which must exist.
     """
-    arch_spec(arch)
+    _architecture(arch)
     if spec == "none":
         return None
     if spec != "auto":
@@ -180,5 +193,5 @@ def resolve_pretrained(spec: str, arch: str, *, cache_dir: Path | None = None, b
 
 
 def load_pretrained(model: nn.Module, arch: str, path: Path, in_channels: int) -> None:
-    """Initialise ``model`` (built by :func:`create_model`) from the ImageNet weights in ``path``."""
+    """Initialise ``model`` (an ``arch`` built by its entry) from the ImageNet weights in ``path``."""
     model.load_state_dict(_adapt_file(Path(path), arch, model.state_dict(), in_channels), strict=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,52 +29,15 @@ import torch
 from torch import Tensor, nn
 
 from hpasc import atomic
-from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.errors import InputError
-from hpasc.training.models import create_model
+from hpasc.models.registry import create_model
+from hpasc.models.spec import ModelSpec
 from hpasc.weights_cache import one_line
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_spec", "model_state", "epoch", "metrics", "args")
 _DDP_PREFIX = "module."
 _PLAIN_SCALARS = (int, float, bool, str, type(None))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a model and feed it: architecture, input, outputs, scaling."""
-
-    arch: str
-    in_channels: int
-    outputs: tuple[int, ...]  # the class index of each output column (18 outputs: classes 0..17)
-    tile_size: int
-    scale: float = 1 / 65535  # uint16 intensities → [0, 1]
-
-    @property
-    def negative_head(self) -> bool:
-        """Whether the model has its own Negative output (else Negative is derived from the rest)."""
-        return NEGATIVE in self.outputs
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (outputs as a list), as stored in a checkpoint."""
-        return {**asdict(self), "outputs": list(self.outputs)}
-
-    @classmethod
-    def from_dict(cls, data: object) -> ModelSpec:
-        """The spec stored by :meth:`to_dict`; InputError if it is incomplete or inconsistent."""
-        fields = ("arch", "in_channels", "outputs", "tile_size", "scale")
-        if not isinstance(data, dict) or any(f not in data for f in fields):
-            raise InputError(f"model_spec must be a dict with {', '.join(fields)}")
-        outputs = data["outputs"]
-        if (not isinstance(outputs, (list, tuple)) or not outputs or len(set(outputs)) != len(outputs)
-                or not all(isinstance(c, int) and 0 <= c < NUM_CLASSES for c in outputs)):
-            raise InputError(f"model_spec outputs must be distinct class indices 0..{NUM_CLASSES - 1}, "
-                             f"not {outputs!r}")
-        try:
-            return cls(str(data["arch"]), int(data["in_channels"]), tuple(outputs),
-                       int(data["tile_size"]), float(data["scale"]))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"model_spec has an invalid value ({one_line(exc)})") from None
 
 
 def _check_plain(value: object, where: str) -> None:

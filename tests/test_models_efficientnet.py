@@ -14,14 +14,17 @@ from efficientnet_pytorch.utils import url_map
 
 from hpasc.download import HttpPolicy
 from hpasc.errors import InputError
-from hpasc.training.models import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, create_model,
-                                   default_cache_dir, load_pretrained, resolve_pretrained)
+from hpasc.models.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
+                                      load_pretrained, resolve_pretrained)
+from hpasc.models.registry import create_model
 from tests.test_download import Behaviour, FakeHPA, serve
 
 B0 = "efficientnet-b0"
 B0_FILE = IMAGENET_URLS[B0].rsplit("/", 1)[-1]
 FAST = HttpPolicy(timeout=5, retries=0, backoff=0)
 TILE = 32
+FEATURES = {"efficientnet-b0": 1280, "efficientnet-b1": 1280, "efficientnet-b2": 1408, "efficientnet-b3": 1536,
+            "efficientnet-b4": 1792}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,7 +37,7 @@ def test_every_architecture_gives_logits_for_four_channels(arch):
     with torch.no_grad():
         logits = model(torch.rand(2, 4, TILE, TILE))
     assert logits.shape == (2, 19)
-    assert model._fc.in_features == ARCHITECTURES[arch].features
+    assert model._fc.in_features == FEATURES[arch]
     assert (logits < 0).any()  # raw logits, not sigmoid probabilities
 
 
@@ -46,7 +49,8 @@ def test_registry_tile_sizes_and_unknown_names():
     with pytest.raises(InputError) as caught:
         create_model("resnet50", 19)
     assert str(caught.value) == ("unknown architecture 'resnet50'; expected one of efficientnet-b0, "
-                                 "efficientnet-b1, efficientnet-b2, efficientnet-b3, efficientnet-b4")
+                                 "efficientnet-b1, efficientnet-b2, efficientnet-b3, efficientnet-b4 or "
+                                 "timm:NAME (any timm model)")
 
 
 def imagenet_state(arch: str, seed: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,64 @@
+"""Any ``timm`` model as a backbone, named ``timm:NAME`` (e.g. ``timm:inception_v3``).
+
+timm adapts the stem to 4 input channels itself (``in_chans``: the RGB filters repeated and
+rescaled), both for a fresh model and for ImageNet weights, and drops the 1000-class head when the
+class count differs. ImageNet weights come through timm's own cache (the Hugging Face hub) when
+online, or from a local weights file; offline, "auto" trains from scratch with one warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from hpasc.errors import InputError
+from hpasc.models.registry import TIMM_PREFIX, Architecture, Pretrained
+from hpasc.weights_cache import one_line
+
+log = logging.getLogger(__name__)
+_FALLBACK_TILE_SIZE = 224
+
+
+def _build(name: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
+    # timm's models take any input size: tile_size only matters to the EfficientNets' static padding.
+    return timm.create_model(name, pretrained=False, num_classes=num_outputs, in_chans=in_channels)
+
+
+def _initialise(name: str, model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
+    if pretrained.source == "none":
+        return None
+    weights_file = None if pretrained.source == "auto" else Path(pretrained.source)
+    if weights_file is not None and not weights_file.is_file():
+        raise InputError(f"{weights_file}: ImageNet weights file does not exist")
+    overlay = {"file": str(weights_file)} if weights_file else None
+    try:
+        donor = timm.create_model(name, pretrained=True, num_classes=model.num_classes, in_chans=in_channels,
+                                  pretrained_cfg_overlay=overlay)
+    except Exception as exc:  # the hub's network and cache errors, or a file that does not fit
+        if weights_file is not None:
+            raise InputError(f"{weights_file}: not ImageNet weights of {name} ({one_line(exc)})") from None
+        log.warning("ImageNet weights for %s%s unavailable (%s); training from scratch",
+                    TIMM_PREFIX, name, one_line(exc))
+        return None
+    model.load_state_dict(donor.state_dict())
+    return str(weights_file) if weights_file else "timm's pretrained weights"
+
+
+def _last_stage(model: nn.Module) -> nn.Module:
+    """The module whose output is the model's last feature map (timm's own feature_info)."""
+    return model.get_submodule(model.feature_info[-1]["module"])
+
+
+@functools.cache
+def architecture(name: str) -> Architecture:
+    """The entry for timm model ``name``; InputError if timm has no such model."""
+    if not timm.is_model(name):
+        raise InputError(f"timm has no model {name!r} (see timm.list_models())")
+    config = timm.get_pretrained_cfg(name)
+    tile_size = config.input_size[-1] if config is not None else _FALLBACK_TILE_SIZE
+    return Architecture(f"{TIMM_PREFIX}{name}", tile_size, functools.partial(_build, name),
+                        functools.partial(_initialise, name), {"last_stage": _last_stage})
