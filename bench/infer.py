@@ -34,7 +34,8 @@ from hpasc import cli  # noqa: E402
 from hpasc.crop import CropSettings  # noqa: E402
 from hpasc.cutter import cut_image  # noqa: E402
 from hpasc.images import CHANNELS, scan_images  # noqa: E402
-from hpasc.inference.ensemble import LoadedEnsemble, PostprocessSettings, read_ensemble  # noqa: E402
+from hpasc.inference.ensemble import LoadedEnsemble
+from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
 from hpasc.inference.postprocess import postprocess  # noqa: E402
 from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.rle import encode_cells  # noqa: E402

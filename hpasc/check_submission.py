@@ -26,8 +26,6 @@ a full-size image; :func:`hpasc.rle.text_to_rle` has verified that each decodes 
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -36,14 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
-from PIL import Image
 from pycocotools import mask as coco_mask
 
 from hpasc import cli
 from hpasc.classes import NUM_CLASSES
-from hpasc.errors import InputError
-from hpasc.images import CHANNELS, scan_images
+from hpasc.images import CHANNELS, read_image_size, scan_images
 from hpasc.rle import text_to_rle
 from hpasc.submission import COLUMNS, parse_prediction_string, read_sample_submission, read_submission
 
@@ -191,21 +186,7 @@ def read_image_sizes(folder: str | os.PathLike) -> dict[str, ImageSize]:
     """Image ID → (width, height) of each complete image in ``folder``, from the header of its
     first channel file (the whole file only for ``.gz``, which must be decompressed)."""
     found = scan_images(folder)
-    return {image_id: _file_size(found.files[image_id][CHANNELS[0]]) for image_id in found.ids}
-
-
-def _file_size(path: Path) -> ImageSize:
-    name = path.name.lower()
-    try:
-        if ".tif" in name:
-            data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
-            with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-                height, width = tiff.pages[0].shape[:2]
-            return width, height
-        with Image.open(path) as image:
-            return image.size
-    except Exception as exc:  # PIL, tifffile and gzip raise many types for damaged files
-        raise InputError(f"{path}: cannot read the image size ({type(exc).__name__}: {exc})") from None
+    return {image_id: read_image_size(found.files[image_id][CHANNELS[0]]) for image_id in found.ids}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _stage(args: argparse.Namespace) -> int:
     submission = read_submission(args.submission)
     sizes = None if args.images is None else read_image_sizes(args.images)
-    order = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
+    order = None if args.sample_submission is None else read_sample_submission(args.sample_submission).order
     result = check(submission, sizes, order, cli.CommonOptions.from_args(args))
     for problem in result.problems[:MAX_PRINTED]:
         print(problem)

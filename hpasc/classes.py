@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hpasc.errors import InputError
@@ -53,6 +56,19 @@ def parse_labels(text: object) -> list[int]:
             raise ValueError(f"class index {value} outside 0..{NUM_CLASSES - 1}")
         labels.append(value)
     return labels
+
+
+def label_matrix(labels: Iterable[Sequence[int]]) -> np.ndarray:
+    """The bool (rows, 19) multi-hot matrix of per-row class lists (a repeated class counts once);
+    ValueError for a class index outside 0..18."""
+    rows = list(labels)
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    if flat.size and not (0 <= flat.min() and flat.max() < NUM_CLASSES):
+        raise ValueError(f"class indices outside 0..{NUM_CLASSES - 1}")
+    matrix = np.zeros((len(rows), NUM_CLASSES), dtype=bool)
+    matrix[np.repeat(np.arange(len(rows)), lengths), flat] = True
+    return matrix
 
 
 def format_labels(labels: list[int] | tuple[int, ...]) -> str:

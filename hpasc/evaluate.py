@@ -203,48 +203,49 @@ def read_truth(folder: str | os.PathLike, options: cli.CommonOptions | None = No
     if not folder.is_dir() or not table_path.is_file():
         raise InputError(f"truth folder {folder} needs {{ID}}.png label images and {TRUTH_TABLE}")
     images = {p.stem: p for p in folder.glob("*.png") if not atomic.is_temporary(p)}
-    classes, lines = _read_cell_table(table_path, images)
+    table = read_truth_table(table_path)
+    for image_id, cells in table.items():
+        if image_id not in images:
+            raise InputError(f"{table_path} line {min(line for _, line in cells.values())}: no label image "
+                             f"{image_id}.png beside it")
     truth = {}
     for image_id in (options or cli.CommonOptions()).bar(sorted(images), desc="truth images", unit="image"):
         labels = read_label_image(images[image_id])
-        cells = classes.get(image_id, {})
+        cells = table.get(image_id, {})
         try:
-            truth[image_id] = TruthImage.from_labels(labels, cells)
+            truth[image_id] = TruthImage.from_labels(labels, {m: classes for m, (classes, _) in cells.items()})
         except ValueError:
             absent = min(set(cells) - set(np.unique(labels).tolist()))
-            raise InputError(f"{table_path} line {lines[image_id, absent]}: mask_id {absent} is not "
+            raise InputError(f"{table_path} line {cells[absent][1]}: mask_id {absent} is not "
                              f"a cell of {images[image_id]}") from None
     return truth
 
 
-def _read_cell_table(path: Path, images: Mapping[str, Path]
-                     ) -> tuple[dict[str, dict[int, list[int]]], dict[tuple[str, int], int]]:
-    """(image ID → mask id → classes, (image ID, mask id) → CSV line) of a truth cells.csv."""
+def read_truth_table(path: str | os.PathLike) -> dict[str, dict[int, tuple[list[int], int]]]:
+    """A truth cells.csv (``ID,mask_id,Label``, as the synthetic generator writes it): image ID →
+    mask id → (the cell's classes, its CSV line). InputError naming the line of a bad row."""
+    path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in ("ID", "mask_id", "Label") if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    classes: dict[str, dict[int, list[int]]] = {}
-    lines: dict[tuple[str, int], int] = {}
+    cells: dict[str, dict[int, tuple[list[int], int]]] = {}
     for line, (image_id, mask_text, label) in enumerate(
             zip(table["ID"], table["mask_id"], table["Label"]), start=2):
-        if image_id not in images:
-            raise InputError(f"{path} line {line}: no label image {image_id}.png beside it")
         if not mask_text.isdigit() or int(mask_text) < 1:
             raise InputError(f"{path} line {line}: mask_id {mask_text!r} is not a positive integer")
         mask_id = int(mask_text)
-        if (image_id, mask_id) in lines:
+        if mask_id in cells.get(image_id, {}):
             raise InputError(f"{path} line {line}: cell {mask_id} of {image_id} already listed on "
-                             f"line {lines[image_id, mask_id]}")
+                             f"line {cells[image_id][mask_id][1]}")
         try:
-            classes.setdefault(image_id, {})[mask_id] = parse_labels(label)
+            cells.setdefault(image_id, {})[mask_id] = (parse_labels(label), line)
         except ValueError as exc:
             raise InputError(f"{path} line {line}: bad Label {label!r} ({exc})") from None
-        lines[image_id, mask_id] = line
-    return classes, lines
+    return cells
 
 
 def report(result: Result) -> list[str]:

@@ -42,9 +42,9 @@ from skimage.segmentation import find_boundaries
 
 from hpasc import atomic, cli
 from hpasc.cellstore import CellStore, composite, open_cells
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, read_label_table
+from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
 from hpasc.errors import InputError
-from hpasc.images import read_label_image, scan_images
+from hpasc.images import read_label_image, scan_images, write_png
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +64,10 @@ class Section:
     html: str = ""
 
 
-def label_matrix(labels: Iterable[Sequence[int]]) -> np.ndarray:
-    """The (images, 19) multi-hot matrix of per-image class lists (a repeated class counts once)."""
-    rows = list(labels)
-    matrix = np.zeros((len(rows), NUM_CLASSES), np.int64)
-    for row, classes in enumerate(rows):
-        matrix[row, list(classes)] = 1
-    return matrix
-
-
 def cooccurrence(labels: Iterable[Sequence[int]]) -> np.ndarray:
     """(19, 19) counts: entry (i, j) is the number of images labelled with both i and j, so the
     diagonal is the number of images labelled with i."""
-    matrix = label_matrix(labels)
+    matrix = label_matrix(labels).astype(np.int64)
     return matrix.T @ matrix
 
 
@@ -147,14 +138,6 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
-def write_rgb(path: Path, rgb: np.ndarray) -> Path:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic.write_bytes(path, encoded.tobytes())
-    return path
-
-
 def label_report(labels: Mapping[str, Sequence[int]], out: Path) -> Section:
     """Write the label figures and summary.csv into ``out``."""
     summary = summary_table(labels)
@@ -219,7 +202,7 @@ def cell_report(store: CellStore, labels: Mapping[str, Sequence[int]], out: Path
             continue
         grid = tile_grid([composite(tile) for tile in store.tiles(rows)], columns)
         name = f"examples/class_{c}.png"
-        write_rgb(out / name, grid)
+        write_png(out / name, grid)
         section.figures.append((f"{c} {CLASS_NAMES[c]} ({len(rows)} cells)", name))
     return section
 
@@ -257,7 +240,7 @@ def overlay_report(images: Path, masks: Path, suffix: str, out: Path, count: int
         except InputError as exc:
             raise InputError(f"{image_id}: {exc}") from None
         name = f"overlays/{image_id}.png"
-        write_rgb(out / name, rgb)
+        write_png(out / name, rgb)
         section.figures.append((image_id, name))
     return section
 

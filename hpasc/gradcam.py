@@ -26,6 +26,7 @@ from torch import nn
 from hpasc import atomic, cli
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
+from hpasc.images import write_png
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture
 from hpasc.models.spec import ModelSpec
@@ -76,14 +77,6 @@ def overlay(tile: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
     rgb = composite(tile).astype(np.float32) / 255
     return show_cam_on_image(rgb, heat, use_rgb=True)
-
-
-def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as a PNG, atomically."""
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic.write_bytes(path, encoded.tobytes())
 
 
 def choose_rows(store: CellStore, cell_ids: Sequence[str] | None, limit: int | None) -> list[int]:
@@ -173,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             heat = cam_for_tile(model, spec, tile, class_index, args.layer)
             name = f"{cell_id}_c{class_index}.png"
-            write_rgb_png(args.out / name, overlay(tile, heat))
+            write_png(args.out / name, overlay(tile, heat))
             heatmaps.append(Heatmap(cell_id, class_index, float(scores[class_index]), name))
     atomic.write_text(args.out / "index.html", index_html(heatmaps, f"Grad-CAM of {args.checkpoint.name}"))
     cli.write_manifest(args.out, "gradcam", args, {"heatmaps": len(heatmaps)})

@@ -137,6 +137,25 @@ def decode_channel(data: bytes, name: str | os.PathLike) -> np.ndarray:
     return to_uint16(_to_grey(path, array), path)
 
 
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of one channel file, from its header (the whole file only for ``.gz``,
+    which must be decompressed first)."""
+    path = Path(path)
+    ext = _extension(path.name)
+    try:
+        if ext.startswith(".tif"):
+            data = _read_bytes(path)
+            with tifffile.TiffFile(io.BytesIO(_gunzip(path, data) if ext.endswith(".gz") else data)) as tiff:
+                height, width = tiff.pages[0].shape[:2]
+            return width, height
+        with Image.open(path) as image:
+            return image.size
+    except InputError:
+        raise
+    except Exception as exc:  # PIL and tifffile raise many types for damaged files
+        raise InputError(f"{path}: cannot read the image size ({type(exc).__name__}: {exc})") from None
+
+
 def to_uint16(array: np.ndarray, source: str | os.PathLike = "image") -> np.ndarray:
     """Convert an 8- or 16-bit array to uint16 (8-bit ×257); other pixel types are refused."""
     if array.dtype == np.uint16:
@@ -148,14 +167,22 @@ def to_uint16(array: np.ndarray, source: str | os.PathLike = "image") -> np.ndar
     raise InputError(f"{source}: unsupported bit depth ({array.dtype}; need 8- or 16-bit)")
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a 2-D uint8/uint16 array as a greyscale PNG, atomically."""
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"write_png needs a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
+def encode_png(array: np.ndarray) -> bytes:
+    """A 2-D uint8/uint16 greyscale array, or an (H, W, 3) uint8 RGB one, as PNG bytes."""
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    elif array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"a PNG needs a 2-D uint8/uint16 or (H, W, 3) uint8 array, got {array.dtype} "
+                         f"{array.shape}")
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic.write_bytes(path, encoded.tobytes())
+        raise OSError(f"PNG encoding failed for a {array.dtype} {array.shape} array")
+    return encoded.tobytes()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a 2-D uint8/uint16 greyscale or an (H, W, 3) uint8 RGB array as a PNG, atomically."""
+    atomic.write_bytes(path, encode_png(array))
 
 
 def write_channel(path: str | os.PathLike, plane: np.ndarray) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import hashlib
 import json
 import os
@@ -28,18 +27,16 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import yaml
 
 from hpasc.errors import InputError
+from hpasc.inference.ensemble_file import read_ensemble, write_ensemble
 
 # Pinned requirements that Kaggle's Python image lacks (or may hold at another version), with the
 # dependencies of theirs that it lacks too; torch, torchvision, numpy, pandas, scipy, opencv,
 # scikit-image, scikit-learn, pillow, tqdm, PyYAML and matplotlib come with the image.
 KAGGLE_MISSING = ("efficientnet-pytorch", "pycocotools", "zarr", "numcodecs", "donfig", "google-crc32c",
                   "imagecodecs", "tifffile", "iterative-stratification", "grad-cam", "ttach")
-SEGMENTATION_FILES = ("dpn_unet_nuclei_v1.pth", "dpn_unet_cell_3ch_v1.pth")
 MODELS = "models"
 ENSEMBLE = "ensemble.yaml"
 MANIFEST = "MANIFEST.txt"
@@ -48,35 +45,6 @@ _CHUNK = 1 << 20
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def load_ensemble(path: Path) -> dict[str, Any]:
-    """The ensemble description at ``path`` (YAML or JSON), checked for groups of members that each
-    name a checkpoint; InputError otherwise."""
-    if not path.is_file():
-        raise InputError(f"{path}: ensemble file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())  # JSON is YAML too
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a YAML or JSON file ({' '.join(str(exc).split())})") from None
-    groups = data.get("groups") if isinstance(data, dict) else None
-    if not isinstance(groups, list) or not groups:
-        raise InputError(f"{path}: expected a mapping with a non-empty list 'groups'")
-    for g, group in enumerate(groups):
-        members = group.get("members") if isinstance(group, dict) else None
-        if not isinstance(members, list) or not members:
-            raise InputError(f"{path}: group {g} has no non-empty list 'members'")
-        for m, member in enumerate(members):
-            if not isinstance(member, dict) or not isinstance(member.get("checkpoint"), str):
-                raise InputError(f"{path}: member {m} of group {g} has no 'checkpoint' path")
-    return data
-
-
-def checkpoint_paths(ensemble: dict[str, Any], folder: Path) -> list[Path]:
-    """The absolute path of every member's checkpoint, in order (relative ones are taken from
-    ``folder``, the ensemble file's folder)."""
-    return [Path(os.path.abspath(folder / member["checkpoint"]))
-            for group in ensemble["groups"] for member in group["members"]]
 
 
 def bundle_names(paths: Sequence[Path]) -> dict[Path, str]:
@@ -98,31 +66,18 @@ def bundle_models(ensemble_file: Path, out: Path, validate: bool = True) -> list
     ``out/models/`` and write ``out/ensemble.yaml`` naming them relative to ``out``. Every checkpoint
     is checked (exists, and with ``validate`` loads as an hpasc checkpoint) before anything is
     copied. Returns the bundle paths written."""
-    if ensemble_file.suffix == ".pt":  # infer.py takes a single checkpoint as a one-member ensemble
-        member = {"checkpoint": ensemble_file.name}
-        ensemble: dict[str, Any] = {"groups": [{"weight": 1.0, "members": [member]}]}
-    else:
-        ensemble = load_ensemble(ensemble_file)
-    paths = checkpoint_paths(ensemble, ensemble_file.parent)
-    missing = [str(p) for p in dict.fromkeys(paths) if not p.is_file()]
-    if missing:
-        raise InputError(f"checkpoint {missing[0]} of {ensemble_file} does not exist"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    ensemble = read_ensemble(ensemble_file)
     if validate:
-        for path in dict.fromkeys(paths):
+        for path in ensemble.checkpoints:
             _validate_checkpoint(path)
-    names = bundle_names(paths)
+    names = bundle_names(ensemble.checkpoints)
     for path, name in names.items():
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    rewritten = copy.deepcopy(ensemble)
-    members = [member for group in rewritten["groups"] for member in group["members"]]
-    for member, path in zip(members, paths, strict=True):
-        member["checkpoint"] = names[path]
     header = (f"# Written by scripts/kaggle_bundle.sh from {ensemble_file.name}; checkpoint paths are "
               f"relative to this file's folder.\n")
-    (out / ENSEMBLE).write_text(header + yaml.safe_dump(rewritten, sort_keys=False))
+    write_ensemble(out / ENSEMBLE, ensemble.moved({path: out / name for path, name in names.items()}), header)
     return sorted(names.values())
 
 

@@ -28,7 +28,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
 import numpy as np
 
 from hpasc import atomic
@@ -36,11 +35,12 @@ from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.cli import CommonOptions, run, stage_parser
 from hpasc.errors import InputError
+from hpasc.images import encode_png
+from hpasc.label_files import SCORES, label_lines, read_label_lines
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"  # loopback only: the page writes label files and has no authentication
-SCORES = range(1, 6)
 CHANNEL_KEYS = "rgby"  # the query letters of CHANNELS (red, green, blue, yellow), in tile order
 
 
@@ -59,13 +59,10 @@ def read_scores(path: Path) -> list[tuple[str, int]]:
     if not path.is_file():
         return []
     lines = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) not in SCORES:
-            raise InputError(f"{path}:{number}: expected '{{cell_id}} {{score 1..5}}', got {line.strip()!r}")
-        lines.append((fields[0], int(fields[1])))
+    for cell_id, token, where in read_label_lines(path):
+        if not token.isdigit() or int(token) not in SCORES:
+            raise InputError(f"{where}: expected '{{cell_id}} {{score 1..5}}', got {cell_id} {token}")
+        lines.append((cell_id, int(token)))
     return lines
 
 
@@ -105,7 +102,7 @@ class Session:
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as file:
-                file.write(f"{cell_id} {value}\n")
+                file.write(label_lines([(cell_id, str(value))]))
                 file.flush()
                 os.fsync(file.fileno())
             self.lines.append((cell_id, value))
@@ -117,7 +114,7 @@ class Session:
             if not self.lines:
                 return None
             cell_id, _ = self.lines.pop()
-            atomic.write_text(self.path, "".join(f"{c} {s}\n" for c, s in self.lines))
+            atomic.write_text(self.path, label_lines((c, str(s)) for c, s in self.lines))
         return next((i for i, c in enumerate(self.cells) if c.cell_id == cell_id), None)
 
     def describe(self, index: int) -> dict[str, object]:
@@ -136,10 +133,7 @@ class Session:
             if key not in channels:
                 tile[channel] = 0
         rgb = np.clip(composite(tile).astype(np.float32) * contrast, 0, 255).astype(np.uint8)
-        ok, encoded = cv2.imencode(".png", rgb[..., ::-1])
-        if not ok:
-            raise OSError("PNG encoding failed")
-        return encoded.tobytes()
+        return encode_png(rgb)
 
 
 def cells_of_class(store: CellStore, class_index: int) -> list[Cell]:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from hpasc import atomic, cli
-from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
 from hpasc.split import read_split
 from hpasc.training.targets import LabelSet, write_label_folder
@@ -98,14 +98,6 @@ class PseudoLabels:
                              "negatives": self.negative[:, classes].sum(axis=0),
                              "positives": self.positive[:, classes].sum(axis=0),
                              "cells_considered": self.considered[:, classes].sum(axis=0)})
-
-
-def label_matrix(image_labels: Sequence[Sequence[int]]) -> np.ndarray:
-    """Boolean (cells, 19) multi-hot of each cell's image-level labels."""
-    hot = np.zeros((len(image_labels), NUM_CLASSES), dtype=bool)
-    for row, labels in enumerate(image_labels):
-        hot[row, list(labels)] = True
-    return hot
 
 
 def pseudo_labels(cell_ids: Sequence[str], image_labels: Sequence[Sequence[int]], probabilities: np.ndarray,

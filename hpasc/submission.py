@@ -16,6 +16,7 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,17 @@ def write_submission(path: str | os.PathLike, rows: Iterable[SubmissionRow],
     atomic.write_text(path, out.getvalue())
 
 
-def read_sample_submission(path: str | os.PathLike) -> list[str]:
-    """The image IDs of a sample submission, in its order."""
+@dataclass(frozen=True)
+class SampleSubmission:
+    """A sample submission's image IDs in its order, and each image's (width, height) where it
+    gives them (ImageWidth and ImageHeight columns)."""
+
+    order: list[str]
+    sizes: dict[str, tuple[int, int]]
+
+
+def read_sample_submission(path: str | os.PathLike) -> SampleSubmission:
+    """The image IDs of a sample submission, in its order, with the image sizes it gives."""
     table = _read_csv(path)
     if "ID" not in table.columns:
         raise InputError(f"{path}: no ID column (columns: {', '.join(table.columns)})")
@@ -97,7 +107,21 @@ def read_sample_submission(path: str | os.PathLike) -> list[str]:
     if duplicated.any():
         line = int(np.flatnonzero(duplicated)[0]) + 2
         raise InputError(f"{path} line {line}: image {table['ID'].iloc[line - 2]} appears twice")
-    return table["ID"].tolist()
+    sizes = {}
+    if {"ImageWidth", "ImageHeight"} <= set(table.columns):
+        widths, heights = _integers(table, "ImageWidth", path), _integers(table, "ImageHeight", path)
+        sizes = {i: (int(w), int(h)) for i, w, h in zip(table["ID"], widths, heights)}
+    return SampleSubmission(table["ID"].tolist(), sizes)
+
+
+def _integers(table: pd.DataFrame, column: str, path: str | os.PathLike) -> pd.Series:
+    """``column`` as int64; InputError naming the first line that is not an integer."""
+    numbers = pd.to_numeric(table[column], errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0]) + 2
+        raise InputError(f"{path} line {line}: {column} {table[column].iloc[line - 2]!r} is not an integer")
+    return numbers.astype(np.int64)
 
 
 def read_submission(path: str | os.PathLike) -> pd.DataFrame:
@@ -108,13 +132,7 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     for column in ("ImageWidth", "ImageHeight"):
-        numbers = pd.to_numeric(table[column], errors="coerce")
-        bad = numbers.isna() | (numbers != numbers.round())
-        if bad.any():
-            line = int(np.flatnonzero(bad)[0]) + 2
-            raise InputError(f"{path} line {line}: {column} {table[column].iloc[line - 2]!r} "
-                             "is not an integer")
-        table[column] = numbers.astype(np.int64)
+        table[column] = _integers(table, column, path)
     return table
 
 

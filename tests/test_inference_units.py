@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from hpasc.errors import InputError
-from hpasc.inference.ensemble import LoadedEnsemble, PostprocessSettings, read_ensemble
+from hpasc.inference.ensemble import LoadedEnsemble
+from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.spec import ModelSpec
@@ -52,7 +53,7 @@ def test_group_and_member_weights_are_normalised(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, fragment", [
     ("groups: []", "non-empty list"),
     ("groups: [{weight: 1}]", "members"),
-    ("groups: [{members: [missing.pt]}]", "not found"),
+    ("groups: [{members: [missing.pt]}]", "missing.pt does not exist"),
     ("groups: [{weight: -1, members: [a.pt]}]", "number >= 0"),
     ("groups: [{members: [a.pt]}]\nextra: 1", "optionally 'postprocessing'"),
     ("groups: [{members: [a.pt]}]\npostprocessing: {cell: 1}", "takes"),

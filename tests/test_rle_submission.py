@@ -178,8 +178,9 @@ def test_write_submission_refuses_rows_that_do_not_match_the_order(tmp_path) -> 
 
 
 def test_real_sample_submission_parses(hpa_real) -> None:
-    ids = read_sample_submission(HPA_REAL / "sample_submission.csv")
-    assert len(ids) == 559 and len(set(ids)) == 559
+    sample = read_sample_submission(HPA_REAL / "sample_submission.csv")
+    ids = sample.order
+    assert len(ids) == 559 and len(set(ids)) == 559 and len(sample.sizes) == 559
     assert ids[0] == "0040581b-f1f2-4fbe-b043-b6bfea5404bb"
     table = read_submission(HPA_REAL / "sample_submission.csv")
     first = table.iloc[0]
@@ -196,6 +197,9 @@ def test_reading_refuses_unusable_tables(tmp_path) -> None:
     twice.write_text("ID\na\nb\na\n")
     with pytest.raises(InputError, match="twice.csv line 4: image a appears twice"):
         read_sample_submission(twice)
+    assert read_sample_submission(_table(tmp_path, "ID\nb\na\n")).order == ["b", "a"]
+    with pytest.raises(InputError, match="line 3: ImageHeight 'x' is not an integer"):
+        read_sample_submission(_table(tmp_path, "ID,ImageWidth,ImageHeight\na,1,1\nb,2,x\n"))
     with pytest.raises(InputError, match="missing column.*PredictionString"):
         read_submission(_table(tmp_path, "ID,ImageWidth,ImageHeight\n"))
     with pytest.raises(InputError, match="line 3: ImageHeight 'tall'"):

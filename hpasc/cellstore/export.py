@@ -6,10 +6,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from hpasc import atomic
 from hpasc.cellstore.read import CellStore
 from hpasc.images import CHANNELS, write_png
 
@@ -52,10 +50,7 @@ def export_pngs(store: CellStore, cell_ids: Sequence[str], out_dir: str | os.Pat
     for cell_id, row in zip(progress(cell_ids), rows):
         tile = store[row]
         path = out / f"{cell_id}.png"
-        ok, encoded = cv2.imencode(".png", composite(tile, percentile)[..., ::-1])
-        if not ok:
-            raise OSError(f"PNG encoding failed for {path}")
-        atomic.write_bytes(path, encoded.tobytes())
+        write_png(path, composite(tile, percentile))
         written.append(path)
         if raw:
             for channel, plane in zip(CHANNELS, tile):

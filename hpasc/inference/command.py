@@ -8,9 +8,9 @@ import logging
 
 from hpasc import cli
 from hpasc.check_submission import check_submission
-from hpasc.inference.stage import InferSettings, infer_folder, sample_sizes
+from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.segmentation.stage import model_files_from_args
-from hpasc.submission import read_submission
+from hpasc.submission import read_sample_submission, read_submission
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ def infer_entry(args: argparse.Namespace) -> int:
                              tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, mixed_precision=not args.no_amp)
     options = cli.CommonOptions.from_args(args)
-    failures = infer_folder(args.input, args.ensemble, args.output, args.sample_submission, settings, options)
-    order, _ = sample_sizes(args.sample_submission)
-    problems = check_submission(read_submission(args.output), None, order)
+    sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
+    failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)
+    problems = check_submission(read_submission(args.output), None, sample and sample.order)
     for problem in problems:
         log.error("submission check: %s", problem)
     log.info("wrote %s (%d images, %d failed)", args.output, len(read_submission(args.output)), len(failures))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES
-from hpasc.inference.ensemble import PostprocessSettings
+from hpasc.inference.ensemble_file import PostprocessSettings
 
 SHARED_CLASSES = np.array([c for c in range(NUM_CLASSES) if c not in (MITOTIC_SPINDLE, NEGATIVE)])
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from hpasc import cli
@@ -29,12 +28,13 @@ from hpasc.crop import CropSettings
 from hpasc.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
-from hpasc.inference.ensemble import LoadedEnsemble, read_ensemble
+from hpasc.inference.ensemble import LoadedEnsemble
+from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
 from hpasc.rle import encode_cells
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
-from hpasc.submission import prediction_string, write_submission
+from hpasc.submission import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import process_pool
 
 log = logging.getLogger(__name__)
@@ -147,28 +147,14 @@ def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -
     return 0, 0
 
 
-def sample_sizes(sample: Path | None) -> tuple[list[str] | None, dict[str, tuple[int, int]]]:
-    """The sample submission's ID order and image sizes (none without a sample)."""
-    if sample is None:
-        return None, {}
-    try:
-        table = pd.read_csv(sample, dtype={"ID": str})
-        order = table["ID"].tolist()
-        sizes = {i: (int(w), int(h))
-                 for i, w, h in zip(table["ID"], table["ImageWidth"], table["ImageHeight"])}
-    except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{sample}: not a sample submission (ID,ImageWidth,ImageHeight,...): "
-                         f"{exc}") from None
-    return order, sizes
-
-
-def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: Path | None, settings: InferSettings,
-                 options: cli.CommonOptions) -> dict[str, str]:
-    """Write the submission for the images of ``images``; returns {failed image: reason}."""
+def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSubmission | None,
+                 settings: InferSettings, options: cli.CommonOptions) -> dict[str, str]:
+    """Write the submission for the images of ``images`` (in ``sample``'s order, when given);
+    returns {failed image: reason}."""
     ensemble = read_ensemble(ensemble_file)
     settings.models.check()
     folder = scan_images(images)
-    order, sizes = sample_sizes(sample)
+    order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
     ids = order if order is not None else sorted(folder.ids + list(folder.incomplete))
     if not ids:
         raise InputError(f"{images}: no images to predict")

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from hpasc import cli
-from hpasc.classes import CLASS_NAMES, NEGATIVE, parse_labels
+from hpasc.classes import CLASS_NAMES, NEGATIVE
 from hpasc.errors import InputError
+from hpasc.evaluate import read_truth_table
 from hpasc.split import read_split
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.training.data import CELL_SETS, load_cells
@@ -45,13 +45,9 @@ class CellScore:
 
 
 def read_cell_truth(path: str | os.PathLike) -> dict[str, list[int]]:
-    """``{ID}_{mask_id - 1}`` → the cell's classes, from a CSV with columns ID, mask_id, Label."""
-    try:
-        table = pd.read_csv(path, dtype={"ID": str, "Label": str}, keep_default_na=False)
-        return {f"{i}_{int(m) - 1}": parse_labels(label)
-                for i, m, label in zip(table["ID"], table["mask_id"], table["Label"])}
-    except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{path}: not a cell truth table (ID,mask_id,Label): {exc}") from None
+    """``{ID}_{mask_id - 1}`` → the cell's classes, from a truth table (``ID,mask_id,Label``)."""
+    return {f"{image_id}_{mask_id - 1}": classes
+            for image_id, cells in read_truth_table(path).items() for mask_id, (classes, _) in cells.items()}
 
 
 def truth_matrix(cell_ids: list[str], truth: dict[str, list[int]]) -> np.ndarray:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.classes import parse_labels
+from hpasc.crop import resize_tile
 from hpasc.errors import InputError
 from hpasc.split import Split
 
@@ -111,16 +112,8 @@ class TileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         tile = self.cells.tile(index)
         if tile.shape[-1] != self.tile_size:
-            tile = resize_tile(tile, self.tile_size)
+            tile = np.ascontiguousarray(resize_tile(tile.transpose(1, 2, 0), self.tile_size).transpose(2, 0, 1))
         return torch.from_numpy(tile), index
-
-
-def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
-    """A (C, S, S) tile resized to (C, size, size): area interpolation down, bilinear up."""
-    interpolation = cv2.INTER_AREA if size < tile.shape[-1] else cv2.INTER_LINEAR
-    planes = np.ascontiguousarray(tile.transpose(1, 2, 0))
-    return np.ascontiguousarray(cv2.resize(planes, (size, size), interpolation=interpolation)
-                                .transpose(2, 0, 1))
 
 
 class EpochBatches(Sampler[list[int]]):

@@ -10,7 +10,6 @@ and reshuffles to start over whenever the pool runs out before its quota is met.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -138,17 +137,6 @@ def read_sampling_config(path: str | os.PathLike | None = None) -> SamplingConfi
     return _parse(_load(text, str(path)), str(path), default)
 
 
-def _label_matrix(image_labels: Sequence[Sequence[int]]) -> np.ndarray:
-    """bool (n_cells, NUM_CLASSES): which classes each cell's image is labelled with."""
-    lengths = np.fromiter(map(len, image_labels), dtype=np.int64, count=len(image_labels))
-    flat = np.fromiter(itertools.chain.from_iterable(image_labels), dtype=np.int64, count=int(lengths.sum()))
-    if flat.size and not (0 <= flat.min() and flat.max() < NUM_CLASSES):
-        raise ValueError(f"image labels outside 0..{NUM_CLASSES - 1}")
-    labelled = np.zeros((len(image_labels), NUM_CLASSES), dtype=bool)
-    labelled[np.repeat(np.arange(len(image_labels)), lengths), flat] = True
-    return labelled
-
-
 def _largest_remainder(total: int, weights: dict[int, float]) -> dict[int, int]:
     """Split ``total`` in proportion to ``weights`` into whole numbers that sum to it exactly."""
     weight_sum = sum(weights.values())
@@ -183,7 +171,7 @@ class EpochSampler:
         self.epoch_size = epoch_size
         self.seed = seed
 
-        labelled = _label_matrix(image_labels)
+        labelled = label_matrix(image_labels)
         self._accept = (1.0 / np.maximum(labelled.sum(axis=1), 1)) ** config.fair_exponent
         positive = relabelled & (targets >= config.positive_threshold)
         column = {c: j for j, c in enumerate(outputs)}

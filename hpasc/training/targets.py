@@ -8,7 +8,6 @@ several times takes its last value.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -21,12 +20,12 @@ import numpy as np
 import yaml
 
 from hpasc import atomic
-from hpasc.classes import NUM_CLASSES
+from hpasc.classes import NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
+from hpasc.label_files import SCORES, label_lines, read_label_lines
 
 logger = logging.getLogger(__name__)
 
-SCORES = range(1, 6)
 DEFAULT_SCORE_MAP: dict[int, float] = {1: 0.0, 2: 0.2, 3: 0.7, 4: 0.9, 5: 1.0}
 _LABEL_FILE = re.compile(r"(-?[0-9]+)\.txt")
 
@@ -124,20 +123,8 @@ def _soft_value(token: str, class_index: int, score_map: ScoreMap, where: str) -
 
 
 def _read_label_file(path: Path, class_index: int, score_map: ScoreMap) -> dict[str, float]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    values: dict[str, float] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise InputError(f"{path}:{number}: expected '{{cell_id}} {{value}}', got {line.strip()!r}")
-        cell_id, token = fields
-        values[cell_id] = _soft_value(token, class_index, score_map, f"{path}:{number}")
-    return values
+    return {cell_id: _soft_value(token, class_index, score_map, where)
+            for cell_id, token, where in read_label_lines(path)}
 
 
 def read_label_folder(folder: str | os.PathLike, score_map: ScoreMap | None = None) -> LabelSet:
@@ -207,16 +194,7 @@ def build_targets(cell_ids: Sequence[str], image_labels: Sequence[Sequence[int]]
     if len(index) != n_cells:
         raise ValueError("cell ids are not unique")
 
-    lengths = np.fromiter(map(len, image_labels), dtype=np.int64, count=n_cells)
-    flat = np.fromiter(itertools.chain.from_iterable(image_labels), dtype=np.int64, count=int(lengths.sum()))
-    if flat.size and not (0 <= flat.min() and flat.max() < NUM_CLASSES):
-        raise ValueError(f"image labels outside 0..{NUM_CLASSES - 1}")
-    column_of_class = np.full(NUM_CLASSES, -1, dtype=np.int64)
-    column_of_class[list(column)] = list(column.values())
-    rows = np.repeat(np.arange(n_cells), lengths)
-    columns = column_of_class[flat]
-    values = np.zeros((n_cells, len(outputs)), dtype=np.float32)
-    values[rows[columns >= 0], columns[columns >= 0]] = 1.0
+    values = label_matrix(image_labels)[:, list(outputs)].astype(np.float32)
 
     relabelled = np.zeros(values.shape, dtype=bool)
     unknown = 0
@@ -249,9 +227,5 @@ def write_label_folder(folder: str | os.PathLike, labels: LabelSet) -> None:
     for class_index, cells in sorted(labels.items()):
         if not 0 <= class_index < NUM_CLASSES:
             raise ValueError(f"class {class_index} outside 0..{NUM_CLASSES - 1}")
-        lines = []
-        for cell_id in sorted(cells):
-            if cell_id.split() != [cell_id]:
-                raise ValueError(f"cell id {cell_id!r} is empty or contains whitespace")
-            lines.append(f"{cell_id} {format_soft(cells[cell_id])}\n")
-        atomic.write_text(folder / f"{class_index}.txt", "".join(lines))
+        text = label_lines((cell_id, format_soft(cells[cell_id])) for cell_id in sorted(cells))
+        atomic.write_text(folder / f"{class_index}.txt", text)

@@ -1,0 +1,45 @@
+"""The label file: ``{class}.txt`` of lines ``{cell_id} {value}`` (SPEC), its one line reader and
+its one line writer. What a value means (a manual score 1..5, or a soft value with a decimal
+point) is for the reader's caller: :mod:`hpasc.training.targets` maps both to soft labels, the
+relabeling tool accepts scores only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from hpasc.errors import InputError
+
+SCORES = range(1, 6)
+
+
+def read_label_lines(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """``(cell_id, value text, "path:line")`` for each non-blank line of a label file, in order."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise InputError(f"{path}:{number}: expected '{{cell_id}} {{value}}', got {line.strip()!r}")
+        lines.append((fields[0], fields[1], f"{path}:{number}"))
+    return lines
+
+
+def label_lines(entries: Iterable[tuple[str, str]]) -> str:
+    """The text of label-file lines for ``(cell_id, value text)`` pairs; ValueError for a cell id
+    that would not read back (empty, or with white space)."""
+    lines = []
+    for cell_id, value in entries:
+        if cell_id.split() != [cell_id]:
+            raise ValueError(f"cell id {cell_id!r} is empty or contains whitespace")
+        lines.append(f"{cell_id} {value}\n")
+    return "".join(lines)
