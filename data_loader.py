@@ -8,7 +8,7 @@ split made with other settings is replaced."""
 
 from pathlib import Path
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.split import SplitSettings, split_dataset, split_folder
 
 
@@ -44,7 +44,7 @@ def main(args) -> int:
     settings = SplitSettings(folds=args.folds, fold=args.fold, seed=args.seed)
     outcome = split_dataset(args.input, args.extra, settings)
     if outcome.written:
-        cli.write_manifest(split_folder(args.input), "data_loader", args, {
+        runtime.write_manifest(split_folder(args.input), "data_loader", args, {
             "train_images": outcome.stats["train"]["images"],
             "validation_images": outcome.stats["validation"]["images"]})
     return cli.EXIT_OK

@@ -5,7 +5,7 @@ Images whose four PNGs already exist are skipped, so an interrupted run can simp
 
 from pathlib import Path
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.classes import NUM_CLASSES
 from hpasc.download import HttpPolicy, Selection, download_public_hpa
 
@@ -41,8 +41,8 @@ def main(args) -> int:
                           labels=tuple(args.label), limit=args.limit)
     policy = HttpPolicy(timeout=args.timeout, retries=args.retries, backoff=args.backoff)
     failed = download_public_hpa(args.input, args.output, selection, policy,
-                                 cli.CommonOptions.from_args(args))
-    cli.write_manifest(args.output, "download_publichpa", args, {"failed": len(failed)})
+                                 runtime.CommonOptions.from_args(args))
+    runtime.write_manifest(args.output, "download_publichpa", args, {"failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 
 

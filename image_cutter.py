@@ -7,7 +7,7 @@ skipped, so an interrupted run is resumed by running it again."""
 
 from pathlib import Path
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.crop import MODES, CropSettings
 from hpasc.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
 
@@ -41,8 +41,8 @@ def main(args) -> int:
     labels = read_labels(args.input, args.labels, args.no_labels)
     settings = CropSettings(size=args.size, mode=args.mode, context=args.context)
     failed = cut_folder(args.input, MaskFolders(args.masks, nuclei), labels, args.output, settings,
-                        cli.CommonOptions.from_args(args))
-    cli.write_manifest(args.output, "image_cutter", args,
+                        runtime.CommonOptions.from_args(args))
+    runtime.write_manifest(args.output, "image_cutter", args,
                        {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 

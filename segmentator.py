@@ -7,7 +7,7 @@ are present, else the classical one. Images already segmented are skipped."""
 
 from pathlib import Path
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
 
 
@@ -29,9 +29,9 @@ def main(args) -> int:
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
     backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
                                      args.batch_size,
-                                     cli.CommonOptions.from_args(args))
+                                     runtime.CommonOptions.from_args(args))
     for folder in filter(None, (args.cells, args.nuclei)):
-        cli.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
+        runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import cli  # noqa: E402
+from hpasc import runtime  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.crop import CropSettings, pad_to_square  # noqa: E402
 from hpasc.cutter import MaskFolders, cut_folder  # noqa: E402
@@ -85,7 +85,7 @@ def main() -> None:
         root = Path(tmp)
         images, masks, ids = make_inputs(root, args.copies)
         labels = {i: [0] for i in ids}
-        options = cli.CommonOptions(workers=args.workers, progress=False)
+        options = runtime.CommonOptions(workers=args.workers, progress=False)
         start = time.perf_counter()
         failed = cut_folder(images, MaskFolders(masks), labels, root / "dataset", CropSettings(), options)
         ours = time.perf_counter() - start

@@ -30,7 +30,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import cli  # noqa: E402
+from hpasc import cli, runtime  # noqa: E402
 from hpasc.crop import CropSettings  # noqa: E402
 from hpasc.cutter import cut_image  # noqa: E402
 from hpasc.images import CHANNELS, scan_images  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> None:
         count = len(scan_images(images).ids)
         loaded = LoadedEnsemble(read_ensemble(ensemble_file), device)
         stages = stage_times(images, loaded, settings)
-        options = cli.CommonOptions(workers=args.workers, device=device.type, progress=False)
+        options = runtime.CommonOptions(workers=args.workers, device=device.type, progress=False)
         start = time.perf_counter()
         failed = infer_folder(images, ensemble_file, root / "submission.csv", None, settings, options)
         total = (time.perf_counter() - start) / count

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc import cli, synthetic  # noqa: E402
+from hpasc import cli, runtime, synthetic  # noqa: E402
 
 SIZES = (1024, 2048)
 
@@ -29,7 +29,7 @@ def seconds_per_image(size: int, count: int) -> tuple[float, float]:
     draw = (time.perf_counter() - start) / count
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        synthetic.generate_dataset(Path(tmp), count, (size, size), 0, cli.CommonOptions(progress=False))
+        synthetic.generate_dataset(Path(tmp), count, (size, size), 0, runtime.CommonOptions(progress=False))
         total = (time.perf_counter() - start) / count
     return draw, total
 

@@ -29,7 +29,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import cli  # noqa: E402
+from hpasc import cli, runtime  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.crop import CropSettings  # noqa: E402
 from hpasc.cutter import MaskFolders, cut_folder  # noqa: E402
@@ -49,7 +49,7 @@ def real_cells(root: Path) -> CellSet:
     for image_id in labels:  # the samples name their masks {ID}_cellmask.png
         (masks / f"{image_id}.png").symlink_to(REAL / "masks" / f"{image_id}_cellmask.png")
     failed = cut_folder(images, MaskFolders(masks), labels, root, CropSettings(),
-                        cli.CommonOptions(workers=2, progress=False))
+                        runtime.CommonOptions(workers=2, progress=False))
     assert not failed, failed
     store = open_cells(root)
     table = store.table.assign(store=0, row=np.arange(len(store.table)), label_list=[[0]] * len(store))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.classes import NUM_CLASSES
 from hpasc.images import CHANNELS, read_image_size, scan_images
 from hpasc.rle import text_to_rle
@@ -57,7 +57,7 @@ class CheckResult:
 
 def check_submission(submission: pd.DataFrame, image_sizes: Mapping[str, ImageSize] | None = None,
                      order: Sequence[str] | None = None,
-                     options: cli.CommonOptions | None = None) -> list[str]:
+                     options: runtime.CommonOptions | None = None) -> list[str]:
     """The problems of a submission table (:func:`hpasc.submission.read_submission`), [] if valid.
 
     ``image_sizes``: image ID → (width, height) of the images it must cover; ``order``: the IDs
@@ -67,7 +67,7 @@ def check_submission(submission: pd.DataFrame, image_sizes: Mapping[str, ImageSi
 
 
 def check(submission: pd.DataFrame, image_sizes: Mapping[str, ImageSize] | None = None,
-          order: Sequence[str] | None = None, options: cli.CommonOptions | None = None) -> CheckResult:
+          order: Sequence[str] | None = None, options: runtime.CommonOptions | None = None) -> CheckResult:
     """:func:`check_submission` with the number of images and cells checked."""
     problems = []
     if list(submission.columns) != list(COLUMNS):
@@ -80,7 +80,7 @@ def check(submission: pd.DataFrame, image_sizes: Mapping[str, ImageSize] | None 
     if order is not None:
         problems += _order(ids, list(order))
     cells = 0
-    bar = (options or cli.CommonOptions(progress=False)).bar
+    bar = (options or runtime.CommonOptions(progress=False)).bar
     for line, row in bar(enumerate(submission.to_dict("records"), start=2), total=len(submission),
                          desc="submission rows", unit="image"):
         size = None if image_sizes is None else image_sizes.get(row["ID"])
@@ -203,7 +203,7 @@ def _stage(args: argparse.Namespace) -> int:
     submission = read_submission(args.submission)
     sizes = None if args.images is None else read_image_sizes(args.images)
     order = None if args.sample_submission is None else read_sample_submission(args.sample_submission).order
-    result = check(submission, sizes, order, cli.CommonOptions.from_args(args))
+    result = check(submission, sizes, order, runtime.CommonOptions.from_args(args))
     for problem in result.problems[:MAX_PRINTED]:
         print(problem)
     if len(result.problems) > MAX_PRINTED:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpasc import cellstore, cli
+from hpasc import cellstore, runtime
 from hpasc.classes import format_labels, read_label_table
 from hpasc.crop import CropSettings, crop_cells
 from hpasc.errors import InputError
@@ -99,12 +99,12 @@ def find_labels_csv(images: Path) -> Path:
 
 
 def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
-               settings: CropSettings, options: cli.CommonOptions) -> list[str]:
+               settings: CropSettings, options: runtime.CommonOptions) -> list[str]:
     """Cut the images of ``images`` that the store in ``out`` lacks; returns the failed IDs."""
     folder = scan_images(images)
     cellstore.check_tile_size(out, settings.size)
     done = cellstore.done_images(out)
-    ids, todo = cli.plan_work(folder.ids, done.__contains__, options, "already cut")
+    ids, todo = runtime.plan_work(folder.ids, done.__contains__, options, "already cut")
     unlabelled = [i for i in todo if labels is not None and i not in labels]
     if unlabelled:
         log.warning("%d images have no labels in the labels CSV (e.g. %s); their cells get none",
@@ -119,7 +119,7 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
         table = cellstore.merge(out)
         log.info("the dataset holds %d cells of %d images (%d kept for training)",
                  len(table), table["image_id"].nunique(), int(table["keep"].sum()))
-    cli.log_failures(failures)
+    runtime.log_failures(failures)
     return sorted(failures)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from hpasc import atomic
 from hpasc.classes import format_labels
-from hpasc.cli import CommonOptions
+from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS, decode_channel, write_png
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
-from hpasc import atomic, cli
+from hpasc import atomic, cli, runtime
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.errors import InputError
 from hpasc.images import read_label_image
@@ -194,7 +194,7 @@ def _image_predictions(image_id: str, row: pd.Series, image: TruthImage,
     return [(klass, score, best[mask]) for klass, score, mask in triplets]
 
 
-def read_truth(folder: str | os.PathLike, options: cli.CommonOptions | None = None
+def read_truth(folder: str | os.PathLike, options: runtime.CommonOptions | None = None
                ) -> dict[str, TruthImage]:
     """The truth of ``folder``: every ``{ID}.png`` label image, with the classes of its cells
     from ``cells.csv`` (a cell without a row carries no class)."""
@@ -209,7 +209,7 @@ def read_truth(folder: str | os.PathLike, options: cli.CommonOptions | None = No
             raise InputError(f"{table_path} line {min(line for _, line in cells.values())}: no label image "
                              f"{image_id}.png beside it")
     truth = {}
-    for image_id in (options or cli.CommonOptions()).bar(sorted(images), desc="truth images", unit="image"):
+    for image_id in (options or runtime.CommonOptions()).bar(sorted(images), desc="truth images", unit="image"):
         labels = read_label_image(images[image_id])
         cells = table.get(image_id, {})
         try:
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stage(args: argparse.Namespace) -> None:
     submission = read_submission(args.submission)
-    truth = read_truth(args.truth, cli.CommonOptions.from_args(args))
+    truth = read_truth(args.truth, runtime.CommonOptions.from_args(args))
     absent = len(set(truth) - set(submission["ID"]))
     if absent:
         log.warning("%d truth image(s) have no submission row: scored as without predictions", absent)

@@ -40,7 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
-from hpasc import atomic, cli
+from hpasc import atomic, cli, runtime
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
 from hpasc.errors import InputError
@@ -183,7 +183,7 @@ def tile_grid(rgbs: Sequence[np.ndarray], columns: int) -> np.ndarray:
 
 
 def cell_report(store: CellStore, labels: Mapping[str, Sequence[int]], out: Path, examples: int,
-                options: cli.CommonOptions) -> Section:
+                options: runtime.CommonOptions) -> Section:
     """Write cells_per_image.png and examples/class_{c}.png (classes with no cells get none)."""
     table = store.table
     cells = table.groupby("image_id").size().to_numpy()
@@ -224,7 +224,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, side: int = OVERLAY_SIDE) -> np
 
 
 def overlay_report(images: Path, masks: Path, suffix: str, out: Path, count: int,
-                   options: cli.CommonOptions) -> Section:
+                   options: runtime.CommonOptions) -> Section:
     """Write overlays/{ID}.png for the first ``count`` images (by id) that have a mask."""
     if not masks.is_dir():
         raise InputError(f"mask folder {masks} does not exist or is not a folder")
@@ -263,9 +263,9 @@ def render_index(sections: Sequence[Section], title: str) -> str:
 
 def explore(labels_path: Path, out: Path, dataset: Path | None = None, images: Path | None = None,
             masks: Path | None = None, mask_suffix: str = "", examples: int = 4, overlays: int = 4,
-            options: cli.CommonOptions | None = None) -> list[Path]:
+            options: runtime.CommonOptions | None = None) -> list[Path]:
     """Write the report into ``out``; returns the PNGs written, in index order."""
-    options = options or cli.CommonOptions(progress=False)
+    options = options or runtime.CommonOptions(progress=False)
     labels = read_label_table(labels_path)
     store = open_cells(dataset) if dataset is not None else None  # a bad dataset fails before writing
     sections = [label_report(labels, out)]
@@ -300,9 +300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _stage(args: argparse.Namespace) -> int:
     written = explore(args.labels, args.out, args.dataset, args.images, args.masks, args.mask_suffix,
-                      args.examples, args.overlays, cli.CommonOptions.from_args(args))
+                      args.examples, args.overlays, runtime.CommonOptions.from_args(args))
     figures = [p.relative_to(args.out).as_posix() for p in written]
-    cli.write_manifest(args.out, "explore", args, {"figures": figures})
+    runtime.write_manifest(args.out, "explore", args, {"figures": figures})
     log.info("wrote %d figures and %s", len(written), args.out / "index.html")
     return cli.EXIT_OK
 

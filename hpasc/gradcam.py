@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpasc import atomic, cli
+from hpasc import atomic, cli, runtime
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.images import write_png
@@ -146,8 +146,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = cli.CommonOptions.from_args(args)
-    device = cli.resolve_device(options.device)
+    options = runtime.CommonOptions.from_args(args)
+    device = runtime.resolve_device(options.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     store = open_cells(args.dataset)
     rows = choose_rows(store, args.cells, args.limit)
@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
             write_png(args.out / name, overlay(tile, heat))
             heatmaps.append(Heatmap(cell_id, class_index, float(scores[class_index]), name))
     atomic.write_text(args.out / "index.html", index_html(heatmaps, f"Grad-CAM of {args.checkpoint.name}"))
-    cli.write_manifest(args.out, "gradcam", args, {"heatmaps": len(heatmaps)})
+    runtime.write_manifest(args.out, "gradcam", args, {"heatmaps": len(heatmaps)})
     log.info("wrote %d heatmaps of %d cells to %s", len(heatmaps), len(rows), args.out)
     return cli.EXIT_OK
 

@@ -33,7 +33,8 @@ import numpy as np
 from hpasc import atomic
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.cli import CommonOptions, run, stage_parser
+from hpasc.cli import run, stage_parser
+from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.images import encode_png
 from hpasc.label_files import SCORES, label_lines, read_label_lines
@@ -154,7 +155,7 @@ def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, 
     (ties keep cell-id order: the sort is stable)."""
     import torch  # only this option needs torch; the page itself starts without it
 
-    from hpasc.cli import resolve_device
+    from hpasc.runtime import resolve_device
     from hpasc.models.checkpoint import build_model, load_checkpoint
     from hpasc.training.data import CellSet
     from hpasc.training.predict import score_rows

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpasc import atomic, cli
+from hpasc import atomic, cli, runtime
 from hpasc.classes import format_labels, read_label_table
 from hpasc.download import LOCATION_TO_CLASS
 from hpasc.errors import InputError
@@ -18,7 +18,7 @@ from hpasc.images import CHANNELS, scan_images, write_channel
 _LOCATION_OF_CLASS = {c: name for name, c in reversed(LOCATION_TO_CLASS.items())}
 
 
-def make_mirror(images: Path, labels_csv: Path, out: Path, options: cli.CommonOptions) -> Path:
+def make_mirror(images: Path, labels_csv: Path, out: Path, options: runtime.CommonOptions) -> Path:
     """Write the mirror of ``images`` into ``out``; returns the path of its TSV."""
     folder = scan_images(images)
     labels = read_label_table(labels_csv)
@@ -52,7 +52,7 @@ def main() -> None:
                         help="folder for the .tif.gz files and kaggle_2021.tsv")
     args = parser.parse_args()
     labels = args.labels or args.images / "train.csv"
-    cli.run(lambda a: print(make_mirror(a.images, labels, a.output, cli.CommonOptions.from_args(a))),
+    cli.run(lambda a: print(make_mirror(a.images, labels, a.output, runtime.CommonOptions.from_args(a))),
             args)
 
 

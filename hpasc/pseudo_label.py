@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpasc import atomic, cli
+from hpasc import atomic, cli, runtime
 from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
 from hpasc.split import read_split
@@ -156,10 +156,10 @@ def main(args: argparse.Namespace) -> int:
     from hpasc.training.data import load_cells
     from hpasc.training.predict import score_rows
 
-    options = cli.CommonOptions.from_args(args)
+    options = runtime.CommonOptions.from_args(args)
     rule = rule_from_args(args)
     check_out_folder(args.out, options.overwrite)
-    device = cli.resolve_device(options.device)
+    device = runtime.resolve_device(options.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model, spec = build_model(checkpoint, device)
     if rule.positive_class is not None and rule.positive_class not in spec.outputs:
@@ -180,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
     atomic.write_text(args.out / SUMMARY, summary.to_csv(index=False, lineterminator="\n"))
     totals = {"cells": int(rows.size), "negatives": int(summary["negatives"].sum()),
               "positives": int(summary["positives"].sum())}
-    cli.write_manifest(args.out, "pseudo_label", args, {"checkpoint_epoch": checkpoint["epoch"], **totals})
+    runtime.write_manifest(args.out, "pseudo_label", args, {"checkpoint_epoch": checkpoint["epoch"], **totals})
     mined = "" if rule.positive_class is None else \
         f", {totals['positives']} class-{rule.positive_class} positives"
     log.info("%d %s cells: %d negative pseudo-labels in %d classes%s; wrote %s", totals["cells"], args.cells,

@@ -22,7 +22,7 @@ import pytest
 
 from hpasc import cellstore
 from hpasc.cellstore import temporary, write
-from hpasc.cli import Shard
+from hpasc.runtime import Shard
 from hpasc.errors import InputError
 from tests.conftest import REPO, assert_one_line_error, run_script
 

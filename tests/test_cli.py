@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.errors import InputError
 from tests.conftest import REPO, run_script
 
@@ -20,8 +20,8 @@ def test_the_stage_scripts_exist() -> None:
     assert "download_publichpa.py" in SCRIPTS
 
 
-@pytest.mark.parametrize("text, shard", [("0/1", cli.Shard(0, 1)), ("3/4", cli.Shard(3, 4))])
-def test_parse_shard(text: str, shard: cli.Shard) -> None:
+@pytest.mark.parametrize("text, shard", [("0/1", runtime.Shard(0, 1)), ("3/4", runtime.Shard(3, 4))])
+def test_parse_shard(text: str, shard: runtime.Shard) -> None:
     assert cli.parse_shard(text) == shard
     assert str(shard) == text
 
@@ -34,17 +34,17 @@ def test_parse_shard_rejects(text: str) -> None:
 
 def test_shards_partition_the_items() -> None:
     items = list(range(23))
-    parts = [cli.Shard(k, 5).select(items) for k in range(5)]
+    parts = [runtime.Shard(k, 5).select(items) for k in range(5)]
     assert sorted(sum(parts, [])) == items
     assert {len(p) for p in parts} == {4, 5}
-    assert cli.Shard(0, 1).suffix == "" and cli.Shard(2, 5).suffix == "-shard2of5"
+    assert runtime.Shard(0, 1).suffix == "" and runtime.Shard(2, 5).suffix == "-shard2of5"
 
 
 def test_parser_offers_only_chosen_flags() -> None:
     parser = cli.stage_parser("demo", flags=("workers", "shard"))
     args = parser.parse_args(["--workers", "3", "--shard", "1/2", "--no-progress"])
-    options = cli.CommonOptions.from_args(args)
-    assert options == cli.CommonOptions(workers=3, shard=cli.Shard(1, 2), progress=False)
+    options = runtime.CommonOptions.from_args(args)
+    assert options == runtime.CommonOptions(workers=3, shard=runtime.Shard(1, 2), progress=False)
     with pytest.raises(SystemExit):
         parser.parse_args(["--device", "cpu"])
     with pytest.raises(SystemExit):
@@ -60,18 +60,18 @@ def test_device_flag_and_resolution() -> None:
     assert parser.parse_args(["--device", "cuda:1"]).device == "cuda:1"
     with pytest.raises(SystemExit):
         parser.parse_args(["--device", "gpu"])
-    assert cli.resolve_device("cpu") == "cpu"
+    assert runtime.resolve_device("cpu") == "cpu"
     if torch.cuda.is_available():
-        assert cli.resolve_device("auto") == "cuda"
+        assert runtime.resolve_device("auto") == "cuda"
     else:
-        assert cli.resolve_device("auto") == "cpu"
+        assert runtime.resolve_device("auto") == "cpu"
         with pytest.raises(InputError, match="CUDA is not available"):
-            cli.resolve_device("cuda")
+            runtime.resolve_device("cuda")
 
 
 def test_manifest(tmp_path: Path) -> None:
-    args = argparse.Namespace(input=Path("a/b"), shard=cli.Shard(1, 3), limit=None, label=[2, 5])
-    path = cli.write_manifest(tmp_path, "demo", args, {"failed": 0})
+    args = argparse.Namespace(input=Path("a/b"), shard=runtime.Shard(1, 3), limit=None, label=[2, 5])
+    path = runtime.write_manifest(tmp_path, "demo", args, {"failed": 0})
     manifest = json.loads(path.read_text())
     assert path.name == "manifest-shard1of3.json"
     assert manifest["stage"] == "demo" and manifest["failed"] == 0

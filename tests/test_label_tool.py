@@ -241,7 +241,7 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
     import torch
 
     import hpasc.training.predict
-    from hpasc.cli import CommonOptions
+    from hpasc.runtime import CommonOptions
     from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
     from hpasc.models.spec import ModelSpec
     from hpasc.models.registry import create_model

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.cli import CommonOptions
+from hpasc.runtime import CommonOptions
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.split import read_split
 from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint

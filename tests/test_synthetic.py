@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from hpasc import cli, images, synthetic
+from hpasc import images, runtime, synthetic
 from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, parse_labels
 from hpasc.synthetic.__main__ import build_parser
 from tests.conftest import assert_one_line_error, run_script
 
-QUIET = cli.CommonOptions(progress=False)
+QUIET = runtime.CommonOptions(progress=False)
 CLI_SIZE = (256, 320)
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.cellstore.export import export_pngs
 from hpasc.cellstore.read import open_cells
 from hpasc.cellstore.temporary import STALE_AFTER_S
@@ -54,7 +54,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
-    options = cli.CommonOptions.from_args(args)
+    options = runtime.CommonOptions.from_args(args)
     store = open_cells(args.dataset)
     if args.cells:
         store.require(args.cells)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.check_submission import check_submission
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.segmentation.stage import model_files_from_args
@@ -20,7 +20,7 @@ def infer_entry(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
                              tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, mixed_precision=not args.no_amp)
-    options = cli.CommonOptions.from_args(args)
+    options = runtime.CommonOptions.from_args(args)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
     failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)
     problems = check_submission(read_submission(args.output), None, sample and sample.order)

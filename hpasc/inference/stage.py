@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpasc import cli
+from hpasc import runtime
 from hpasc.crop import CropSettings
 from hpasc.cutter import cut_image
 from hpasc.errors import InputError
@@ -35,7 +34,7 @@ from hpasc.rle import encode_cells
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
 from hpasc.submission import SampleSubmission, prediction_string, write_submission
-from hpasc.workers import process_pool
+from hpasc.workers import bounded_map, failure_reason, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +110,21 @@ class Predictor:
 
 
 def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, tile_size: int,
-                   pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
+                   pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
     """Workers segment and cut ahead of the scoring here, ``2 × workers`` images at most."""
     failures: dict[str, str] = {}
-    waiting = iter(ids)
-    pending: deque[tuple[str, Future]] = deque()
-    bar = options.bar(total=len(ids), unit="image", desc="infer")
-    while True:
-        while len(pending) < 2 * options.workers and (image_id := next(waiting, None)) is not None:
-            pending.append((image_id, pool.submit(_classical_job, image_id, folder.paths(image_id),
-                                                  tile_size, predictor.settings.save_masks)))
-        if not pending:
-            break
-        image_id, job = pending.popleft()
-        if job.exception() is not None:
-            failures[image_id] = cli.describe_failure(job.exception())
+
+    def submit(image_id: str) -> Future:
+        return pool.submit(_classical_job, image_id, folder.paths(image_id), tile_size,
+                           predictor.settings.save_masks)
+
+    for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
+                                     unit="image", desc="infer"):
+        reason = failure_reason(job)
+        if reason is not None:
+            failures[image_id] = reason
         else:
             predictor(image_id, job.result())
-        bar.update(1)
-    bar.close()
     return failures
 
 
@@ -148,7 +143,7 @@ def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -
 
 
 def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSubmission | None,
-                 settings: InferSettings, options: cli.CommonOptions) -> dict[str, str]:
+                 settings: InferSettings, options: runtime.CommonOptions) -> dict[str, str]:
     """Write the submission for the images of ``images`` (in ``sample``'s order, when given);
     returns {failed image: reason}."""
     ensemble = read_ensemble(ensemble_file)
@@ -159,7 +154,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     if not ids:
         raise InputError(f"{images}: no images to predict")
     backend = choose_backend(settings.backend, settings.models)
-    device = torch.device(cli.resolve_device(options.device))
+    device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.mixed_precision, settings.tta)
     log.info("%d images, %d checkpoints, %s segmentation, %d px tiles, on %s", len(ids),
              len(ensemble.members), backend, loaded.tile_size, device)
@@ -178,7 +173,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
             failures |= pipeline.run(present)
         else:
             failures |= _run_classical(present, folder, predictor, loaded.tile_size, pool, options)
-    cli.log_failures(failures)
+    runtime.log_failures(failures)
     rows = [(i, *(predictor.rows.get(i) or (*image_size(images, i, sizes), ""))) for i in ids]
     write_submission(out, rows, order)
     return failures

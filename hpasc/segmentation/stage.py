@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc import cli
+from hpasc import runtime
 from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_image
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
@@ -30,7 +30,7 @@ from hpasc.segmentation.weights import (
     default_cache_dir,
     resolve_weights,
 )
-from hpasc.workers import collect_failures, process_pool
+from hpasc.workers import bounded_map, collect_failures, failure_reason, process_pool
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "hpa", "classical")
@@ -125,11 +125,11 @@ def choose_backend(requested: str, models: ModelFiles) -> str:
 
 
 def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFiles,
-                   batch_size: int, options: cli.CommonOptions) -> tuple[str, list[str]]:
+                   batch_size: int, options: runtime.CommonOptions) -> tuple[str, list[str]]:
     """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
     folder = scan_images(images)
-    ids, todo = cli.plan_work(folder.ids, outputs.done, options, "already segmented")
+    ids, todo = runtime.plan_work(folder.ids, outputs.done, options, "already segmented")
     backend = choose_backend(backend, models)
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
     failures = folder.incomplete_reasons(options.shard.select)
@@ -142,16 +142,16 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
                 pipeline = NetworkPipeline(folder, networks, batch_size, pool, options,
                                            functools.partial(_finish_job, outputs))
                 failures |= pipeline.run(todo)
-    cli.log_failures(failures)
+    runtime.log_failures(failures)
     return backend, sorted(failures)
 
 
-def load_networks(models: ModelFiles, options: cli.CommonOptions):
+def load_networks(models: ModelFiles, options: runtime.CommonOptions):
     # torch is imported here, not at module level, so the classical backend never loads it.
     from hpasc.segmentation.predict import HpaNetworks
     from hpasc.segmentation.weights import load_hpa_model
 
-    device = cli.resolve_device(options.device)
+    device = runtime.resolve_device(options.device)
     paths = models.resolve(options.progress)
     return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
                        load_hpa_model(paths[CELL_WEIGHTS], device), device)
@@ -176,14 +176,8 @@ def _finish_job(outputs: Outputs, image_id: str, nuclei: np.ndarray, cells: np.n
     outputs.write(image_id, *finish_labels(nuclei, cells, geometry))
 
 
-def _reason(future: Future) -> str | None:
-    """None for a job that succeeded, else a one-line reason."""
-    error = future.exception()
-    return None if error is None else cli.describe_failure(error)
-
-
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
-                   pool: ProcessPoolExecutor, options: cli.CommonOptions) -> dict[str, str]:
+                   pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
     futures = {pool.submit(_classical_job, i, folder.paths(i), outputs): i for i in todo}
     return collect_failures(futures, options)
 
@@ -197,7 +191,7 @@ class NetworkPipeline:
     """
 
     def __init__(self, folder: ImageFolder, networks, batch_size: int, pool: ProcessPoolExecutor,
-                 options: cli.CommonOptions, finish: Callable[..., object],
+                 options: runtime.CommonOptions, finish: Callable[..., object],
                  on_result: Callable[[str, object], None] = lambda image_id, result: None):
         self.folder, self.networks, self.pool = folder, networks, pool
         self.batch_size, self.finish, self.on_result = batch_size, finish, on_result
@@ -208,17 +202,13 @@ class NetworkPipeline:
 
     def run(self, todo: list[str]) -> dict[str, str]:
         self.bar.reset(total=len(todo))
-        pending: deque[tuple[str, Future]] = deque()
-        waiting = iter(todo)
         groups: dict[tuple[int, ...], list[tuple[str, NetworkInput]]] = {}
-        while True:
-            while len(pending) < self.window and (image_id := next(waiting, None)) is not None:
-                job = self.pool.submit(_prepare_job, image_id, self.folder.paths(image_id))
-                pending.append((image_id, job))
-            if not pending:
-                break
-            image_id, job = pending.popleft()
-            reason = _reason(job)
+
+        def submit(image_id: str) -> Future:
+            return self.pool.submit(_prepare_job, image_id, self.folder.paths(image_id))
+
+        for image_id, job in bounded_map(submit, todo, self.window):
+            reason = failure_reason(job)
             if reason is not None:
                 self._fail(image_id, reason)
                 continue
@@ -245,7 +235,7 @@ class NetworkPipeline:
 
     def _collect_oldest(self) -> None:
         image_id, job = self.finishing.popleft()
-        reason = _reason(job)
+        reason = failure_reason(job)
         if reason is not None:
             self._fail(image_id, reason)
         else:

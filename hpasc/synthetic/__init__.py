@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc import atomic, cli, images
+from hpasc import atomic, images, runtime
 from hpasc.classes import format_labels
 from hpasc.errors import InputError
 from hpasc.synthetic.acquisition import acquire
@@ -91,7 +91,7 @@ def synthesize_image(size: tuple[int, int], rng: np.random.Generator,
 
 
 def generate_dataset(out: Path, n: int, size: tuple[int, int], seed: int,
-                     options: cli.CommonOptions) -> list[str]:
+                     options: runtime.CommonOptions) -> list[str]:
     """Write ``n`` images with their truth to ``out`` (see the package docstring); return the IDs."""
     if n < 1:
         raise ValueError(f"need at least one image, got n={n}")

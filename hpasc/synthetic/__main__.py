@@ -7,7 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from hpasc import cli, synthetic
+from hpasc import cli, runtime, synthetic
 from hpasc.synthetic import MAX_SIZE, MIN_SIZE, generate_dataset, parse_size
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     ids = generate_dataset(args.out, args.count, args.size, args.seed,
-                           cli.CommonOptions.from_args(args))
+                           runtime.CommonOptions.from_args(args))
     log.info("wrote %d synthetic images to %s", len(ids), args.out)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc import cli
+from hpasc import cli, runtime
 from hpasc.classes import CLASS_NAMES, NEGATIVE
 from hpasc.errors import InputError
 from hpasc.evaluate import read_truth_table
@@ -66,14 +66,14 @@ def score_cells(probabilities: np.ndarray, truth: np.ndarray) -> CellScore:
 
 
 def evaluate(checkpoint: Path, dataset: Path, truth_csv: Path, which: str, batch_size: int,
-             options: cli.CommonOptions) -> CellScore:
+             options: runtime.CommonOptions) -> CellScore:
     model, spec = build_model(load_checkpoint(checkpoint))
     split = read_split(dataset)
     cells = load_cells(split)
     rows = cells.kept_rows(which, split)
     if not rows.size:
         raise InputError(f"{dataset}: no kept cells among the {which} images")
-    device = cli.resolve_device(options.device)
+    device = runtime.resolve_device(options.device)
     probabilities = score_rows(model.to(device), spec, cells, rows, batch_size, options, device)
     ids = [cells.cell_ids[i] for i in rows]
     return score_cells(probabilities, truth_matrix(ids, read_cell_truth(truth_csv)))
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     score = evaluate(args.checkpoint, args.dataset, args.truth, args.cells, args.batch_size,
-                     cli.CommonOptions.from_args(args))
+                     runtime.CommonOptions.from_args(args))
     print(report(score))
     return cli.EXIT_OK
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from hpasc import cli
+from hpasc.runtime import CommonOptions, write_manifest
 from hpasc.training import distributed
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.labels import LabelSources
@@ -57,7 +58,7 @@ def augment_from_args(args: argparse.Namespace) -> AugmentSettings | None:
 
 
 def runtime_from_args(args: argparse.Namespace) -> Runtime:
-    options = cli.CommonOptions.from_args(args)
+    options = CommonOptions.from_args(args)
     return Runtime(options=options, process=distributed.start(options.device),
                    resume=getattr(args, "resume", False), mixed_precision=not args.no_amp,
                    pretrained_url=getattr(args, "pretrained_url", None))
@@ -94,7 +95,7 @@ def train_entry(args: argparse.Namespace) -> int:
         config = train_config_from_args(args)
         last = train(config, runtime)
         if runtime.process.is_main and last is not None:
-            cli.write_manifest(config.save_dir, "train_me", args, {"run": config.name,
+            write_manifest(config.save_dir, "train_me", args, {"run": config.name,
                                                                    "last_checkpoint": str(last)})
     finally:
         distributed.stop(runtime.process)
@@ -166,7 +167,7 @@ def finetune_entry(args: argparse.Namespace) -> int:
             pseudo=tuple(args.pseudo), relabel_repeats=args.relabel_repeats, lr=args.lr, seed=args.seed)
         written = finetune(config, runtime)
         if runtime.process.is_main and written is not None:
-            cli.write_manifest(config.save_dir, "finetuner", args, {"checkpoint": str(written)})
+            write_manifest(config.save_dir, "finetuner", args, {"checkpoint": str(written)})
     finally:
         distributed.stop(runtime.process)
     return cli.EXIT_OK

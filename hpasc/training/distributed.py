@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hpasc.cli import resolve_device
+from hpasc.runtime import resolve_device
 from hpasc.errors import InputError
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hpasc.cli import CommonOptions
+from hpasc.runtime import CommonOptions
 from hpasc.training.augment import AugmentSettings, augment_batch
 from hpasc.models.spec import ModelSpec
 from hpasc.training.distributed import Process

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpasc.cli import CommonOptions
+from hpasc.runtime import CommonOptions
 from hpasc.models.spec import ModelSpec
 from hpasc.training.data import CellSet, TileDataset, create_loader, fixed_batches
 from hpasc.models.scoring import score_tiles

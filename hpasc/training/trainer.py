@@ -25,7 +25,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hpasc import atomic
-from hpasc.cli import CommonOptions
+from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.registry import Pretrained, architecture, create_model
@@ -123,8 +123,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     in_train[cells.rows_of_images(split.train_images)] = True
     # Manually relabelled cells are trained on even where the heuristics would drop them.
     train_rows = np.flatnonzero(in_train & (keep | relabelled_cell))
-    validation_rows = cells.rows_of_images(split.validation_images)
-    validation_rows = validation_rows[keep[validation_rows]]
+    validation_rows = cells.kept_rows("validation", split)
     if not train_rows.size:
         raise InputError(f"{config.dataset}: no kept cells in the training folds")
     sampler = EpochSampler([cells.image_labels[i] for i in train_rows], targets.values[train_rows],

@@ -1,0 +1,40 @@
+"""bounded_map: results in item order, never more than the window in flight, failures passed on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from hpasc.workers import bounded_map, failure_reason
+
+
+def test_bounded_map_keeps_order_and_its_window() -> None:
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def job(item: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01 * (item % 3))  # later items often finish first
+        with lock:
+            running[0] -= 1
+        if item == 5:
+            raise ValueError("five is bad")
+        return item * item
+
+    submitted: list[int] = []
+
+    def submit(item: int) -> Future:
+        submitted.append(item)
+        return pool.submit(job, item)
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = []
+        for item, future in bounded_map(submit, range(12), window=3):
+            assert future.done() and len(submitted) - len(seen) <= 3  # never more than 3 ahead
+            seen.append((item, failure_reason(future) or future.result()))
+    assert [item for item, _ in seen] == list(range(12))
+    assert dict(seen)[4] == 16 and dict(seen)[5] == "ValueError: five is bad"
+    assert most[0] <= 3
+    assert list(bounded_map(submit, [], window=3)) == []
