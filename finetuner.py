@@ -1,19 +1,9 @@
 #!/usr/bin/env python
-"""Fine-tune a train_me.py checkpoint with one pass over its split's validation cells: cells
-relabelled by hand (--relabel, plus the folders the checkpoint was trained with) are repeated,
-every other kept validation cell is seen once, Adam at lr 3e-5. Loss and augmentation default to
-the checkpoint's own. Writes {SAVE}/{the checkpoint's file name} and manifest.json."""
+"""The seed's name for ``hpasc-finetune``: see :mod:`hpasc.commands.finetune`."""
 
-from hpasc import cli
-from hpasc.training.commands import add_finetune_flags, add_shared_flags, finetune_entry
+from hpasc.commands.finetune import build_parser, main
 
-
-def build_parser():
-    parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite"))
-    add_finetune_flags(parser)
-    add_shared_flags(parser, defaults_from="the checkpoint")
-    return parser
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
-    cli.run(finetune_entry, build_parser().parse_args())
+    main()

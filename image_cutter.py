@@ -1,51 +1,9 @@
 #!/usr/bin/env python
-"""Cut every cell of every image into a (4, S, S) 16-bit tile and a table row, stored in a cell
-dataset folder (read it with hpasc.open_cells). Per cell: its bounding box padded to a square
-(or stretched, --mode resize), pixels outside the cell zeroed, resized to S; the 4th place's
-border and outlier factors; and 'keep', the training filter. Images already in the dataset are
-skipped, so an interrupted run is resumed by running it again."""
+"""The seed's name for ``hpasc-cut``: see :mod:`hpasc.commands.cut`."""
 
-from pathlib import Path
+from hpasc.commands.cut import build_parser, main
 
-from hpasc import cli, runtime
-from hpasc.crop import MODES, CropSettings
-from hpasc.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
-
-
-def build_parser():
-    parser = cli.stage_parser(__doc__, flags=("workers", "overwrite", "shard"))
-    parser.add_argument("-i", "--input", type=Path, required=True, help="image folder")
-    parser.add_argument("-m", "--masks", type=Path, required=True,
-                        help="cell mask folder ({ID}.png, as segmentator.py -c writes)")
-    parser.add_argument("-n", "--nuclei", type=Path, default=None,
-                        help="nucleus mask folder (default: the sibling *_nuclei folder of -m if "
-                             "present, else the border factor is computed from the cell masks)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="cell dataset folder")
-    labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--labels", type=Path, default=None,
-                        help="ID,Label CSV of the images (default: train.csv beside the image "
-                             "folder, else train.csv or labels.csv inside it)")
-    labels.add_argument("--no-labels", action="store_true",
-                        help="the images have no labels (e.g. a test set)")
-    parser.add_argument("--size", type=cli.positive_int, default=512, help="tile side S in pixels")
-    parser.add_argument("--mode", choices=MODES, default="pad",
-                        help="pad: the box padded to a square keeps the cell's aspect ratio; "
-                             "resize: the box is stretched to S x S (the B2 recipe)")
-    parser.add_argument("--context", type=cli.at_least(0), default=0,
-                        help="keep this many pixels of the surroundings around each cell")
-    return parser
-
-
-def main(args) -> int:
-    nuclei = args.nuclei or default_nuclei_folder(args.masks)
-    labels = read_labels(args.input, args.labels, args.no_labels)
-    settings = CropSettings(size=args.size, mode=args.mode, context=args.context)
-    failed = cut_folder(args.input, MaskFolders(args.masks, nuclei), labels, args.output, settings,
-                        runtime.CommonOptions.from_args(args))
-    runtime.write_manifest(args.output, "image_cutter", args,
-                       {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})
-    return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
-    cli.run(main, build_parser().parse_args())
+    main()

@@ -1,21 +1,9 @@
 #!/usr/bin/env python
-"""Train an EfficientNet on a cell dataset (image_cutter.py + data_loader.py) with image-level
-labels as soft targets, optionally overridden by manual relabels and pseudo-labels. Each epoch
-draws a fresh sample of cells with per-class quotas, augments batches on the training device, and
-writes {SAVE}/{NAME}-{EPOCH}.pt (everything inference needs), {NAME}-metrics.csv (losses,
-validation mAP and per-class AP over cells) and manifest.json. Runs unchanged under torchrun
-(DistributedDataParallel); --resume continues a killed run from its last checkpoint."""
+"""The seed's name for ``hpasc-train``: see :mod:`hpasc.commands.train`."""
 
-from hpasc import cli
-from hpasc.training.commands import add_shared_flags, add_train_flags, train_entry
+from hpasc.commands.train import build_parser, main
 
-
-def build_parser():
-    parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite"))
-    add_train_flags(parser)
-    add_shared_flags(parser)
-    return parser
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
-    cli.run(train_entry, build_parser().parse_args())
+    main()

@@ -38,12 +38,12 @@ from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
 from hpasc.inference.postprocess import postprocess  # noqa: E402
 from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from hpasc.models.registry import create_model  # noqa: E402
+from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.rle import encode_cells  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.submission import prediction_string  # noqa: E402
-from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.models.registry import create_model  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

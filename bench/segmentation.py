@@ -24,8 +24,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc.images import scan_images  # noqa: E402
-from hpasc.segmentation.network import DPNUNet  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.segmentation.network import DPNUNet  # noqa: E402
 from hpasc.segmentation.postprocess import label_cell  # noqa: E402
 from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
 from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402

@@ -34,10 +34,10 @@ from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.crop import CropSettings  # noqa: E402
 from hpasc.cutter import MaskFolders, cut_folder  # noqa: E402
 from hpasc.images import scan_images  # noqa: E402
+from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
 from hpasc.training.losses import create_loss  # noqa: E402
-from hpasc.models.registry import create_model  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     submission = read_submission(args.submission)
     sizes = None if args.images is None else read_image_sizes(args.images)
     order = None if args.sample_submission is None else read_sample_submission(args.sample_submission).order
@@ -213,8 +213,8 @@ def _stage(args: argparse.Namespace) -> int:
     return cli.EXIT_SOME_FAILED if result.problems else cli.EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run(_stage, build_parser().parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

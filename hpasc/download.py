@@ -13,20 +13,20 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from hpasc import atomic
 from hpasc.classes import format_labels
-from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS, decode_channel, write_png
+from hpasc.runtime import CommonOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> None:
     submission = read_submission(args.submission)
     truth = read_truth(args.truth, runtime.CommonOptions.from_args(args))
     absent = len(set(truth) - set(submission["ID"]))
@@ -289,8 +289,8 @@ def _stage(args: argparse.Namespace) -> None:
     print("\n".join(report(result)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run(_stage, build_parser().parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

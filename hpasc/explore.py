@@ -298,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _stage(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     written = explore(args.labels, args.out, args.dataset, args.images, args.masks, args.mask_suffix,
                       args.examples, args.overlays, runtime.CommonOptions.from_args(args))
     figures = [p.relative_to(args.out).as_posix() for p in written]
@@ -307,8 +307,8 @@ def _stage(args: argparse.Namespace) -> int:
     return cli.EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run(_stage, parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, parse_args(argv))
 
 
 if __name__ == "__main__":

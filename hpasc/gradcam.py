@@ -29,8 +29,8 @@ from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.images import write_png
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture
-from hpasc.models.spec import ModelSpec
 from hpasc.models.scoring import prepare_batch, score_tiles
+from hpasc.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def index_html(heatmaps: Sequence[Heatmap], title: str) -> str:
             f"</table></body></html>\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__.split("\n\n")[0], flags=("device",))
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="C",
                         help="a trained .pt checkpoint")
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_run, _parser().parse_args(argv))
+    cli.run(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

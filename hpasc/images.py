@@ -232,12 +232,6 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
-def write_array(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` atomically."""
-    with atomic.atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array, allow_pickle=False)
-
-
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-
 from hpasc.errors import InputError
 from hpasc.inference.ensemble_file import read_ensemble, write_ensemble
 
@@ -157,16 +156,6 @@ def write_manifest(folder: Path) -> Path:
     return manifest
 
 
-def read_manifest(path: Path) -> dict[str, tuple[str, int]]:
-    """The manifest's entries: path → (sha256, size)."""
-    entries = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            digest, size, name = line.split("  ", 2)
-            entries[name] = (digest, int(size))
-    return entries
-
-
 def notebook_code(path: Path) -> str:
     """The code cells of the notebook at ``path``, joined into one script."""
     try:
@@ -179,7 +168,7 @@ def notebook_code(path: Path) -> str:
     return "\n\n".join(s.rstrip("\n") for s in sources) + "\n"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hpasc.kaggle",
         description="Helpers of scripts/kaggle_bundle.sh and kaggle/submission.ipynb.")
@@ -205,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "models":
             for name in bundle_models(args.ensemble, args.out, validate=not args.no_validate):

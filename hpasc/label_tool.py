@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,10 +35,10 @@ from hpasc import atomic
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.cli import run, stage_parser
-from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.images import encode_png
 from hpasc.label_files import SCORES, label_lines, read_label_lines
+from hpasc.runtime import CommonOptions
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,8 @@ def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, 
     (ties keep cell-id order: the sort is stable)."""
     import torch  # only this option needs torch; the page itself starts without it
 
-    from hpasc.runtime import resolve_device
     from hpasc.models.checkpoint import build_model, load_checkpoint
+    from hpasc.runtime import resolve_device
     from hpasc.training.data import CellSet
     from hpasc.training.predict import score_rows
 
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main_stage(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     session = open_session(args.dataset, args.class_index, args.out, args.checkpoint,
                            CommonOptions.from_args(args), args.device)
     try:
@@ -398,5 +399,9 @@ enqueue(async () => {
 """
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    run(_run, build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    run(main_stage, build_parser().parse_args())
+    main()

@@ -4,6 +4,8 @@ can run without a network (the demo, tests, an air-gapped copy of HPA data)."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +44,7 @@ def make_mirror(images: Path, labels_csv: Path, out: Path, options: runtime.Comm
     return tsv
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__)
     parser.add_argument("-i", "--images", type=Path, required=True,
                         help="Kaggle-layout image folder ({ID}_{color}.png, ...)")
@@ -50,10 +52,16 @@ def main() -> None:
                         help="ID,Label CSV of the images (default: train.csv inside --images)")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="folder for the .tif.gz files and kaggle_2021.tsv")
-    args = parser.parse_args()
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
     labels = args.labels or args.images / "train.csv"
-    cli.run(lambda a: print(make_mirror(a.images, labels, a.output, runtime.CommonOptions.from_args(a))),
-            args)
+    print(make_mirror(args.images, labels, args.output, runtime.CommonOptions.from_args(args)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def rule_from_args(args: argparse.Namespace) -> PseudoRule:
         positive_value=DEFAULT_POSITIVE_VALUE if args.positive_value is None else args.positive_value)
 
 
-def main(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     # torch is only needed from here on: --help and flag mistakes answer without its 3 s import.
     from hpasc.models.checkpoint import build_model, load_checkpoint
     from hpasc.training.data import load_cells
@@ -266,5 +266,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, parse_args(argv))
+
+
 if __name__ == "__main__":
-    cli.run(main, parse_args())
+    main()

@@ -215,6 +215,32 @@ def _source_name(extra: Path, dataset: Path) -> str:
     return Path(os.path.relpath(extra.resolve(), dataset.resolve())).as_posix()
 
 
+def _extra_images(dataset: Path, extras: Sequence[str | os.PathLike], seen: set[str]
+                  ) -> tuple[list[pd.DataFrame], list[dict], np.ndarray, np.ndarray]:
+    """The extra datasets' images (all train-only, fold -1; an id already taken is left out with
+    a warning): their split rows, their source entries, their labels and kept-cell counts."""
+    frames, sources = [], []
+    labels, cells = [np.zeros((0, NUM_CLASSES), bool)], [np.zeros(0, int)]
+    for extra in map(Path, extras):
+        name = _source_name(extra, dataset)
+        if name == SELF or name in (s["source"] for s in sources):
+            raise InputError(f"extra dataset {extra} is given twice or is the dataset itself")
+        table = read_image_table(extra)
+        new = np.array([i not in seen for i in table.ids], dtype=bool)
+        if not new.all():
+            log.warning("%s: %d image(s) whose id is already taken are left out (e.g. %s)", extra,
+                        (~new).sum(), table.ids[~new][0])
+        seen.update(table.ids[new])
+        frames.append(pd.DataFrame({"image_id": table.ids[new], "fold": TRAIN_ONLY, "source": name}))
+        labels.append(table.labels[new])
+        cells.append(table.cells[new])
+        sources.append({"source": name, "role": "train only (fold -1)", "cells_sha256": table.sha256,
+                        "images": int(new.sum()), "cells": int(table.cells[new].sum()),
+                        "images_without_kept_cells": table.dropped,
+                        "images_with_taken_ids": int((~new).sum())})
+    return frames, sources, np.concatenate(labels), np.concatenate(cells)
+
+
 def split_dataset(dataset: str | os.PathLike, extras: Sequence[str | os.PathLike] = (),
                   settings: SplitSettings | None = None) -> SplitOutcome:
     """Split ``dataset`` into folds (extras always train) and write ``DATASET/split/``.
@@ -236,30 +262,13 @@ def split_dataset(dataset: str | os.PathLike, extras: Sequence[str | os.PathLike
     if own.dropped:
         log.info("%s: %d image(s) without kept cells left out", dataset, own.dropped)
 
-    seen = set(own.ids)
-    extra_labels, extra_cells = [np.zeros((0, NUM_CLASSES), bool)], [np.zeros(0, int)]
-    for extra in map(Path, extras):
-        name = _source_name(extra, dataset)
-        if name == SELF or name in (s["source"] for s in sources):
-            raise InputError(f"extra dataset {extra} is given twice or is the dataset itself")
-        table = read_image_table(extra)
-        new = np.array([i not in seen for i in table.ids], dtype=bool)
-        if not new.all():
-            log.warning("%s: %d image(s) whose id is already taken are left out (e.g. %s)", extra,
-                        (~new).sum(), table.ids[~new][0])
-        seen.update(table.ids[new])
-        frames.append(pd.DataFrame({"image_id": table.ids[new], "fold": TRAIN_ONLY, "source": name}))
-        extra_labels.append(table.labels[new])
-        extra_cells.append(table.cells[new])
-        sources.append({"source": name, "role": "train only (fold -1)", "cells_sha256": table.sha256,
-                        "images": int(new.sum()), "cells": int(table.cells[new].sum()),
-                        "images_without_kept_cells": table.dropped,
-                        "images_with_taken_ids": int((~new).sum())})
+    extra_frames, extra_sources, extra_l, extra_c = _extra_images(dataset, extras, set(own.ids))
+    frames += extra_frames
+    sources += extra_sources
 
     csv_text = pd.concat(frames, ignore_index=True).to_csv(index=False, lineterminator="\n")
     validation = fold_of == settings.fold
     deviation = share_deviation(own.labels, fold_of, settings.folds)
-    extra_l, extra_c = np.concatenate(extra_labels), np.concatenate(extra_cells)
     stats = {
         "format": SPLIT_FORMAT,
         "method": "iterstrat MultilabelStratifiedKFold(shuffle=True, random_state=seed) on the "
@@ -370,11 +379,6 @@ class Split:
         """Sorted ids of the validation fold's images (the dataset's own images only)."""
         return self.fold_images(self.fold)
 
-    @property
-    def extra_images(self) -> list[str]:
-        """Sorted ids of the extra-dataset images (all of them in training)."""
-        return self.fold_images(TRAIN_ONLY)
-
     def fold_images(self, fold: int) -> list[str]:
         return sorted(i for i, f in self.image_folds.items() if f == fold)
 
@@ -382,10 +386,6 @@ class Split:
     def sources(self) -> dict[str, Path]:
         """Each source name and its dataset folder."""
         return {s: self.dataset / s for s in sorted(set(self.image_sources.values()))}
-
-    def folder_of(self, image_id: str) -> Path:
-        """The dataset folder (with ``cells.csv``) that holds the cells of ``image_id``."""
-        return self.dataset / self.image_sources[image_id]
 
 
 def read_split(dataset: str | os.PathLike, *, check_current: bool = True) -> Split:

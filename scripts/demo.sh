@@ -12,6 +12,7 @@
 set -euo pipefail
 out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
 source "$(dirname "$0")/env.sh"
+cd "$hpasc_root"
 
 echo "== 1. synthetic images with ground truth -> $out/synthetic"
 python -m hpasc.synthetic -o "$out/synthetic" -n 80 --size 1024 --seed 0

@@ -1,6 +1,8 @@
-# Sourced by the other scripts: create the project's virtual environment on first use (Python
-# 3.11), install the pinned requirements whenever they change, and activate it.
-# HPASC_VENV chooses its folder (default .venv in the repository).
+# Sourced by the other scripts, or by you (`source scripts/env.sh` from anywhere): create the
+# project's virtual environment on first use (Python 3.11), install the pinned requirements and the
+# project itself (editable, with its hpasc-* commands) whenever they change, and activate it. The
+# caller's working directory is left as it was. HPASC_VENV chooses its folder (default .venv in the
+# repository).
 hpasc_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 hpasc_venv=${HPASC_VENV:-$hpasc_root/.venv}
 hpasc_requirements=$hpasc_root/requirements-dev.txt
@@ -30,7 +32,8 @@ if [ ! -x "$hpasc_venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$hpasc_venv/bin/activate"
-hpasc_stamp=$(cat "$hpasc_root/requirements.txt" "$hpasc_requirements" | sha1sum | cut -c1-40)
+hpasc_stamp=$(cat "$hpasc_root/requirements.txt" "$hpasc_requirements" "$hpasc_root/pyproject.toml" |
+    sha1sum | cut -c1-40)
 if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ]; then
     echo "installing the pinned requirements into $hpasc_venv (a minute or two the first time)"
     hpasc_keep=()
@@ -38,6 +41,7 @@ if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ];
         hpasc_keep=(--keep-torch)
     fi
     PYTHON=python "$hpasc_root/scripts/install_requirements.sh" "${hpasc_keep[@]}" "$hpasc_requirements"
+    # The project itself, editable: its hpasc-* commands and `python -m hpasc...` work from any folder.
+    python -m pip install --quiet --no-deps --editable "$hpasc_root"
     echo "$hpasc_stamp" >"$hpasc_venv/.requirements-stamp"
 fi
-cd "$hpasc_root"

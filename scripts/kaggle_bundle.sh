@@ -59,7 +59,8 @@ parent=$(dirname "$out")
 mkdir -p "$parent"
 
 # shellcheck disable=SC1091
-source "$(dirname "$0")/env.sh" # the project's environment; the working directory is now the repository
+source "$(dirname "$0")/env.sh" # the project's environment
+cd "$hpasc_root"
 [ -f infer.py ] || die "infer.py is missing from the repository $PWD"
 
 tmp=$(mktemp -d "$parent/.$(basename "$out").tmp-XXXXXX")

@@ -2,6 +2,7 @@
 # Run the test suite (sets up the virtual environment first). Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+cd "$hpasc_root"
 # The label tool's test drives the page in headless Chromium through chromedriver (Debian packages).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "installing chromium and chromium-driver for tests/test_label_tool.py"

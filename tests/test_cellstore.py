@@ -22,8 +22,8 @@ import pytest
 
 from hpasc import cellstore
 from hpasc.cellstore import temporary, write
-from hpasc.runtime import Shard
 from hpasc.errors import InputError
+from hpasc.runtime import Shard
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 S = 32  # small tiles keep the tests fast; one test uses the default 512

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from hpasc.gradcam import cam_for_tile
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
-from hpasc.models.spec import ModelSpec
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch
+from hpasc.models.spec import ModelSpec
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
 SIZE, SQUARE = 64, 12

@@ -12,11 +12,17 @@ import tifffile
 
 from hpasc import atomic
 from hpasc.errors import InputError
-from hpasc.synthetic import synthesize_image
 from hpasc.images import (
-    CHANNELS, read_channel, read_image, read_label_image, scan_images, write_array, write_channel,
-    write_label_image, write_png,
+    CHANNELS,
+    read_channel,
+    read_image,
+    read_label_image,
+    scan_images,
+    write_channel,
+    write_label_image,
+    write_png,
 )
+from hpasc.synthetic import synthesize_image
 
 
 def smooth_image(seed: int, shape=(96, 128)) -> np.ndarray:
@@ -185,8 +191,11 @@ def test_writes_are_atomic(tmp_path: Path) -> None:
     assert list((tmp_path / "sub").iterdir()) == []
     write_png(target, np.full((4, 4), 1234, np.uint16))
     assert cv2.imread(str(target), cv2.IMREAD_UNCHANGED)[0, 0] == 1234
-    write_array(tmp_path / "a.npy", np.arange(5))
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.arange(5))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "sub"]
-    with pytest.raises(ValueError):
-        write_png(target, np.zeros((4, 4, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 200  # red: the file must hold it as red, not as OpenCV's blue
+    write_png(tmp_path / "rgb.png", rgb)
+    assert cv2.imread(str(tmp_path / "rgb.png"))[0, 0].tolist() == [0, 0, 200]  # OpenCV reads BGR
+    for bad in (np.zeros((4, 4, 3), np.uint16), np.zeros((4, 4), np.float32)):
+        with pytest.raises(ValueError):
+            write_png(target, bad)

@@ -16,8 +16,8 @@ from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
-from hpasc.models.spec import ModelSpec
 from hpasc.models.registry import create_model
+from hpasc.models.spec import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

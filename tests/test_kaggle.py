@@ -18,15 +18,25 @@ import torch
 import yaml
 
 from hpasc.errors import InputError
-from hpasc.kaggle import needed_scripts, notebook_code, read_manifest, requirement_pins, sha256
+from hpasc.kaggle import needed_scripts, notebook_code, requirement_pins, sha256
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
-from hpasc.models.spec import ModelSpec
 from hpasc.models.registry import create_model
+from hpasc.models.spec import ModelSpec
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"
 NOTEBOOK = REPO / "kaggle" / "submission.ipynb"
 SAMPLE_COLUMNS = ["ID", "ImageWidth", "ImageHeight", "PredictionString"]
+
+
+def read_manifest(path: Path) -> dict[str, tuple[str, int]]:
+    """The manifest's entries: path → (sha256, size)."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            digest, size, name = line.split("  ", 2)
+            entries[name] = (digest, int(size))
+    return entries
 
 
 def bundle(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -241,10 +241,10 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
     import torch
 
     import hpasc.training.predict
-    from hpasc.runtime import CommonOptions
     from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
-    from hpasc.models.spec import ModelSpec
     from hpasc.models.registry import create_model
+    from hpasc.models.spec import ModelSpec
+    from hpasc.runtime import CommonOptions
 
     spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 32)
     torch.manual_seed(0)

@@ -18,9 +18,15 @@ from torch import nn
 from hpasc.download import HttpPolicy
 from hpasc.errors import InputError
 from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
-from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
-                                        load_hpa_model, load_hpa_state_dict, resolve_weights,
-                                        weights_present)
+from hpasc.segmentation.weights import (
+    CELL_WEIGHTS,
+    HPA_WEIGHTS,
+    NUCLEI_WEIGHTS,
+    default_cache_dir,
+    load_hpa_model,
+    load_hpa_state_dict,
+    resolve_weights,
+)
 from tests.test_download import Behaviour, FakeHPA, serve
 
 SHAPES = Path(__file__).resolve().parents[2] / "shared" / "hpa_unet" / "dpn_unet_state_dict_shapes.json"
@@ -312,7 +318,7 @@ def test_download_happens_once_into_the_cache(server, tiny_weights, tmp_path):
     assert resolve_weights(NUCLEI_WEIGHTS, None, cache, True, mirror(server), policy=FAST) == path
     assert server.requests == [f"/weights/{NUCLEI_WEIGHTS}"]
     assert [p.name for p in cache.iterdir()] == [NUCLEI_WEIGHTS]  # no temporary file left
-    assert not weights_present(cache)
+    assert not all((cache / name).is_file() for name in HPA_WEIGHTS)
 
 
 @pytest.mark.parametrize("name, served", [(NUCLEI_WEIGHTS, False), (CELL_WEIGHTS, True)],
@@ -338,7 +344,7 @@ def test_cache_hit_and_explicit_paths_need_no_network(tmp_path):
         (cache / name).write_bytes(b"cached")
     unreachable = "http://127.0.0.1:9"  # the discard port: nothing listens there
     assert resolve_weights(CELL_WEIGHTS, None, cache, True, unreachable, policy=FAST) == cache / CELL_WEIGHTS
-    assert weights_present(cache)
+    assert all((cache / name).is_file() for name in HPA_WEIGHTS)
     own = tmp_path / "mine.pth"
     own.write_bytes(b"x")
     assert resolve_weights(NUCLEI_WEIGHTS, own, cache, False) == own

@@ -15,8 +15,8 @@ from skimage.morphology import closing, disk, remove_small_objects
 
 from hpasc.segmentation import postprocess
 from hpasc.segmentation.postprocess import label_cell
-from hpasc.synthetic.predictions import predictions_from_masks
 from hpasc.synthetic import synthesize_image
+from hpasc.synthetic.predictions import predictions_from_masks
 
 
 def blank(height: int = 300, width: int = 300) -> tuple[np.ndarray, np.ndarray]:

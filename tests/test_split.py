@@ -247,15 +247,15 @@ def test_extra_images_are_only_trained_on(workdir: Path, real_labels) -> None:
     assert result.returncode == 0, result.stderr
     assert "1 image(s) whose id is already taken are left out" in result.stderr
     split = read_split(workdir / "dataset")
-    extra = split.extra_images
+    extra = split.fold_images(TRAIN_ONLY)
     assert extra == sorted(f"pub_{n}" for n in range(30))
     assert all(split.image_folds[i] == TRAIN_ONLY for i in extra)
     for fold in range(split.folds):
         assert not set(extra) & set(split.fold_images(fold))
     assert set(extra) <= set(split.train_images) and not set(extra) & set(split.validation_images)
     assert len(split.validation_images) + len(split.train_images) == 120 + 30
-    assert split.folder_of("pub_0").resolve() == (workdir / "extra").resolve()
-    assert split.folder_of(split.validation_images[0]) == workdir / "dataset"
+    assert (split.dataset / split.image_sources["pub_0"]).resolve() == (workdir / "extra").resolve()
+    assert split.dataset / split.image_sources[split.validation_images[0]] == workdir / "dataset"
     info = json.loads((workdir / "dataset" / "split" / "split.json").read_text())
     assert [s["source"] for s in info["sources"]] == [".", "../extra"]
     assert info["extra"]["images"] == 30

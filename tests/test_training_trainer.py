@@ -10,7 +10,7 @@ import pandas as pd
 
 from hpasc.training.finetune import finetune_sample
 from hpasc.training.metrics import write_metrics_csv
-from hpasc.training.trainer import stopped_early, epoch_seed, resolve_tile_size
+from hpasc.training.trainer import epoch_seed, resolve_tile_size, stopped_early
 
 
 def history(*scores: float | None) -> list[dict]:

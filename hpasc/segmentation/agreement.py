@@ -5,6 +5,7 @@ HPA's masks or with synthetic ground truth; the last line printed is `mean F1: <
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def _report(args: argparse.Namespace) -> None:
     print(f"mean F1: {np.mean([r.f1 for r in results.values()]):.4f}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__)
     parser.prog = "python -m hpasc.segmentation.agreement"
     parser.add_argument("--truth", type=Path, required=True, help="reference mask folder")
@@ -49,7 +50,11 @@ def main() -> None:
     parser.add_argument("--truth-suffix", default="",
                         help="reference file names are {ID}{SUFFIX}.png (e.g. _cellmask)")
     parser.add_argument("--iou", type=float, default=0.6, help="IoU a match needs")
-    cli.run(_report, parser.parse_args())
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_report, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from skimage import transform, util
 SCALE = 0.25
 # The U-Net halves the resolution five times, so its input sides must be multiples of 32.
 MULTIPLE = 32
-RED, GREEN, BLUE, YELLOW = range(4)
+RED, BLUE, YELLOW = 0, 2, 3  # channel indices of an (H, W, 4) R, G, B, Y image
 
 
 @dataclass(frozen=True)

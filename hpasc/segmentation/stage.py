@@ -187,7 +187,8 @@ class NetworkPipeline:
 
     ``finish(image_id, nuclei, cells, geometry)`` (picklable: a module-level function or a
     partial of one) turns an image's raw network outputs into its result in a worker;
-    ``on_result(image_id, result)`` receives the results here, in the order of the images.
+    ``on_result(image_id, result)`` receives the results here, in the order their network batches
+    ran (same-sized images are batched together, so not always the order of ``todo``).
     """
 
     def __init__(self, folder: ImageFolder, networks, batch_size: int, pool: ProcessPoolExecutor,

@@ -189,11 +189,6 @@ def default_cache_dir() -> Path:
     return weights_cache.default_cache_dir("segmentation")
 
 
-def weights_present(cache_dir: str | os.PathLike) -> bool:
-    """Whether both official weights files are in ``cache_dir`` (so the HPA backend can run)."""
-    return all((Path(cache_dir) / name).is_file() for name in HPA_WEIGHTS)
-
-
 def _url(name: str, base_url: str | None) -> str:
     return f"{base_url.rstrip('/')}/{name}" if base_url else HPA_WEIGHTS[name]
 

@@ -26,8 +26,7 @@ from hpasc.classes import format_labels
 from hpasc.errors import InputError
 from hpasc.synthetic.acquisition import acquire
 from hpasc.synthetic.draw import smooth_noise
-from hpasc.synthetic.labels import (MITOSIS_COMPATIBLE, cell_labels, check_classes, choose_classes,
-                                    mitotic_labels)
+from hpasc.synthetic.labels import MITOSIS_COMPATIBLE, cell_labels, check_classes, choose_classes, mitotic_labels
 from hpasc.synthetic.layout import nucleus_masks, plan_cells, rasterise
 from hpasc.synthetic.render import render
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime, synthetic
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace) -> None:
     log.info("wrote %d synthetic images to %s", len(ids), args.out)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     cli.run(_run, build_parser().parse_args(argv))
 
 

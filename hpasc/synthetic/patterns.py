@@ -11,7 +11,6 @@ from hpasc.synthetic.draw import blobs, discs, dots, draw_lines, lines, points_i
 from hpasc.synthetic.stains import spindle_poles
 from hpasc.synthetic.view import View, nucleolus_mask, points_in_nucleus
 
-
 Pattern = Callable[[View, np.random.Generator], np.ndarray]
 
 

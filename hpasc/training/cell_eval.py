@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from hpasc import cli, runtime
 from hpasc.classes import CLASS_NAMES, NEGATIVE
 from hpasc.errors import InputError
 from hpasc.evaluate import read_truth_table
-from hpasc.split import read_split
 from hpasc.models.checkpoint import build_model, load_checkpoint
+from hpasc.split import read_split
 from hpasc.training.data import CELL_SETS, load_cells
 from hpasc.training.metrics import class_average_precision, mean_average_precision
 from hpasc.training.predict import score_rows
@@ -99,12 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     score = evaluate(args.checkpoint, args.dataset, args.truth, args.cells, args.batch_size,
                      runtime.CommonOptions.from_args(args))
     print(report(score))
     return cli.EXIT_OK
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_run, build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    cli.run(main, build_parser().parse_args())
+    main()

@@ -7,14 +7,14 @@ import argparse
 from pathlib import Path
 
 from hpasc import cli
+from hpasc.errors import InputError
+from hpasc.models.registry import architecture, short_name
 from hpasc.runtime import CommonOptions, write_manifest
 from hpasc.training import distributed
 from hpasc.training.augment import AugmentSettings
+from hpasc.training.finetune import FinetuneConfig, finetune
 from hpasc.training.labels import LabelSources
 from hpasc.training.losses import LOSSES
-from hpasc.models.registry import architecture, short_name
-from hpasc.errors import InputError
-from hpasc.training.finetune import FinetuneConfig, finetune
 from hpasc.training.trainer import Runtime, TrainConfig, train
 
 

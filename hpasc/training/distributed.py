@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hpasc.runtime import resolve_device
 from hpasc.errors import InputError
+from hpasc.runtime import resolve_device
 
 
 @dataclass(frozen=True)

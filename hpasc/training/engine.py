@@ -14,12 +14,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from hpasc.models.scoring import prepare_batch, to_probabilities
+from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
 from hpasc.training.augment import AugmentSettings, augment_batch
-from hpasc.models.spec import ModelSpec
 from hpasc.training.distributed import Process
 from hpasc.training.losses import create_loss
-from hpasc.models.scoring import prepare_batch, to_probabilities
 
 log = logging.getLogger(__name__)
 

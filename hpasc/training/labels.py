@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpasc.training.data import CellSet
-from hpasc.training.targets import (ScoreMap, Targets, build_targets, merge_label_sets, read_label_folder,
-                                    read_score_map)
+from hpasc.training.targets import ScoreMap, Targets, build_targets, merge_label_sets, read_label_folder, read_score_map
 
 log = logging.getLogger(__name__)
 

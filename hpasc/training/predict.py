@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpasc.runtime import CommonOptions
-from hpasc.models.spec import ModelSpec
-from hpasc.training.data import CellSet, TileDataset, create_loader, fixed_batches
 from hpasc.models.scoring import score_tiles
+from hpasc.models.spec import ModelSpec
+from hpasc.runtime import CommonOptions
+from hpasc.training.data import CellSet, TileDataset, create_loader, fixed_batches
 
 
 def score_rows(model: nn.Module, spec: ModelSpec, cells: CellSet, rows: np.ndarray, batch_size: int,

@@ -25,11 +25,12 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hpasc import atomic
-from hpasc.runtime import CommonOptions
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.registry import Pretrained, architecture, create_model
 from hpasc.models.spec import ModelSpec
+from hpasc.runtime import CommonOptions
+from hpasc.split import read_split
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process
@@ -37,7 +38,6 @@ from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import LabelSources, load_targets
 from hpasc.training.metrics import class_average_precision, mean_average_precision, write_metrics_csv
 from hpasc.training.sampling import EpochSampler, read_sampling_config
-from hpasc.split import read_split
 
 log = logging.getLogger(__name__)
 

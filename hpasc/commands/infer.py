@@ -1,0 +1,67 @@
+"""Predict every cell of a folder of test images with an ensemble of checkpoints and write a
+Kaggle submission.csv: segmentation (HPA's networks or the classical backend) → cell tiles with
+image_cutter.py's own cropping and border/outlier factors → the ensemble's class scores (Negative =
+1 - max when the models have 18 outputs) → the 4th place's cell/image weighting and factors → one
+row per image with every cell × 19 classes and its RLE mask, in the sample submission's order. The
+result is checked (python -m hpasc.check_submission) before it is kept."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpasc import cli, runtime
+from hpasc.check_submission import check_submission
+from hpasc.inference.stage import InferSettings, infer_folder
+from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
+from hpasc.submission import read_sample_submission, read_submission
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.stage_parser(__doc__, flags=("workers", "device"))
+    parser.add_argument("-i", "--input", type=Path, required=True, metavar="TEST_DIR",
+                        help="test image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
+    parser.add_argument("-e", "--ensemble", type=Path, required=True,
+                        help="ensemble file (YAML/JSON: groups of checkpoints with weights, "
+                             "post-processing settings) or a single checkpoint .pt")
+    parser.add_argument("-o", "--output", type=Path, default=Path("submission.csv"),
+                        help="the submission CSV to write")
+    parser.add_argument("--sample-submission", type=Path, default=None, metavar="CSV",
+                        help="the competition's sample_submission.csv: its IDs and their order")
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
+                        help="cell tiles per network batch")
+    parser.add_argument("--segmentation-batch", type=cli.positive_int, default=4,
+                        help="images per segmentation network batch (hpa backend)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average each model over the tile and its horizontal and vertical flips")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="write the ensemble's raw scores (no cell/image weighting, no factors)")
+    parser.add_argument("--save-masks", type=Path, default=None, metavar="DIR",
+                        help="also write each image's cell label image to DIR/{ID}.png")
+    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA (default: float16 autocast)")
+    add_segmentation_flags(parser)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = InferSettings(backend=args.backend, models=model_files_from_args(args),
+                             batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
+                             tta=args.tta, postprocessing=not args.no_postprocessing,
+                             save_masks=args.save_masks, mixed_precision=not args.no_amp)
+    options = runtime.CommonOptions.from_args(args)
+    sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
+    failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)
+    problems = check_submission(read_submission(args.output), None, sample and sample.order)
+    for problem in problems:
+        log.error("submission check: %s", problem)
+    log.info("wrote %s (%d images, %d failed)", args.output, len(read_submission(args.output)), len(failures))
+    return cli.EXIT_SOME_FAILED if failures or problems else cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``infer.py`` / ``hpasc-infer``: parse ``argv`` (default: the command line) and run."""
+    cli.run(_run, build_parser().parse_args(argv))

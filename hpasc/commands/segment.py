@@ -1,0 +1,43 @@
+"""Segment cells and nuclei in a folder of 4-channel images: {CELLS}/{ID}.png and
+{NUCLEI}/{ID}.png, uint16 label images (0 = background; a nucleus carries its cell's id).
+Backends: 'hpa' runs HPA's own DPN-UNet segmentator (official weights, downloaded once into the
+cache when the network allows); 'classical' needs no weights; 'auto' uses HPA's when its weights
+are present, else the classical one. Images already segmented are skipped."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpasc import cli, runtime
+from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite", "shard"))
+    parser.add_argument("-i", "--input", type=Path, required=True,
+                        help="image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
+    parser.add_argument("-c", "--cells", type=Path, required=True,
+                        help="output folder for the cell label images")
+    parser.add_argument("-n", "--nuclei", type=Path, default=None,
+                        help="output folder for the nucleus label images (optional)")
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
+                        help="images per network batch (hpa backend)")
+    add_segmentation_flags(parser)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
+    backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
+                                     args.batch_size,
+                                     runtime.CommonOptions.from_args(args))
+    for folder in filter(None, (args.cells, args.nuclei)):
+        runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
+    return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``segmentator.py`` / ``hpasc-segment``: parse ``argv`` (default: the command line) and run."""
+    cli.run(_run, build_parser().parse_args(argv))

@@ -1,0 +1,59 @@
+"""The installed commands: every stage and tool has a console script that calls its module's
+``main(argv)``, each such ``main`` has one, and they run from any folder (the README's commands
+install the project into .venv)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+BIN = Path(sys.executable).parent
+
+
+def _modules_with_main() -> set[str]:
+    found = set()
+    for path in (REPO / "hpasc").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        if any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body):
+            found.add(".".join(path.relative_to(REPO).with_suffix("").parts))
+    return found
+
+
+def test_every_main_has_one_console_script_and_takes_argv() -> None:
+    targets = [target.split(":") for target in SCRIPTS.values()]
+    assert all(function == "main" for _, function in targets)
+    assert sorted(module for module, _ in targets) == sorted(_modules_with_main())
+    for module, _ in targets:
+        main = importlib.import_module(module).main
+        assert list(inspect.signature(main).parameters) == ["argv"], module
+
+
+@pytest.mark.parametrize("name", ["hpasc-train", "hpasc-evaluate", "hpasc-synthetic", "hpasc-kaggle"])
+def test_console_scripts_run_from_any_folder(name: str, tmp_path: Path) -> None:
+    command = BIN / name
+    assert command.is_file(), f"{command} is missing: install the project (scripts/test.sh does)"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([str(command), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
+
+
+def test_python_dash_m_works_outside_the_repository(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "1",
+                             "--size", "128", "--no-progress"], cwd=tmp_path, capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "syn" / "truth" / "cells.csv").is_file()
