@@ -12,16 +12,8 @@ import tifffile
 
 from hpasc import atomic
 from hpasc.errors import InputError
-from hpasc.images import (
-    CHANNELS,
-    read_channel,
-    read_image,
-    read_label_image,
-    scan_images,
-    write_channel,
-    write_label_image,
-    write_png,
-)
+from hpasc.images import (CHANNELS, read_channel, read_image, read_label_image, scan_images, write_channel,
+                          write_label_image, write_png)
 from hpasc.synthetic import synthesize_image
 
 

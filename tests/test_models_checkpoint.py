@@ -10,16 +10,8 @@ import torch
 from torch import nn
 
 from hpasc.errors import InputError
-from hpasc.models.checkpoint import (
-    CHECKPOINT_FORMAT,
-    build_model,
-    checkpoint_path,
-    find_latest,
-    load_checkpoint,
-    make_checkpoint,
-    run_checkpoints,
-    save_checkpoint,
-)
+from hpasc.models.checkpoint import (CHECKPOINT_FORMAT, build_model, checkpoint_path, find_latest,
+                                     load_checkpoint, make_checkpoint, run_checkpoints, save_checkpoint)
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch, score_tiles, to_probabilities
 from hpasc.models.spec import ModelSpec

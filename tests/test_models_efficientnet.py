@@ -14,14 +14,8 @@ from efficientnet_pytorch.utils import url_map
 
 from hpasc.download import HttpPolicy
 from hpasc.errors import InputError
-from hpasc.models.efficientnet import (
-    ARCHITECTURES,
-    IMAGENET_URLS,
-    adapt_imagenet_state,
-    default_cache_dir,
-    load_pretrained,
-    resolve_pretrained,
-)
+from hpasc.models.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
+                                       load_pretrained, resolve_pretrained)
 from hpasc.models.registry import create_model
 from tests.test_download import Behaviour, FakeHPA, serve
 

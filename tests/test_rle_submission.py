@@ -16,13 +16,8 @@ from pycocotools import mask as coco_mask
 
 from hpasc import rle
 from hpasc.errors import InputError
-from hpasc.submission import (
-    parse_prediction_string,
-    prediction_string,
-    read_sample_submission,
-    read_submission,
-    write_submission,
-)
+from hpasc.submission import (parse_prediction_string, prediction_string, read_sample_submission,
+                              read_submission, write_submission)
 from tests.conftest import HPA_REAL
 
 # Kaggle's sample submission: the empty mask of a 2048² and of a 3072² image.

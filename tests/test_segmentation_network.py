@@ -18,15 +18,8 @@ from torch import nn
 from hpasc.download import HttpPolicy
 from hpasc.errors import InputError
 from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
-from hpasc.segmentation.weights import (
-    CELL_WEIGHTS,
-    HPA_WEIGHTS,
-    NUCLEI_WEIGHTS,
-    default_cache_dir,
-    load_hpa_model,
-    load_hpa_state_dict,
-    resolve_weights,
-)
+from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
+                                        load_hpa_model, load_hpa_state_dict, resolve_weights)
 from tests.test_download import Behaviour, FakeHPA, serve
 
 SHAPES = Path(__file__).resolve().parents[2] / "shared" / "hpa_unet" / "dpn_unet_state_dict_shapes.json"

@@ -12,14 +12,7 @@ import pytest
 
 from hpasc.classes import NUM_CLASSES, read_label_table
 from hpasc.errors import InputError
-from hpasc.split import (
-    TRAIN_ONLY,
-    SplitSettings,
-    assign_folds,
-    read_image_table,
-    read_split,
-    split_dataset,
-)
+from hpasc.split import (TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split, split_dataset)
 from tests.conftest import assert_one_line_error, run_script
 
 FOLDS = 5

@@ -15,21 +15,8 @@ import zarr
 from numcodecs import blosc
 from zarr.storage import LocalStore
 
-from hpasc.cellstore.layout import (
-    FORMAT,
-    IMAGES,
-    META,
-    REQUIRED_COLUMNS,
-    TABLE,
-    TILE_INDEX,
-    TILES,
-    VERSION,
-    done_images,
-    image_done,
-    parse_table,
-    read_json,
-    read_text,
-)
+from hpasc.cellstore.layout import (FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX, TILES, VERSION,
+                                    done_images, image_done, parse_table, read_json, read_text)
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
 

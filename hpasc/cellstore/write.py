@@ -17,24 +17,9 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from hpasc import atomic
-from hpasc.cellstore.layout import (
-    FORMAT,
-    IMAGE_META,
-    IMAGES,
-    MARKER,
-    META,
-    REQUIRED_COLUMNS,
-    ROWS,
-    TABLE,
-    TILE_INDEX,
-    TILES,
-    VERSION,
-    done_images,
-    parse_table,
-    read_image_meta,
-    read_json,
-    read_text,
-)
+from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE,
+                                    TILE_INDEX, TILES, VERSION, done_images, parse_table, read_image_meta,
+                                    read_json, read_text)
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
