@@ -1,6 +1,6 @@
 """Random-order cell tile reads on one core: the cell store against four 16-bit PNGs per cell.
 
-Tiles: 512² cells cut by ``hpasc.crop`` (pad mode, pixels outside the cell zeroed) from the real
+Tiles: 512² cells cut by ``hpasc.cells.crop`` (pad mode, pixels outside the cell zeroed) from the real
 HPA samples in ../shared/data/hpa_real (8-bit ×257) with their HPA masks, topped up to ``--tiles``
 with cells of ``hpasc.synthetic`` images (16-bit). Each layout is written into a temporary folder
 and then read in one fixed random order (files in the page cache for every layout alike); the
@@ -36,7 +36,7 @@ from zarr.storage import LocalStore
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cellstore  # noqa: E402
 from hpasc.cellstore import write as cellstore_write  # noqa: E402
-from hpasc.crop import CropSettings, crop_cells  # noqa: E402
+from hpasc.cells.crop import CropSettings, crop_cells  # noqa: E402
 from hpasc.images import CHANNELS, read_label_image, scan_images  # noqa: E402
 from hpasc.synthetic import synthesize_image  # noqa: E402
 

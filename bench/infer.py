@@ -31,8 +31,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import cli, runtime  # noqa: E402
-from hpasc.crop import CropSettings  # noqa: E402
-from hpasc.cutter import cut_image  # noqa: E402
+from hpasc.cells.crop import CropSettings  # noqa: E402
+from hpasc.cells.cutter import cut_image  # noqa: E402
 from hpasc.images import CHANNELS, scan_images  # noqa: E402
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
@@ -41,9 +41,9 @@ from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.rle import encode_cells  # noqa: E402
+from hpasc.submission.rle import encode_cells  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
-from hpasc.submission import prediction_string  # noqa: E402
+from hpasc.submission.rows import prediction_string  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

@@ -7,13 +7,8 @@ each is decompressed and decoded in memory, and only when all four are good are 
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ import pandas as pd
 from hpasc import atomic
 from hpasc.classes import format_labels
 from hpasc.errors import InputError
+from hpasc.http import FetchError, HttpPolicy, fetch
 from hpasc.images import CHANNELS, decode_channel, write_png
 from hpasc.runtime import CommonOptions
 
@@ -43,8 +39,6 @@ LOCATION_TO_CLASS: dict[str, int] = {
     "Aggresome": 15, "Cytosol": 16, "Vesicles": 17, "Peroxisomes": 17, "Endosomes": 17,
     "Lysosomes": 17, "Lipid droplets": 17, "Cytoplasmic bodies": 17, "No staining": 18,
 }
-# Errors worth another try: the server or the connection may recover.
-_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -55,19 +49,6 @@ class Selection:
     celllines: tuple[str, ...] = ()
     labels: tuple[int, ...] = ()
     limit: int | None = None
-
-
-@dataclass(frozen=True)
-class HttpPolicy:
-    """How patiently to fetch: per-request timeout (s), retries after the first try, back-off (s)."""
-
-    timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 2.0
-
-
-class FetchError(Exception):
-    """A file could not be fetched or decoded, after any retries."""
 
 
 def read_public_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -124,40 +105,6 @@ def select_rows(table: pd.DataFrame, selection: Selection) -> pd.DataFrame:
     if selection.limit is not None:
         chosen = chosen.head(selection.limit)
     return chosen.reset_index(drop=True)
-
-
-def fetch(url: str, policy: HttpPolicy, decode: Callable[[bytes], T]) -> T:
-    """GET ``url`` and ``decode`` its body, with a timeout per try.
-
-    Transient failures (HTTP 5xx/429, time-outs, dropped connections, a body that does not decode,
-    e.g. a truncated transfer) are retried with exponential back-off; a 404 is final at once.
-    """
-    for attempt in range(policy.retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=policy.timeout) as response:
-                return decode(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code not in _TRANSIENT_HTTP:
-                raise FetchError(f"HTTP {exc.code} for {url}") from None
-            reason = f"HTTP {exc.code}"
-        except InputError as exc:
-            reason = str(exc)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = _describe(exc)
-        if attempt == policy.retries:
-            raise FetchError(f"{reason} ({url}, {attempt + 1} tries)")
-        delay = policy.backoff * 2**attempt
-        log.debug("%s: %s, retrying in %.1f s", url, reason, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable: the last try returns or raises")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
-        exc = exc.reason
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def fetch_channel(url: str, policy: HttpPolicy) -> np.ndarray:

@@ -37,7 +37,7 @@ import pandas as pd
 from hpasc import atomic, cli, runtime
 from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
-from hpasc.split import read_split
+from hpasc.cells.split import read_split
 from hpasc.training.targets import LabelSet, write_label_folder
 
 log = logging.getLogger(__name__)

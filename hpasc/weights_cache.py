@@ -1,7 +1,7 @@
 """A local cache of downloaded network weights, shared by every kind of weights the pipeline uses.
 
 Segmentation (HPA's DPN-UNets) and classification (ImageNet EfficientNets) both keep their files
-under one cache root and fetch a missing file the same way: with :func:`hpasc.download.fetch`'s
+under one cache root and fetch a missing file the same way: with :func:`hpasc.http.fetch`'s
 timeouts and retries, into a temporary name that becomes the final name only once the file has
 been read back successfully, so an interrupted or wrong download (a login page, a truncated body)
 never sits in the cache looking like weights.
@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hpasc import atomic
-from hpasc.download import HttpPolicy, fetch
+from hpasc.http import HttpPolicy, fetch
 from hpasc.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def download(url: str, target: Path, validate: Callable[[Path], object], policy:
     failures raise FetchError too; nothing is left under ``target`` on any failure.
     """
     log.info("downloading %s to %s", url, target.parent)
-    # download.fetch reads the body in one piece, so the bar shows the elapsed time and then
+    # http.fetch reads the body in one piece, so the bar shows the elapsed time and then
     # the size and rate, not a running percentage.
     with atomic.atomic_path(target) as tmp, \
             tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:

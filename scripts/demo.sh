@@ -55,4 +55,4 @@ YAML
 echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv"
 python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv"
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
-python -m hpasc.evaluate --submission "$out/submission.csv" --truth "$out/test/truth"
+python -m hpasc.submission.metric --submission "$out/submission.csv" --truth "$out/test/truth"

@@ -1,4 +1,4 @@
-"""The submission checker (hpasc.check_submission): a valid submission passes, and each kind of
+"""The submission checker (hpasc.submission.check): a valid submission passes, and each kind of
 problem is found in a small submission broken in that one way."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.check_submission import check_submission, read_image_sizes
+from hpasc.submission.check import check_submission, read_image_sizes
 from hpasc.errors import InputError
 from hpasc.images import write_channel
-from hpasc.rle import encode_cells, encode_mask
-from hpasc.submission import COLUMNS, prediction_string, read_submission, write_submission
+from hpasc.submission.rle import encode_cells, encode_mask
+from hpasc.submission.rows import COLUMNS, prediction_string, read_submission, write_submission
 from tests.conftest import assert_one_line_error, run_script
 from tests.test_evaluate import truth_submission
 
@@ -157,7 +157,7 @@ def test_submission_built_from_synthetic_truth_passes(synthetic, tmp_path) -> No
     sizes = read_image_sizes(synthetic)
     assert set(sizes.values()) == {(256, 200)}
     assert check_submission(read_submission(path), sizes, [row[0] for row in rows]) == []
-    result = run_script("-m", "hpasc.check_submission", path, "--images", synthetic,
+    result = run_script("-m", "hpasc.submission.check", path, "--images", synthetic,
                         "--sample-submission", sample, "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     cells = sum(len(row[3].split()) // 57 for row in rows)
@@ -167,7 +167,7 @@ def test_submission_built_from_synthetic_truth_passes(synthetic, tmp_path) -> No
 def test_cli_prints_at_most_20_problems(tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, [(f"img{k}", WIDTH, HEIGHT, "0 1.5 AAAA") for k in range(15)])
-    result = run_script("-m", "hpasc.check_submission", path, "--no-progress")
+    result = run_script("-m", "hpasc.submission.check", path, "--no-progress")
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     # Each row has three problems: confidence, 18 classes missing, malformed mask.
@@ -177,11 +177,11 @@ def test_cli_prints_at_most_20_problems(tmp_path) -> None:
 
 
 def test_cli_unusable_input_is_a_one_line_error(tmp_path) -> None:
-    assert_one_line_error(run_script("-m", "hpasc.check_submission", tmp_path / "absent.csv"),
+    assert_one_line_error(run_script("-m", "hpasc.submission.check", tmp_path / "absent.csv"),
                           "absent.csv", "does not exist")
     path = tmp_path / "submission.csv"
     write_submission(path, [])
-    assert_one_line_error(run_script("-m", "hpasc.check_submission", path, "--sample-submission",
+    assert_one_line_error(run_script("-m", "hpasc.submission.check", path, "--sample-submission",
                                      tmp_path / "nosample.csv"), "nosample.csv")
 
 

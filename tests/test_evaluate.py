@@ -1,4 +1,4 @@
-"""The competition metric (hpasc.evaluate) on hand-worked cases and end to end.
+"""The competition metric (hpasc.submission.metric) on hand-worked cases and end to end.
 
 Notation in the comments: predictions are listed in descending confidence; P@k is the precision
 after the k-th, R@k the recall; AP = sum over the recall steps of (step) × (envelope precision,
@@ -17,11 +17,11 @@ from pycocotools import mask as coco_mask
 
 from hpasc.classes import parse_labels
 from hpasc.errors import InputError
-from hpasc.evaluate import TruthImage, average_precision, evaluate, read_truth
+from hpasc.submission.metric import TruthImage, average_precision, evaluate, read_truth
 from hpasc.images import read_label_image, write_label_image
-from hpasc.matching import iou_matrix
-from hpasc.rle import encode_cells, encode_mask, text_to_rle
-from hpasc.submission import SubmissionRow, parse_prediction_string, prediction_string, write_submission
+from hpasc.submission.matching import iou_matrix
+from hpasc.submission.rle import encode_cells, encode_mask, text_to_rle
+from hpasc.submission.rows import SubmissionRow, parse_prediction_string, prediction_string, write_submission
 from tests.conftest import assert_one_line_error, run_script
 
 SIZE = 10
@@ -222,7 +222,7 @@ def synthetic(tmp_path_factory) -> Path:
 def test_end_to_end_truth_as_submission_scores_one(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, truth_submission(synthetic))
-    result = run_script("-m", "hpasc.evaluate", "--submission", path, "--truth", synthetic / "truth",
+    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -234,7 +234,7 @@ def test_end_to_end_truth_as_submission_scores_one(synthetic, tmp_path) -> None:
 def test_end_to_end_missing_image_lowers_the_score(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, truth_submission(synthetic)[1:])
-    result = run_script("-m", "hpasc.evaluate", "--submission", path, "--truth", synthetic / "truth",
+    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "1 truth image(s) have no submission row" in result.stderr
@@ -244,9 +244,9 @@ def test_end_to_end_missing_image_lowers_the_score(synthetic, tmp_path) -> None:
 def test_cli_one_line_errors(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, [*truth_submission(synthetic), ("stranger", 256, 256, "")])
-    result = run_script("-m", "hpasc.evaluate", "--submission", path, "--truth", synthetic / "truth")
+    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth")
     assert_one_line_error(result, "stranger", "not in the truth")
-    result = run_script("-m", "hpasc.evaluate", "--submission", tmp_path / "absent.csv",
+    result = run_script("-m", "hpasc.submission.metric", "--submission", tmp_path / "absent.csv",
                         "--truth", synthetic / "truth")
     assert_one_line_error(result, "absent.csv")
 

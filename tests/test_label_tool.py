@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hpasc.label_tool import make_server, open_session
+from hpasc.tools.label_tool import make_server, open_session
 from tests.conftest import REPO, make_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -124,13 +124,13 @@ def _ready(driver_url: str) -> bool:
 
 
 class Tool:
-    """``python -m hpasc.label_tool --port 0`` as a subprocess, and the URL it prints."""
+    """``python -m hpasc.tools.label_tool --port 0`` as a subprocess, and the URL it prints."""
 
     def __init__(self, dataset: Path, out: Path) -> None:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONPATH=path)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hpasc.label_tool", "--dataset", str(dataset), "--class", str(CLASS),
+            [sys.executable, "-m", "hpasc.tools.label_tool", "--dataset", str(dataset), "--class", str(CLASS),
              "--out", str(out), "--port", "0", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()

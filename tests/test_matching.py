@@ -1,4 +1,4 @@
-"""Tests of hpasc.matching: hand-made cases with known IoUs, the edge cases of empty images and
+"""Tests of hpasc.submission.matching: hand-made cases with known IoUs, the edge cases of empty images and
 odd label values, and agreement with a brute-force per-object computation."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from hpasc.matching import MatchResult, iou_matrix, match_instances
+from hpasc.submission.matching import MatchResult, iou_matrix, match_instances
 
 
 def square(shape: tuple[int, int], *boxes: tuple[int, int, int, int, int], dtype=np.int32) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import url_map
 
-from hpasc.download import HttpPolicy
+from hpasc.http import HttpPolicy
 from hpasc.errors import InputError
 from hpasc.models.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
                                        load_pretrained, resolve_pretrained)

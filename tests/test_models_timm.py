@@ -13,11 +13,11 @@ import pytest
 import timm
 import torch
 
-from hpasc.check_submission import check_submission
+from hpasc.submission.check import check_submission
 from hpasc.errors import InputError
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import Pretrained, architecture, create_model
-from hpasc.submission import read_submission
+from hpasc.submission.rows import read_submission
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
 TINY = "test_efficientnet"  # timm's own ~0.1 M-parameter test model
@@ -62,12 +62,12 @@ def test_infer_and_gradcam_work_on_the_timm_backbone(trained: Path, tmp_path: Pa
     assert submission["PredictionString"].str.len().gt(0).all()
 
     cams = tmp_path / "cams"
-    explained = run_script("-m", "hpasc.gradcam", "--checkpoint", checkpoint, "--dataset",
+    explained = run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset",
                            trained / "dataset", "--limit", "2", "--classes", "0", "--out", cams,
                            "--no-progress")
     assert explained.returncode == 0, explained.stderr
     assert len(list(cams.glob("*_c0.png"))) == 2 and (cams / "index.html").is_file()
-    wrong = run_script("-m", "hpasc.gradcam", "--checkpoint", checkpoint, "--dataset", trained / "dataset",
+    wrong = run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset", trained / "dataset",
                        "--limit", "1", "--layer", "conv_head", "--out", tmp_path / "no", "--no-progress")
     assert_one_line_error(wrong, "timm:test_efficientnet has no Grad-CAM layer 'conv_head'", "last_stage")
 

@@ -19,7 +19,7 @@ from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.runtime import CommonOptions
-from hpasc.split import read_split
+from hpasc.cells.split import read_split
 from hpasc.training.data import load_cells
 from hpasc.training.predict import score_rows
 from hpasc.training.targets import read_label_folder

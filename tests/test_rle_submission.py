@@ -1,4 +1,4 @@
-"""The mask encoding (hpasc.rle) and the submission rows (hpasc.submission).
+"""The mask encoding (hpasc.submission.rle) and the submission rows (hpasc.submission.rows).
 
 Speed (this machine, 3072² label image with 100 ellipse cells of 60-200 px radii): encode_cells
 about 70 ms; encode_mask(labels == id) for each cell about 4 s. The speed test below allows 2 s.
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
 
-from hpasc import rle
+from hpasc.submission import rle
 from hpasc.errors import InputError
-from hpasc.submission import (parse_prediction_string, prediction_string, read_sample_submission,
+from hpasc.submission.rows import (parse_prediction_string, prediction_string, read_sample_submission,
                               read_submission, write_submission)
 from tests.conftest import HPA_REAL
 

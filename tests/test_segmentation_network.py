@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.download import HttpPolicy
+from hpasc.http import HttpPolicy
 from hpasc.errors import InputError
 from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
 from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hpasc.images import read_label_image, scan_images
-from hpasc.matching import match_instances
+from hpasc.submission.matching import match_instances
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 

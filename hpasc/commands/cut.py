@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.crop import MODES, CropSettings
-from hpasc.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
+from hpasc.cells.crop import MODES, CropSettings
+from hpasc.cells.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
 
 
 def build_parser() -> argparse.ArgumentParser:

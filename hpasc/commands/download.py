@@ -10,7 +10,8 @@ from pathlib import Path
 
 from hpasc import cli, runtime
 from hpasc.classes import NUM_CLASSES
-from hpasc.download import HttpPolicy, Selection, download_public_hpa
+from hpasc.download import Selection, download_public_hpa
+from hpasc.http import HttpPolicy
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@ Kaggle submission.csv: segmentation (HPA's networks or the classical backend) �
 image_cutter.py's own cropping and border/outlier factors → the ensemble's class scores (Negative =
 1 - max when the models have 18 outputs) → the 4th place's cell/image weighting and factors → one
 row per image with every cell × 19 classes and its RLE mask, in the sample submission's order. The
-result is checked (python -m hpasc.check_submission) before it is kept."""
+result is checked (python -m hpasc.submission.check) before it is kept."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.check_submission import check_submission
+from hpasc.submission.check import check_submission
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
-from hpasc.submission import read_sample_submission, read_submission
+from hpasc.submission.rows import read_sample_submission, read_submission
 
 log = logging.getLogger(__name__)
 

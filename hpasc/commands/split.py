@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.split import SplitSettings, split_dataset, split_folder
+from hpasc.cells.split import SplitSettings, split_dataset, split_folder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,17 +23,17 @@ import numpy as np
 import torch
 
 from hpasc import runtime
-from hpasc.crop import CropSettings
-from hpasc.cutter import cut_image
+from hpasc.cells.crop import CropSettings
+from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
-from hpasc.rle import encode_cells
+from hpasc.submission.rle import encode_cells
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
-from hpasc.submission import SampleSubmission, prediction_string, write_submission
+from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from efficientnet_pytorch.utils import url_map
 from torch import Tensor, nn
 
 from hpasc import weights_cache
-from hpasc.download import FetchError, HttpPolicy
+from hpasc.http import FetchError, HttpPolicy
 from hpasc.errors import InputError
 from hpasc.models.registry import Architecture, Pretrained
 from hpasc.weights_cache import one_line

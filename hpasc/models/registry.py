@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hpasc.download import HttpPolicy
+from hpasc.http import HttpPolicy
 from hpasc.errors import InputError
 
 TIMM_PREFIX = "timm:"

@@ -13,7 +13,7 @@ import numpy as np
 from hpasc import cli
 from hpasc.errors import InputError
 from hpasc.images import read_label_image
-from hpasc.matching import MatchResult, match_instances
+from hpasc.submission.matching import MatchResult, match_instances
 
 
 def compare_folders(truth: Path, pred: Path, truth_suffix: str = "",

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from hpasc import weights_cache
-from hpasc.download import FetchError, HttpPolicy
+from hpasc.http import FetchError, HttpPolicy
 from hpasc.errors import InputError
 from hpasc.segmentation.network import DPNUNet
 from hpasc.weights_cache import one_line

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.classes import parse_labels
-from hpasc.crop import resize_tile
+from hpasc.cells.crop import resize_tile
 from hpasc.errors import InputError
-from hpasc.split import Split
+from hpasc.cells.split import Split
 
 log = logging.getLogger(__name__)
 

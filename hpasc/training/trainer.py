@@ -30,7 +30,7 @@ from hpasc.models import checkpoint as ckpt
 from hpasc.models.registry import Pretrained, architecture, create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
-from hpasc.split import read_split
+from hpasc.cells.split import read_split
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process

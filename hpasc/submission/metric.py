@@ -1,6 +1,6 @@
 """The competition metric on a submission against cell-level truth.
 
-``python -m hpasc.evaluate --submission submission.csv --truth DIR`` reads the truth as the
+``python -m hpasc.submission.metric --submission submission.csv --truth DIR`` reads the truth as the
 synthetic generator writes it (``DIR/{ID}.png`` uint16 cell masks, ``DIR/cells.csv`` with
 ``ID,mask_id,Label``, the cell's classes ``|``-joined) and prints one line per class
 (``class name AP n_truth n_pred``) and, last, ``mAP: <value>``.
@@ -46,8 +46,8 @@ from hpasc import atomic, cli, runtime
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.errors import InputError
 from hpasc.images import read_label_image
-from hpasc.rle import Rle, cell_rles, text_to_rle
-from hpasc.submission import parse_prediction_string, read_submission
+from hpasc.submission.rle import Rle, cell_rles, text_to_rle
+from hpasc.submission.rows import parse_prediction_string, read_submission
 
 log = logging.getLogger(__name__)
 

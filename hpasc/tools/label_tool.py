@@ -1,6 +1,6 @@
 """A local web page for scoring cells of one class 1..5 by eye: manual relabelling.
 
-``python -m hpasc.label_tool --dataset DIR --class C --out relabel/ [--checkpoint CKPT]`` serves,
+``python -m hpasc.tools.label_tool --dataset DIR --class C --out relabel/ [--checkpoint CKPT]`` serves,
 on 127.0.0.1 only, a page that shows the cells of ``DIR`` whose image labels contain class ``C``
 one at a time (a colour composite with per-channel toggles and a contrast slider). Keys 1-5 score
 the cell and move on, ArrowLeft / ArrowRight navigate, ``u`` undoes the last score.
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +42,9 @@ from hpasc.label_files import SCORES, label_lines, read_label_lines
 from hpasc.runtime import CommonOptions
 
 log = logging.getLogger(__name__)
+
+# The page (HTML and its script, no CDN), shipped as package data beside this module.
+PAGE = resources.files("hpasc.tools").joinpath("label_tool.html").read_text(encoding="utf-8")
 
 HOST = "127.0.0.1"  # loopback only: the page writes label files and has no authentication
 CHANNEL_KEYS = "rgby"  # the query letters of CHANNELS (red, green, blue, yellow), in tile order
@@ -293,110 +297,6 @@ def _run(args: argparse.Namespace) -> int:
     with server:
         server.serve_forever()
     return 0
-
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>hpasc label tool</title>
-<style>
-body { font-family: sans-serif; background: #222; color: #eee; margin: 1em; }
-#tile { width: 384px; height: 384px; image-rendering: pixelated; background: #000; display: block; }
-.row { margin: .5em 0; } .key { color: #9cf; } #score { font-size: 1.4em; color: #fc6; }
-</style></head>
-<body>
-<div class="row">cell <b id="cell-id"></b> of image <b id="image-id"></b>
- &middot; labels <span id="labels"></span></div>
-<div class="row">cell <span id="position"></span> &middot; progress <b id="progress"></b> scored
- &middot; score <span id="score">-</span></div>
-<img id="tile" alt="cell tile">
-<div class="row">
- <label><input type="checkbox" data-channel="r" checked> microtubules (red)</label>
- <label><input type="checkbox" data-channel="g" checked> protein (green)</label>
- <label><input type="checkbox" data-channel="b" checked> nucleus (blue)</label>
- <label><input type="checkbox" data-channel="y" checked> ER (yellow)</label>
-</div>
-<div class="row"><label>contrast
- <input id="contrast" type="range" min="0.2" max="5" step="0.1" value="1"></label>
- <span id="contrast-value">1.0</span></div>
-<div class="row"><span class="key">1-5</span> score and next &middot; <span class="key">&larr; &rarr;</span>
- previous / next &middot; <span class="key">u</span> undo the last score</div>
-<script>
-"use strict";
-let index = 0, total = 0;
-// Actions run one after another, so fast key presses reach the server in the order pressed.
-let queue = Promise.resolve();
-function enqueue(action) { queue = queue.then(action).catch(e => console.error(e)); }
-
-async function getJson(url, body) {
-  const init = body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"},
-                                          body: JSON.stringify(body)};
-  const response = await fetch(url, init);
-  if (!response.ok) throw new Error(url + ": " + response.status);
-  return response.json();
-}
-
-function tileUrl() {
-  const channels = [...document.querySelectorAll("input[data-channel]")]
-    .filter(box => box.checked).map(box => box.dataset.channel).join("");
-  const contrast = document.getElementById("contrast").value;
-  return "/tile/" + index + ".png?channels=" + channels + "&contrast=" + contrast;
-}
-
-function loadTile() {
-  return new Promise(resolve => {
-    const img = document.getElementById("tile");
-    img.onload = img.onerror = resolve;
-    img.src = tileUrl();
-  });
-}
-
-async function show(newIndex) {
-  index = Math.max(0, Math.min(total - 1, newIndex));
-  const cell = await getJson("/cell/" + index);
-  document.getElementById("cell-id").textContent = cell.cell_id;
-  document.getElementById("image-id").textContent = cell.image_id;
-  document.getElementById("labels").textContent = cell.labels.join(", ");
-  document.getElementById("position").textContent = (index + 1) + " / " + cell.total;
-  document.getElementById("progress").textContent = cell.scored + " / " + cell.total;
-  document.getElementById("score").textContent = cell.score === null ? "-" : cell.score;
-  await loadTile();
-  document.body.dataset.index = index;
-}
-
-async function score(value) {
-  await getJson("/score", {index: index, score: value});
-  await show(index + 1);
-}
-
-async function undo() {
-  const result = await getJson("/undo", {});
-  await show(result.index === null ? index : result.index);
-}
-
-document.addEventListener("keydown", event => {
-  // The contrast slider keeps its own arrow keys.
-  if (event.target.type === "range" && event.key.startsWith("Arrow")) return;
-  if (event.key >= "1" && event.key <= "5") enqueue(() => score(Number(event.key)));
-  else if (event.key === "ArrowLeft") enqueue(() => show(index - 1));
-  else if (event.key === "ArrowRight") enqueue(() => show(index + 1));
-  else if (event.key === "u") enqueue(undo);
-  else return;
-  event.preventDefault();
-});
-document.querySelectorAll("input[data-channel]").forEach(box => box.addEventListener("change", loadTile));
-document.getElementById("contrast").addEventListener("input", event => {
-  document.getElementById("contrast-value").textContent = Number(event.target.value).toFixed(1);
-  loadTile();
-});
-
-enqueue(async () => {
-  const state = await getJson("/state");
-  total = state.total;
-  await show(state.current);
-  document.body.dataset.ready = "1";
-});
-</script>
-</body></html>
-"""
 
 
 def main(argv: Sequence[str] | None = None) -> None:

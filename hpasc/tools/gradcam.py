@@ -1,7 +1,7 @@
 """Grad-CAM heatmaps of a trained checkpoint over chosen cells: where in a cell the model looks
 when it scores a class.
 
-``python -m hpasc.gradcam --checkpoint C --dataset D --limit 8 --out DIR`` writes, for each cell
+``python -m hpasc.tools.gradcam --checkpoint C --dataset D --limit 8 --out DIR`` writes, for each cell
 and class, ``DIR/{cell_id}_c{class}.png`` (the heatmap over the cell's colour composite, the same
 view as ``python -m hpasc.cellstore export``), an ``index.html`` that shows them in a table, and a
 manifest. A cell's classes are ``--classes`` if given, else its image-level labels, else the

@@ -2,7 +2,7 @@
 
 A PredictionString is space-separated triplets ``{class} {confidence} {mask}``: every cell of the
 image once per class (cell by cell, classes 0..18 within a cell), ``mask`` being the cell's
-:mod:`hpasc.rle` string. Confidences are written with 6 significant digits (``%.6g``: ``1``,
+:mod:`hpasc.submission.rle` string. Confidences are written with 6 significant digits (``%.6g``: ``1``,
 ``0.25``, ``3.1e-05``), enough to keep any ranking a float32 model output implies. An image without
 cells has an empty PredictionString.
 

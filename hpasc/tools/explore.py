@@ -1,6 +1,6 @@
 """An exploratory report of the labels, the cells and the segmentation, as PNGs and one index.html.
 
-``python -m hpasc.explore --labels train.csv --out report/`` writes, from the ``ID,Label`` table:
+``python -m hpasc.tools.explore --labels train.csv --out report/`` writes, from the ``ID,Label`` table:
 
 - ``prevalence.png``: images per class;
 - ``cooccurrence.png``: the 19×19 conditional frequency P(column class | row class), i.e. of the

@@ -1,6 +1,6 @@
 """Check a submission.csv before uploading it.
 
-``python -m hpasc.check_submission submission.csv [--images DIR] [--sample-submission CSV]`` checks:
+``python -m hpasc.submission.check submission.csv [--images DIR] [--sample-submission CSV]`` checks:
 
 - the columns are exactly ``ID,ImageWidth,ImageHeight,PredictionString`` and no ID repeats;
 - widths and heights are positive and, with ``--images``, equal to the images' sizes (read from the
@@ -20,7 +20,7 @@ submission is valid, 1 when not, 2 when a file cannot be read at all. :func:`che
 the same check for a table in memory (infer.py runs it on its own output).
 
 Masks are checked in their run-length form with pycocotools (area, IoU), so no mask is decoded to
-a full-size image; :func:`hpasc.rle.text_to_rle` has verified that each decodes exactly.
+a full-size image; :func:`hpasc.submission.rle.text_to_rle` has verified that each decodes exactly.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from pycocotools import mask as coco_mask
 from hpasc import cli, runtime
 from hpasc.classes import NUM_CLASSES
 from hpasc.images import CHANNELS, read_image_size, scan_images
-from hpasc.rle import text_to_rle
-from hpasc.submission import COLUMNS, parse_prediction_string, read_sample_submission, read_submission
+from hpasc.submission.rle import text_to_rle
+from hpasc.submission.rows import COLUMNS, parse_prediction_string, read_sample_submission, read_submission
 
 MAX_PRINTED = 20
 # Two masks overlapping this much are more likely one cell than two.
