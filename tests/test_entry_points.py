@@ -57,3 +57,14 @@ def test_python_dash_m_works_outside_the_repository(tmp_path: Path) -> None:
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "syn" / "truth" / "cells.csv").is_file()
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Folder layout"):readme.index("## Scaling out")]
+    names = {path.name for path in (REPO / "hpasc").rglob("*") if path.suffix in (".py", ".html", ".yaml")}
+    missing = sorted(name for name in names - {"__init__.py"}
+                     if name not in layout and name.removesuffix(".py") not in layout)
+    assert not missing, f"README's folder layout does not name {missing}"
+    folders = {path.parent.name for path in (REPO / "hpasc").rglob("__init__.py")} - {"hpasc"}
+    assert all(f"{folder}/" in layout for folder in folders)
