@@ -39,6 +39,11 @@ NEGATIVE = 18
 MITOTIC_SPINDLE = 11
 
 
+def is_class_index(value: object) -> bool:
+    """Whether ``value`` is an int (not a bool) naming one of the 19 classes, 0..18."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < NUM_CLASSES
+
+
 def parse_labels(text: object) -> list[int]:
     """Parse ``"8|5|0"`` into ``[8, 5, 0]``; empty or NaN gives ``[]``.
 
@@ -52,7 +57,7 @@ def parse_labels(text: object) -> list[int]:
         if not token:
             continue
         value = int(token)
-        if not 0 <= value < NUM_CLASSES:
+        if not is_class_index(value):
             raise ValueError(f"class index {value} outside 0..{NUM_CLASSES - 1}")
         labels.append(value)
     return labels

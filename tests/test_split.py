@@ -137,7 +137,7 @@ def test_image_table_unions_labels_and_counts_kept_cells(tmp_path: Path) -> None
 @pytest.mark.parametrize("content, message", [
     ("cell_id,image_id,keep\n1,a,True\n", "missing column(s) labels"),
     ("cell_id,image_id,labels,keep\n", "no cells"),
-    ("", "not a readable CSV"),
+    ("", "unreadable cell table"),
     ("image_id,labels,keep\na,1,True\nb,19,True\n", "line 3: bad labels '19'"),
     ("image_id,labels,keep\na,1,True\nb,2,maybe\n", "line 3: keep must be True or False"),
     ("image_id,labels,keep\n,1,True\n", "line 2: empty image_id"),

@@ -42,6 +42,7 @@ import pandas as pd
 
 from hpasc import atomic
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
+from hpasc.cellstore.layout import parse_table, read_text
 from hpasc.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,7 @@ def read_image_table(dataset: str | os.PathLike) -> ImageTable:
         raise InputError(f"dataset folder {dataset} not found: run image_cutter.py first")
     if not path.is_file():
         raise InputError(f"{path} not found: run image_cutter.py first")
-    data = path.read_bytes()
-    try:
-        table = pd.read_csv(io.BytesIO(data), usecols=lambda c: c in _COLUMNS, dtype=str,
-                            keep_default_na=False)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
-    missing = [c for c in _COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    table = parse_table(read_text(path), dict.fromkeys(_COLUMNS, "str"), path, _COLUMNS)
     if table.empty:
         raise InputError(f"{path}: no cells")
 
@@ -135,7 +128,7 @@ def read_image_table(dataset: str | os.PathLike) -> ImageTable:
     used = cells > 0
     return ImageTable(ids=np.asarray(image_ids, dtype=object)[used], labels=labels[used],
                       cells=cells[used], dropped=int((~used).sum()),
-                      sha256=hashlib.sha256(data).hexdigest())
+                      sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 # --- the folds --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,19 +49,29 @@ def read_image_meta(root: Path, image_id: str) -> dict:
     return meta
 
 
-def parse_table(text: str, kinds: dict[str, str], source: Path) -> pd.DataFrame:
+def parse_table(text: str, kinds: dict[str, str], source: Path,
+                required: Sequence[str] = ()) -> pd.DataFrame:
+    """The cell table format (``cells.csv``, and each image's ``rows.csv``): its one parser.
+    ``kinds`` types the columns it names (``store.json``'s "bool", "int", "float", "str"); every
+    column of ``required`` must be there."""
     dtypes = {"bool": "bool", "int": "int64", "float": "float64", "str": "str"}
     try:
-        return pd.read_csv(io.StringIO(text), dtype={c: dtypes[k] for c, k in kinds.items()},
-                           keep_default_na=False,
-                           na_values={c: ["", "nan", "NaN"] for c, k in kinds.items() if k == "float"})
+        table = pd.read_csv(io.StringIO(text), dtype={c: dtypes[k] for c, k in kinds.items()},
+                            keep_default_na=False,
+                            na_values={c: ["", "nan", "NaN"] for c, k in kinds.items() if k == "float"})
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"{source}: unreadable cell table ({exc})".replace("\n", " ")) from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
+    return table
 
 
 def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

@@ -143,10 +143,7 @@ def open_cells(path: str | os.PathLike) -> CellStore:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{root}: missing or unknown {META} (need a version {VERSION} {FORMAT}); "
                          f"run: python -m hpasc.cellstore merge --dataset {root}")
-    table = parse_table(read_text(root / TABLE), meta["columns"], root / TABLE)
-    missing = [c for c in (*REQUIRED_COLUMNS, TILE_INDEX) if c not in table.columns]
-    if missing:
-        raise InputError(f"{root / TABLE}: missing column(s) {', '.join(missing)}")
+    table = parse_table(read_text(root / TABLE), meta["columns"], root / TABLE, (*REQUIRED_COLUMNS, TILE_INDEX))
     merged = set(meta["images"])
     present = done_images(root)
     gone = sorted(merged - present)

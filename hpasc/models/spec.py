@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.classes import NEGATIVE, NUM_CLASSES, is_class_index
 from hpasc.errors import InputError
 from hpasc.weights_cache import one_line
 
@@ -37,7 +37,7 @@ class ModelSpec:
             raise InputError(f"model_spec must be a dict with {', '.join(fields)}")
         outputs = data["outputs"]
         if (not isinstance(outputs, (list, tuple)) or not outputs or len(set(outputs)) != len(outputs)
-                or not all(isinstance(c, int) and 0 <= c < NUM_CLASSES for c in outputs)):
+                or not all(is_class_index(c) for c in outputs)):
             raise InputError(f"model_spec outputs must be distinct class indices 0..{NUM_CLASSES - 1}, "
                              f"not {outputs!r}")
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES
+from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, is_class_index
 from hpasc.synthetic.layout import Cell
 
 # Classes that still make sense on a rounded mitotic cell, whose nucleus has become a
@@ -28,7 +28,7 @@ def choose_classes(rng: np.random.Generator) -> tuple[int, ...]:
 def check_classes(classes: tuple[int, ...]) -> tuple[int, ...]:
     """Forced classes, sorted without repeats, or ValueError where they break the rules."""
     chosen = tuple(sorted({int(c) for c in classes}))
-    if not chosen or not all(0 <= c < NUM_CLASSES for c in chosen):
+    if not chosen or not all(is_class_index(c) for c in chosen):
         raise ValueError(f"classes must be a non-empty set of indices 0..{NUM_CLASSES - 1}")
     if NEGATIVE in chosen and len(chosen) > 1:
         raise ValueError("Negative (18) cannot be combined with other classes")

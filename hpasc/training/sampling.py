@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
+from hpasc.classes import NEGATIVE, NUM_CLASSES, is_class_index, label_matrix
 from hpasc.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _class_index(key: object, where: str) -> int:
     # YAML reads `11:` as an int; a quoted "11" is accepted too since it can only mean the same.
     if isinstance(key, str) and key.strip().isdigit():
         key = int(key)
-    if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < NUM_CLASSES:
+    if not is_class_index(key):
         raise InputError(f"{where}: {key!r} is not a class index 0..{NUM_CLASSES - 1}")
     return key
 

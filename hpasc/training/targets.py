@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from hpasc import atomic
-from hpasc.classes import NUM_CLASSES, label_matrix
+from hpasc.classes import NUM_CLASSES, is_class_index, label_matrix
 from hpasc.errors import InputError
 from hpasc.label_files import SCORES, label_lines, read_label_lines
 
@@ -144,7 +144,7 @@ def read_label_folder(folder: str | os.PathLike, score_map: ScoreMap | None = No
             logger.warning("ignoring %s: label files are named {class}.txt", path)
             continue
         class_index = int(match.group(1))
-        if not 0 <= class_index < NUM_CLASSES:
+        if not is_class_index(class_index):
             raise InputError(f"{path}: class {class_index} outside 0..{NUM_CLASSES - 1}")
         if class_index in labels:
             raise InputError(f"{path}: a second label file for class {class_index}")
@@ -225,7 +225,7 @@ def write_label_folder(folder: str | os.PathLike, labels: LabelSet) -> None:
     """Write ``{class}.txt`` per class (sorted by cell id, each atomically) for :func:`read_label_folder`."""
     folder = Path(folder)
     for class_index, cells in sorted(labels.items()):
-        if not 0 <= class_index < NUM_CLASSES:
+        if not is_class_index(class_index):
             raise ValueError(f"class {class_index} outside 0..{NUM_CLASSES - 1}")
         text = label_lines((cell_id, format_soft(cells[cell_id])) for cell_id in sorted(cells))
         atomic.write_text(folder / f"{class_index}.txt", text)
