@@ -33,8 +33,9 @@ from hpasc.inference.ensemble_file import read_ensemble, write_ensemble
 
 # Pinned requirements that Kaggle's Python image lacks (or may hold at another version), with the
 # dependencies of theirs that it lacks too; torch, torchvision, numpy, pandas, scipy, opencv,
-# scikit-image, scikit-learn, pillow, tqdm, PyYAML and matplotlib come with the image.
-KAGGLE_MISSING = ("efficientnet-pytorch", "pycocotools", "zarr", "numcodecs", "donfig", "google-crc32c",
+# scikit-image, scikit-learn, pillow, tqdm, PyYAML, matplotlib, huggingface-hub and safetensors come
+# with the image. timm is shipped at our pin: a timm backbone's state_dict keys follow its version.
+KAGGLE_MISSING = ("efficientnet-pytorch", "timm", "pycocotools", "zarr", "numcodecs", "donfig", "google-crc32c",
                   "imagecodecs", "tifffile", "iterative-stratification", "grad-cam", "ttach")
 MODELS = "models"
 ENSEMBLE = "ensemble.yaml"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from hpasc import weights_cache
 from hpasc.http import FetchError, HttpPolicy
 from hpasc.errors import InputError
-from hpasc.models.registry import Architecture, Pretrained
+from hpasc.models.architecture import Architecture, Pretrained
 from hpasc.weights_cache import one_line
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import timm
 from torch import nn
 
 from hpasc.errors import InputError
-from hpasc.models.registry import TIMM_PREFIX, Architecture, Pretrained
+from hpasc.models.architecture import TIMM_PREFIX, Architecture, Pretrained
 from hpasc.weights_cache import one_line
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from hpasc import atomic
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
-from hpasc.models.registry import Pretrained, architecture, create_model
+from hpasc.models.architecture import Pretrained
+from hpasc.models.registry import architecture, create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
 from hpasc.cells.split import read_split
