@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cli, images, synthetic  # noqa: E402
-from hpasc.submission.matching import match_instances  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.submission.matching import match_instances  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
 

@@ -41,8 +41,8 @@ from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.submission.rle import encode_cells  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.submission.rle import encode_cells  # noqa: E402
 from hpasc.submission.rows import prediction_string  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"

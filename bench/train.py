@@ -30,9 +30,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import cli, runtime  # noqa: E402
-from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.cells.crop import CropSettings  # noqa: E402
 from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
+from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.images import scan_images  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from hpasc import atomic, cli, runtime
+from hpasc.cells.split import read_split
 from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
-from hpasc.cells.split import read_split
 from hpasc.training.targets import LabelSet, write_label_folder
 
 log = logging.getLogger(__name__)

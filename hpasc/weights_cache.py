@@ -17,8 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hpasc import atomic
-from hpasc.http import HttpPolicy, fetch
 from hpasc.errors import InputError
+from hpasc.http import HttpPolicy, fetch
 
 log = logging.getLogger(__name__)
 

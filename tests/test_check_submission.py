@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.submission.check import check_submission, read_image_sizes
 from hpasc.errors import InputError
 from hpasc.images import write_channel
+from hpasc.submission.check import check_submission, read_image_sizes
 from hpasc.submission.rle import encode_cells, encode_mask
 from hpasc.submission.rows import COLUMNS, prediction_string, read_submission, write_submission
 from tests.conftest import assert_one_line_error, run_script

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hpasc.cells.crop import Box, CropSettings, cell_boxes, crop_cell, crop_cells, pad_to_square
-from hpasc.cells.factors import CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training, outlier_factors
+from hpasc.cells.factors import (CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training,
+                                 outlier_factors)
 
 
 def ramp_image(height: int = 64, width: int = 80) -> np.ndarray:

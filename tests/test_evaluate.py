@@ -17,9 +17,9 @@ from pycocotools import mask as coco_mask
 
 from hpasc.classes import parse_labels
 from hpasc.errors import InputError
-from hpasc.submission.metric import TruthImage, average_precision, evaluate, read_truth
 from hpasc.images import read_label_image, write_label_image
 from hpasc.submission.matching import iou_matrix
+from hpasc.submission.metric import TruthImage, average_precision, evaluate, read_truth
 from hpasc.submission.rle import encode_cells, encode_mask, text_to_rle
 from hpasc.submission.rows import SubmissionRow, parse_prediction_string, prediction_string, write_submission
 from tests.conftest import assert_one_line_error, run_script

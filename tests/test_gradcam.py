@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hpasc.tools.gradcam import cam_for_tile
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
+from hpasc.tools.gradcam import cam_for_tile
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
 SIZE, SQUARE = 64, 12

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.submission.check import check_submission
 from hpasc.images import CHANNELS, read_label_image, write_png
+from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
 from tests.conftest import assert_one_line_error, make_dataset, run_script

@@ -13,11 +13,11 @@ import pytest
 import timm
 import torch
 
-from hpasc.submission.check import check_submission
 from hpasc.errors import InputError
-from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.architecture import Pretrained
+from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture, create_model
+from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_submission
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 

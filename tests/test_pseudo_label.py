@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
+from hpasc.cells.split import read_split
 from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.runtime import CommonOptions
-from hpasc.cells.split import read_split
 from hpasc.training.data import load_cells
 from hpasc.training.predict import score_rows
 from hpasc.training.targets import read_label_folder

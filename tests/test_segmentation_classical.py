@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hpasc import images, synthetic
-from hpasc.submission.matching import match_instances
 from hpasc.segmentation.classical import segment_classical
+from hpasc.submission.matching import match_instances
 
 # The targets are mean >= 0.90 and each >= 0.80 (measured: 1.0, 1.0, 0.89, 0.90); the tests hold a
 # looser mean so that they do not fail on a one-cell change.

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.http import HttpPolicy
 from hpasc.errors import InputError
+from hpasc.http import HttpPolicy
 from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
 from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
                                         load_hpa_model, load_hpa_state_dict, resolve_weights)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpasc.cells.split import TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split, split_dataset
 from hpasc.classes import NUM_CLASSES, read_label_table
 from hpasc.errors import InputError
-from hpasc.cells.split import (TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split, split_dataset)
 from tests.conftest import assert_one_line_error, run_script
 
 FOLDS = 5

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from hpasc import cellstore, runtime
-from hpasc.classes import format_labels, read_label_table
 from hpasc.cells.crop import CropSettings, crop_cells
-from hpasc.errors import InputError
 from hpasc.cells.factors import border_factors, keep_for_training, outlier_factors
+from hpasc.classes import format_labels, read_label_table
+from hpasc.errors import InputError
 from hpasc.images import read_label_image, scan_images, stack_channels
 from hpasc.workers import collect_failures, process_pool
 

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from hpasc import atomic
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.cellstore.layout import parse_table, read_text
+from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.submission.check import check_submission
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
+from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels,
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
-from hpasc.submission.rle import encode_cells
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
+from hpasc.submission.rle import encode_cells
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
 

@@ -19,8 +19,8 @@ from efficientnet_pytorch.utils import url_map
 from torch import Tensor, nn
 
 from hpasc import weights_cache
-from hpasc.http import FetchError, HttpPolicy
 from hpasc.errors import InputError
+from hpasc.http import FetchError, HttpPolicy
 from hpasc.models.architecture import Architecture, Pretrained
 from hpasc.weights_cache import one_line
 

@@ -24,7 +24,7 @@ from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_i
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
 from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
-from hpasc.segmentation.weights import (CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, resolve_weights)
+from hpasc.segmentation.weights import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, resolve_weights
 from hpasc.workers import bounded_map, collect_failures, failure_reason, process_pool
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from hpasc import weights_cache
-from hpasc.http import FetchError, HttpPolicy
 from hpasc.errors import InputError
+from hpasc.http import FetchError, HttpPolicy
 from hpasc.segmentation.network import DPNUNet
 from hpasc.weights_cache import one_line
 

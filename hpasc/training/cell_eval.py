@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from hpasc import cli, runtime
+from hpasc.cells.split import read_split
 from hpasc.classes import CLASS_NAMES, NEGATIVE
 from hpasc.errors import InputError
-from hpasc.submission.metric import read_truth_table
 from hpasc.models.checkpoint import build_model, load_checkpoint
-from hpasc.cells.split import read_split
+from hpasc.submission.metric import read_truth_table
 from hpasc.training.data import CELL_SETS, load_cells
 from hpasc.training.metrics import class_average_precision, mean_average_precision
 from hpasc.training.predict import score_rows

@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hpasc.cells.crop import resize_tile
+from hpasc.cells.split import Split
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.classes import parse_labels
-from hpasc.cells.crop import resize_tile
 from hpasc.errors import InputError
-from hpasc.cells.split import Split
 
 log = logging.getLogger(__name__)
 

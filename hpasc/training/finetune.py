@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
-from hpasc.cells.split import read_split
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
 from hpasc.training.engine import Engine, place_model

@@ -25,13 +25,13 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hpasc import atomic
+from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.architecture import Pretrained
 from hpasc.models.registry import architecture, create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
-from hpasc.cells.split import read_split
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process
