@@ -41,7 +41,14 @@ if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ];
         hpasc_keep=(--keep-torch)
     fi
     PYTHON=python "$hpasc_root/scripts/install_requirements.sh" "${hpasc_keep[@]}" "$hpasc_requirements"
-    # The project itself, editable: its hpasc-* commands and `python -m hpasc...` work from any folder.
-    python -m pip install --quiet --no-deps --editable "$hpasc_root"
     echo "$hpasc_stamp" >"$hpasc_venv/.requirements-stamp"
+    hpasc_installed=""  # pyproject.toml may have changed: install the project again below
+else
+    hpasc_installed=$(cd / && python -c 'import hpasc, os; print(os.path.dirname(os.path.dirname(hpasc.__file__)))' \
+        2>/dev/null || true)
+fi
+# The project itself, editable: its hpasc-* commands and `python -m hpasc...` work from any folder.
+# Installed again when it is missing or points at another checkout (a venv shared via HPASC_VENV).
+if [ "$hpasc_installed" != "$hpasc_root" ]; then
+    python -m pip install --quiet --no-deps --editable "$hpasc_root"
 fi
