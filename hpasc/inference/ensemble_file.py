@@ -93,7 +93,8 @@ def _check_sum(weights: Sequence[float], where: str) -> None:
 
 def _normalised(weights: Sequence[float], where: str) -> list[float]:
     _check_sum(weights, where)
-    return [w / sum(weights) for w in weights]
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 def _member(entry: object, folder: Path, where: str) -> Member:

@@ -28,6 +28,15 @@ class Pretrained:
     policy: HttpPolicy = HttpPolicy()
     progress: bool = True
 
+    @property
+    def weights_file(self) -> Path | None:
+        """The weights file ``source`` names (None for "auto" and "none"); InputError if it is missing."""
+        if self.source in ("auto", "none"):
+            return None
+        if not Path(self.source).is_file():
+            raise InputError(f"{self.source}: ImageNet weights file does not exist")
+        return Path(self.source)
+
 
 @dataclass(frozen=True)
 class Architecture:

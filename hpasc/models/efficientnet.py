@@ -9,8 +9,8 @@ training starts from scratch with one warning instead of failing.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,28 +31,22 @@ _HEAD = "_fc."
 _RGB = 3
 
 
-def _build(arch: str) -> Callable[[int, int, int], nn.Module]:
-    def build(num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
-        # The static "same" padding is computed for tile_size, which also keeps the model exportable.
-        # BatchNorm momentum 0.1 (PyTorch's default) instead of the TensorFlow port's 0.01: the
-        # running statistics then settle within ~50 steps, so short runs (CPU, fine-tuning) validate
-        # sensibly; over the thousands of steps of a full run the two give the same statistics.
-        return EfficientNet.from_name(arch, in_channels=in_channels, num_classes=num_outputs,
-                                      image_size=tile_size, batch_norm_momentum=0.9)
-
-    return build
+def _build(arch: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
+    # The static "same" padding is computed for tile_size, which also keeps the model exportable.
+    # BatchNorm momentum 0.1 (PyTorch's default) instead of the TensorFlow port's 0.01: the running
+    # statistics then settle within ~50 steps, so short runs (CPU, fine-tuning) validate sensibly;
+    # over the thousands of steps of a full run the two give the same statistics.
+    return EfficientNet.from_name(arch, in_channels=in_channels, num_classes=num_outputs,
+                                  image_size=tile_size, batch_norm_momentum=0.9)
 
 
-def _initialise(arch: str) -> Callable[[nn.Module, int, Pretrained], str | None]:
-    def initialise(model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
-        weights = resolve_pretrained(pretrained.source, arch, cache_dir=pretrained.cache_dir,
-                                     base_url=pretrained.base_url, download=pretrained.download,
-                                     policy=pretrained.policy, progress=pretrained.progress)
-        if weights is not None:
-            load_pretrained(model, arch, weights, in_channels)
-        return None if weights is None else str(weights)
-
-    return initialise
+def _initialise(arch: str, model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
+    weights = resolve_pretrained(pretrained.source, arch, cache_dir=pretrained.cache_dir,
+                                 base_url=pretrained.base_url, download=pretrained.download,
+                                 policy=pretrained.policy, progress=pretrained.progress)
+    if weights is not None:
+        load_pretrained(model, arch, weights, in_channels)
+    return None if weights is None else str(weights)
 
 
 # Grad-CAM targets, all at the final, coarsest resolution: the 1×1 head convolution (the default),
@@ -62,7 +56,8 @@ _CAM_LAYERS = {"conv_head": lambda model: model._conv_head, "last_block": lambda
 
 
 def _entry(arch: str, default_tile_size: int) -> Architecture:
-    return Architecture(arch, default_tile_size, _build(arch), _initialise(arch), _CAM_LAYERS)
+    return Architecture(arch, default_tile_size, functools.partial(_build, arch),
+                        functools.partial(_initialise, arch), _CAM_LAYERS)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -169,12 +164,8 @@ def resolve_pretrained(spec: str, arch: str, *, cache_dir: Path | None = None, b
     which must exist.
     """
     _architecture(arch)
-    if spec == "none":
-        return None
     if spec != "auto":
-        if not Path(spec).is_file():
-            raise InputError(f"{spec}: ImageNet weights file does not exist")
-        return Path(spec)
+        return Pretrained(spec).weights_file
     name = IMAGENET_URLS[arch].rsplit("/", 1)[-1]
     cached = Path(cache_dir if cache_dir is not None else default_cache_dir()) / name
     if cached.is_file():

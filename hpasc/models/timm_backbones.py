@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 
 import timm
 from torch import nn
@@ -31,9 +30,7 @@ def _build(name: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.
 def _initialise(name: str, model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
     if pretrained.source == "none":
         return None
-    weights_file = None if pretrained.source == "auto" else Path(pretrained.source)
-    if weights_file is not None and not weights_file.is_file():
-        raise InputError(f"{weights_file}: ImageNet weights file does not exist")
+    weights_file = pretrained.weights_file
     overlay = {"file": str(weights_file)} if weights_file else None
     try:
         donor = timm.create_model(name, pretrained=True, num_classes=model.num_classes, in_chans=in_channels,
