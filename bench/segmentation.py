@@ -3,10 +3,10 @@
 1. the classical backend: s/image on one core and its F1 against HPA's masks (bench/classical.py);
 2. label_cell: ours, and HPA's side by side when its code is importable (bench/label_cell.py);
 3. HPA backend, CPU work per image in a worker (HPA's scaling + restoring + label_cell);
-4. the DPN-UNet networks: ms/image per batch size, on CUDA in float32 and in float16 autocast
-   with channels-last when a GPU is present, else on the CPU (batch 1 only; slow).
-The networks' speed does not depend on their weights, so random weights are used.
-Usage: python bench/segmentation.py [--hpa-path DIR] [--batch-sizes 1,8,32] [--skip-components]
+4. the DPN-UNet networks on the CPU: ms/image at batch 1, float32 (slow). Their speed does not
+   depend on their weights, so random weights are used. The CUDA figures (batch sizes, autocast
+   dtypes, channels-last) are bench/gpu/'s.
+Usage: python bench/segmentation.py [--hpa-path DIR] [--skip-components]
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc.images import scan_images  # noqa: E402
+from hpasc.models.precision import Precision  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402
 from hpasc.segmentation.postprocess import label_cell  # noqa: E402
@@ -70,41 +70,20 @@ def cpu_work_per_image() -> None:
               f"  label_cell {done - restored_at:5.2f} s  total {total:5.2f} s")
 
 
-def network_speed(batch_sizes: list[int]) -> None:
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    name = torch.cuda.get_device_name() if cuda else "CPU"
-    print(f"\n## DPN-UNet nuclei + cell networks, 512² inputs (a 2048² image at scale 0.25), {name}")
+def network_speed() -> None:
+    print("\n## DPN-UNet nuclei + cell networks on the CPU, 512² inputs (a 2048² image at scale 0.25)")
     prepared = prepare(scan_images(REAL).read(scan_images(REAL).ids[0]))
-    variants = [("float16 autocast + channels-last", True), ("float32", False)]
-    variants = variants if cuda else variants[1:]
-    sizes = batch_sizes if cuda else [1]
-    for label, mixed_precision in variants:
-        networks = HpaNetworks(DPNUNet(), DPNUNet(), device, mixed_precision)
-        for batch_size in sizes:
-            batch = [prepared] * batch_size
-            networks(batch)  # warm-up: cuDNN autotuning, allocation
-            if cuda:
-                torch.cuda.synchronize()
-            repeats = 3 if cuda else 1
-            start = time.perf_counter()
-            for _ in range(repeats):
-                networks(batch)
-            if cuda:
-                torch.cuda.synchronize()
-            per_image = (time.perf_counter() - start) / repeats / batch_size
-            print(f"{label:34s} batch {batch_size:3d}  {per_image * 1000:8.1f} ms/image")
-        del networks
-        if cuda:
-            torch.cuda.empty_cache()
+    networks = HpaNetworks(DPNUNet(), DPNUNet(), "cpu", Precision("float32", channels_last=False))
+    networks([prepared])  # warm-up: allocation
+    start = time.perf_counter()
+    networks([prepared])
+    print(f"float32 batch 1  {(time.perf_counter() - start) * 1000:8.1f} ms/image")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hpa-path", default=None, help="folder holding HPA's hpacellseg package")
-    parser.add_argument("--batch-sizes", default="1,8,32",
-                        help="comma-separated network batch sizes (GPU only)")
     parser.add_argument("--skip-components", action="store_true",
                         help="only the HPA-backend CPU work and network timings")
     args = parser.parse_args()
@@ -112,7 +91,7 @@ def main() -> None:
         component("classical.py", "--synthetic", "0")
         component("label_cell.py", *(["--hpa-path", args.hpa_path] if args.hpa_path else []))
     cpu_work_per_image()
-    network_speed([int(b) for b in args.batch_sizes.split(",")])
+    network_speed()
 
 
 if __name__ == "__main__":

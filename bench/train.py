@@ -1,5 +1,5 @@
 """What feeds training and how fast it trains: loader tiles/s per worker, augmentation tiles/s,
-and B0 training images/s at 512 px (CPU; CUDA with and without mixed precision when present).
+and B0 training images/s at 512 px, on the CPU (the CUDA figures are bench/gpu/'s).
 
 Input: a cell store cut at 512 px by image_cutter.py from the real HPA samples in
 ../shared/data/hpa_real (their HPA masks), in a temporary folder. Figures:
@@ -8,11 +8,11 @@ Input: a cell store cut at 512 px by image_cutter.py from the real HPA samples i
   ``--workers`` processes, batch 32, uint16 tiles (what a training step receives). Per worker:
   the same with one worker. Workers only decompress; augmentation runs on the training device.
 - augmentation: ``augment_batch`` on a batch of 32 at 512 px with ``-p`` (the costliest recipe), on
-  the CPU (all cores) and on CUDA when present.
+  the CPU (all cores).
 - training: forward + backward + Adam step of EfficientNet-B0 (4 channels, 18 outputs) on random
-  batches at 512 px, channels-last and float16 autocast on CUDA (and without autocast).
+  batches at 512 px, float32.
 
-Usage: python bench/train.py [--workers 2] [--batches 20] [--cpu-batch 8] [--cuda-batch 64]
+Usage: python bench/train.py [--workers 2] [--batches 20] [--cpu-batch 8]
 """
 
 from __future__ import annotations
@@ -68,52 +68,36 @@ def loader_rate(cells: CellSet, workers: int, batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def augment_rate(device: torch.device, repeats: int = 3) -> float:
-    batch = torch.rand(32, 4, 512, 512, device=device)
+def augment_rate(repeats: int = 3) -> float:
+    batch = torch.rand(32, 4, 512, 512)
     settings = AugmentSettings.from_flags(False, True)
     generator = torch.Generator().manual_seed(0)
     augment_batch(batch, settings, generator)
-    _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         augment_batch(batch, settings, generator)
-    _sync(device)
     return repeats * 32 / (time.perf_counter() - start)
 
 
-def train_rate(device: torch.device, batch: int, steps: int, mixed_precision: bool) -> float:
-    model = create_model("efficientnet-b0", 18).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+def train_rate(batch: int, steps: int) -> float:
+    model = create_model("efficientnet-b0", 18)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
     loss_fn = create_loss("bce")
-    x = torch.rand(batch, 4, 512, 512, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.rand(batch, 18, device=device)
+    x = torch.rand(batch, 4, 512, 512)
+    y = torch.rand(batch, 18)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=mixed_precision):
-            loss = loss_fn(model(x), y).mean()
+        loss = loss_fn(model(x), y).mean()
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss.backward()
+        optimizer.step()
 
     for _ in range(2):
         step()
-    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
     return steps * batch / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -123,7 +107,6 @@ def main() -> None:
                         help="loader worker processes for the many-worker figure")
     parser.add_argument("--batches", type=cli.positive_int, default=20, help="timed loader batches")
     parser.add_argument("--cpu-batch", type=cli.positive_int, default=8, help="training batch on the CPU")
-    parser.add_argument("--cuda-batch", type=cli.positive_int, default=64, help="training batch on CUDA")
     parser.add_argument("--steps", type=cli.positive_int, default=3, help="timed training steps (CPU)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,18 +118,9 @@ def main() -> None:
         print(f"loader, {args.workers:2d} workers        {many:8.1f} tiles/s "
               f"({many / args.workers:.1f} per worker)")
     torch.set_num_threads(os.cpu_count() or 1)
-    cpu = torch.device("cpu")
-    print(f"augment -p, CPU ({torch.get_num_threads()} threads) {augment_rate(cpu):8.1f} tiles/s")
-    print(f"train B0 512 px, CPU       {train_rate(cpu, args.cpu_batch, args.steps, False):8.2f} images/s "
+    print(f"augment -p, CPU ({torch.get_num_threads()} threads) {augment_rate():8.1f} tiles/s")
+    print(f"train B0 512 px, CPU       {train_rate(args.cpu_batch, args.steps):8.2f} images/s "
           f"(batch {args.cpu_batch}, float32)")
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        name = torch.cuda.get_device_name()
-        print(f"augment -p, {name}  {augment_rate(gpu, 10):8.1f} tiles/s")
-        for amp in (True, False):
-            rate = train_rate(gpu, args.cuda_batch, 20, amp)
-            print(f"train B0 512 px, {name}, {'float16 autocast' if amp else 'float32'}: "
-                  f"{rate:8.1f} images/s (batch {args.cuda_batch}, channels-last)")
 
 
 if __name__ == "__main__":

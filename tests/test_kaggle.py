@@ -152,6 +152,20 @@ def test_overwrite_and_segmentation_weights(ensemble: Path, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "weights"]
 
 
+def test_bundle_from_a_plain_member_list(ensemble: Path, tmp_path: Path) -> None:
+    """``members: [path.pt]``, the form infer.py accepts and run_pipeline.sh writes."""
+    shutil.copytree(ensemble.parent, tmp_path / "ens")
+    plain = tmp_path / "ens" / "plain.yaml"
+    plain.write_text("groups:\n  - members: [models/b0-bce-1.pt, finetuned/b0-bce-1.pt]\n")
+    result = bundle(tmp_path / "out", "-e", plain, "--no-requirement-wheels")
+    assert result.returncode == 0, result.stderr
+    rewritten = yaml.safe_load((tmp_path / "out" / "ensemble.yaml").read_text())
+    bundled = [m["checkpoint"] for g in rewritten["groups"] for m in g["members"]]
+    assert len(bundled) == 2
+    for source, target in zip(["models/b0-bce-1.pt", "finetuned/b0-bce-1.pt"], bundled, strict=True):
+        assert sha256(tmp_path / "out" / target) == sha256(tmp_path / "ens" / source)
+
+
 def test_a_missing_checkpoint_leaves_no_bundle(ensemble: Path, tmp_path: Path) -> None:
     broken = json.loads(json.dumps(ENSEMBLE))
     broken["groups"][1]["members"].append({"checkpoint": "models/missing.pt"})

@@ -171,6 +171,7 @@ def test_settings_round_trip_and_recipes() -> None:
         AugmentSettings(resize_range=(0, 10))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu_for_the_same_seed() -> None:
     x = torch.rand(8, 4, 64, 64)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpasc import cli, runtime
 from hpasc.inference.stage import InferSettings, infer_folder
+from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the ensemble's raw scores (no cell/image weighting, no factors)")
     parser.add_argument("--save-masks", type=Path, default=None, metavar="DIR",
                         help="also write each image's cell label image to DIR/{ID}.png")
-    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA (default: float16 autocast)")
+    add_precision_flag(parser)
     add_segmentation_flags(parser)
     return parser
 
@@ -51,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = InferSettings(backend=args.backend, models=model_files_from_args(args),
                              batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
                              tta=args.tta, postprocessing=not args.no_postprocessing,
-                             save_masks=args.save_masks, mixed_precision=not args.no_amp)
+                             save_masks=args.save_masks, precision=precision_from_args(args))
     options = runtime.CommonOptions.from_args(args)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
     failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)

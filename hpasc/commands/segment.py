@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
+from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
 
 
@@ -25,14 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
                         help="images per network batch (hpa backend)")
     add_segmentation_flags(parser)
+    add_precision_flag(parser)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
     backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
-                                     args.batch_size,
-                                     runtime.CommonOptions.from_args(args))
+                                     args.batch_size, runtime.CommonOptions.from_args(args),
+                                     precision_from_args(args))
     for folder in filter(None, (args.cells, args.nuclei)):
         runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK

@@ -9,6 +9,7 @@ from torch import nn
 from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.inference.ensemble_file import Ensemble
 from hpasc.models.checkpoint import build_model, load_checkpoint
+from hpasc.models.precision import Precision
 from hpasc.models.scoring import prepare_batch, to_probabilities
 from hpasc.models.spec import ModelSpec
 
@@ -16,14 +17,12 @@ from hpasc.models.spec import ModelSpec
 class LoadedEnsemble:
     """The members' models on a device; ``__call__`` scores a batch of uint16 tiles."""
 
-    def __init__(self, ensemble: Ensemble, device: torch.device, mixed_precision: bool = True,
+    def __init__(self, ensemble: Ensemble, device: torch.device, precision: Precision = Precision(),
                  tta: bool = False) -> None:
-        self.device = device
-        self.autocast = device.type == "cuda" and mixed_precision
-        self.tta = tta
+        self.device, self.precision, self.tta = device, precision, tta
         self.models: list[tuple[nn.Module, ModelSpec, float]] = []
         for member in ensemble.members:
-            model, spec = build_model(load_checkpoint(member.checkpoint), device)
+            model, spec = build_model(load_checkpoint(member.checkpoint), device, precision)
             self.models.append((model, spec, member.weight))
         self.tile_size = max(spec.tile_size for _, spec, _ in self.models)
         self.derive_negative = not any(spec.negative_head for _, spec, _ in self.models)
@@ -34,10 +33,10 @@ class LoadedEnsemble:
         total = torch.zeros(len(tiles), NUM_CLASSES, device=self.device)
         with torch.inference_mode():
             for model, spec, weight in self.models:
-                batch = prepare_batch(tiles, spec, self.device)
+                batch = prepare_batch(tiles, spec, self.device, self.precision)
                 views = [batch, batch.flip(-1), batch.flip(-2)] if self.tta else [batch]
                 for view in views:
-                    with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+                    with self.precision.autocast(self.device):
                         logits = model(view)
                     total += to_probabilities(logits, spec) * (weight / len(views))
         if self.derive_negative:

@@ -30,6 +30,7 @@ from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels,
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
+from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
 from hpasc.submission.rle import encode_cells
@@ -48,7 +49,7 @@ class InferSettings:
     tta: bool = False
     postprocessing: bool = True
     save_masks: Path | None = None
-    mixed_precision: bool = True
+    precision: Precision = Precision()
 
 
 @dataclass
@@ -155,7 +156,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
         raise InputError(f"{images}: no images to predict")
     backend = choose_backend(settings.backend, settings.models)
     device = torch.device(runtime.resolve_device(options.device))
-    loaded = LoadedEnsemble(ensemble, device, settings.mixed_precision, settings.tta)
+    loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
     log.info("%d images, %d checkpoints, %s segmentation, %d px tiles, on %s", len(ids),
              len(ensemble.members), backend, loaded.tile_size, device)
     if settings.save_masks is not None:
@@ -167,7 +168,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     with process_pool(options.workers) as pool:
         if backend == "hpa":
             finish = functools.partial(_network_job, folder, loaded.tile_size, settings.save_masks)
-            networks = load_networks(settings.models, options)
+            networks = load_networks(settings.models, options, settings.precision)
             pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
                                        predictor)
             failures |= pipeline.run(present)

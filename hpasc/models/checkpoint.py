@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from hpasc import atomic
 from hpasc.errors import InputError
+from hpasc.models.precision import Precision
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.weights_cache import one_line
@@ -138,9 +139,10 @@ def _misfits(state: object, expected: dict[str, Tensor]) -> list[str]:
     return problems
 
 
-def build_model(checkpoint: dict[str, Any],
-                device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """The checkpoint's model with its weights, on ``device``, in eval mode, and its spec.
+def build_model(checkpoint: dict[str, Any], device: str | torch.device = "cpu",
+                precision: Precision = Precision()) -> tuple[nn.Module, ModelSpec]:
+    """The checkpoint's model with its weights, on ``device`` in ``precision``'s memory layout, in
+    eval mode, and its spec.
 
     Raises InputError if ``model_spec`` is invalid or ``model_state`` does not fit it.
     """
@@ -154,10 +156,8 @@ def build_model(checkpoint: dict[str, Any],
         raise InputError(f"the checkpoint's model_state does not fit its model_spec: "
                          f"{'; '.join(problems[:3])}{more}")
     model.load_state_dict(state, strict=True)
-    model = model.to(device).eval()
-    if torch.device(device).type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # as scoring.prepare_batch lays out the input
-    return model, spec
+    # The memory layout scoring.prepare_batch gives the input.
+    return model.to(device, memory_format=precision.memory_format(device)).eval(), spec
 
 
 def checkpoint_path(save_dir: str | os.PathLike, name: str, epoch: int) -> Path:

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.models.precision import Precision
 from hpasc.models.spec import ModelSpec
 
 
-def prepare_batch(tiles: Tensor, spec: ModelSpec, device: str | torch.device) -> Tensor:
+def prepare_batch(tiles: Tensor, spec: ModelSpec, device: str | torch.device,
+                  precision: Precision = Precision()) -> Tensor:
     """(B, C, S, S) integer tiles → float32 model input on ``device``: scaled by ``spec.scale`` and
-    resized (antialiased bilinear) to ``spec.tile_size``; channels-last on CUDA."""
+    resized (antialiased bilinear) to ``spec.tile_size``, in ``precision``'s memory layout."""
     if tiles.dim() != 4 or tiles.shape[1] != spec.in_channels:
         raise ValueError(f"expected (B, {spec.in_channels}, S, S) tiles, got {tuple(tiles.shape)}")
     # Copy the integers, half or a quarter the bytes of floats, and convert on the device.
@@ -29,9 +31,7 @@ def prepare_batch(tiles: Tensor, spec: ModelSpec, device: str | torch.device) ->
     if tuple(batch.shape[-2:]) != (spec.tile_size, spec.tile_size):
         batch = F.interpolate(batch, size=(spec.tile_size, spec.tile_size), mode="bilinear",
                               align_corners=False, antialias=True)
-    if batch.device.type == "cuda":
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
+    return batch.contiguous(memory_format=precision.memory_format(batch.device))
 
 
 def to_probabilities(logits: Tensor, spec: ModelSpec) -> Tensor:
@@ -44,22 +44,20 @@ def to_probabilities(logits: Tensor, spec: ModelSpec) -> Tensor:
 
 
 def score_tiles(model: nn.Module, spec: ModelSpec, tiles_iterable: Iterable[Tensor],
-                device: str | torch.device, mixed_precision: bool = True) -> np.ndarray:
+                device: str | torch.device, precision: Precision = Precision()) -> np.ndarray:
     """The (N, 19) float32 probabilities of every tile in the batches of ``tiles_iterable``.
 
-    The model runs in eval mode (its previous mode is restored afterwards), under float16
-    autocast on CUDA when ``mixed_precision``.
+    The model runs in eval mode (its previous mode is restored afterwards), under ``precision``
+    (autocast and memory layout apply on CUDA only).
     """
-    device_type = torch.device(device).type
-    autocast = device_type == "cuda" and mixed_precision
     was_training = model.training
     model.eval()
     scores = [np.zeros((0, NUM_CLASSES), dtype=np.float32)]
     try:
         with torch.inference_mode():
             for tiles in tiles_iterable:
-                batch = prepare_batch(tiles, spec, device)
-                with torch.autocast(device_type=device_type, dtype=torch.float16, enabled=autocast):
+                batch = prepare_batch(tiles, spec, device, precision)
+                with precision.autocast(device):
                     logits = model(batch)
                 scores.append(to_probabilities(logits, spec).cpu().numpy())
     finally:

@@ -21,10 +21,13 @@ import numpy as np
 
 from hpasc import runtime
 from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_image
+from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
+from hpasc.segmentation.predict import HpaNetworks
 from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
-from hpasc.segmentation.weights import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, resolve_weights
+from hpasc.segmentation.weights import (CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, load_hpa_model,
+                                        resolve_weights)
 from hpasc.workers import bounded_map, collect_failures, failure_reason, process_pool
 
 log = logging.getLogger(__name__)
@@ -120,7 +123,8 @@ def choose_backend(requested: str, models: ModelFiles) -> str:
 
 
 def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFiles,
-                   batch_size: int, options: runtime.CommonOptions) -> tuple[str, list[str]]:
+                   batch_size: int, options: runtime.CommonOptions,
+                   precision: Precision = Precision()) -> tuple[str, list[str]]:
     """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
     folder = scan_images(images)
@@ -129,7 +133,7 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
     failures = folder.incomplete_reasons(options.shard.select)
     if todo:
-        networks = load_networks(models, options) if backend == "hpa" else None
+        networks = load_networks(models, options, precision) if backend == "hpa" else None
         with process_pool(options.workers) as pool:
             if networks is None:
                 failures |= _run_classical(todo, folder, outputs, pool, options)
@@ -141,15 +145,11 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     return backend, sorted(failures)
 
 
-def load_networks(models: ModelFiles, options: runtime.CommonOptions):
-    # torch is imported here, not at module level, so the classical backend never loads it.
-    from hpasc.segmentation.predict import HpaNetworks
-    from hpasc.segmentation.weights import load_hpa_model
-
+def load_networks(models: ModelFiles, options: runtime.CommonOptions, precision: Precision) -> HpaNetworks:
     device = runtime.resolve_device(options.device)
     paths = models.resolve(options.progress)
     return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
-                       load_hpa_model(paths[CELL_WEIGHTS], device), device)
+                       load_hpa_model(paths[CELL_WEIGHTS], device), device, precision)
 
 
 def _classical_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:

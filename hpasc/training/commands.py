@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hpasc import cli
 from hpasc.errors import InputError
+from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.models.registry import architecture, short_name
 from hpasc.runtime import CommonOptions, write_manifest
 from hpasc.training import distributed
@@ -19,7 +20,7 @@ from hpasc.training.trainer import Runtime, TrainConfig, train
 
 
 def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None = None) -> None:
-    """``-c``, ``-b``, ``-r``/``-p``, label folders and ``--no-amp``. With ``defaults_from`` (the
+    """``-c``, ``-b``, ``-r``/``-p``, label folders and ``--precision``. With ``defaults_from`` (the
     finetuner), ``-c`` and the augmentation default to that checkpoint's own."""
     inherited = f" (default: {defaults_from}'s own)" if defaults_from else ""
     parser.add_argument("-c", "--criterion", choices=sorted(LOSSES), default=None if defaults_from else "bce",
@@ -45,9 +46,7 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
         parser.add_argument("--score-map", type=Path, default=None, metavar="YAML",
                             help="score -> soft label map ({default: {1: 0.0, ...}, classes: "
                                  "{11: {3: 0.8}}}); default 1:0.0 2:0.2 3:0.7 4:0.9 5:1.0")
-    parser.add_argument("--no-amp", action="store_true",
-                        help="train in float32 on CUDA (mixed precision is the default there; CPU runs "
-                             "always use float32)")
+    add_precision_flag(parser)
 
 
 def augment_from_args(args: argparse.Namespace) -> AugmentSettings | None:
@@ -60,7 +59,7 @@ def augment_from_args(args: argparse.Namespace) -> AugmentSettings | None:
 def runtime_from_args(args: argparse.Namespace) -> Runtime:
     options = CommonOptions.from_args(args)
     return Runtime(options=options, process=distributed.start(options.device),
-                   resume=getattr(args, "resume", False), mixed_precision=not args.no_amp,
+                   resume=getattr(args, "resume", False), precision=precision_from_args(args),
                    pretrained_url=getattr(args, "pretrained_url", None))
 
 

@@ -1,5 +1,7 @@
 """One process or many: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK, and the same training code
-runs under DistributedDataParallel (NCCL on CUDA, Gloo on CPU) without any flag."""
+runs under DistributedDataParallel (NCCL on CUDA, Gloo on CPU) without any flag. Under torchrun the
+process group is joined even by a single process, so ``--nproc_per_node 1`` runs the DDP path
+that more processes run."""
 
 from __future__ import annotations
 
@@ -20,14 +22,12 @@ class Process:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    distributed: bool = False
+    """Launched by torchrun: in a process group, the model wrapped in DDP."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
     def barrier(self) -> None:
         if self.distributed:
@@ -50,7 +50,7 @@ def start(device_name: str) -> Process:
     """Join the torchrun process group when launched by torchrun, else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = torch.device(resolve_device(device_name))
-    if world_size == 1:
+    if "LOCAL_RANK" not in os.environ:
         return Process(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -60,7 +60,7 @@ def start(device_name: str) -> Process:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    return Process(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, distributed=True)
 
 
 def stop(process: Process) -> None:

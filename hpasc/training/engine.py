@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from hpasc.models.precision import Precision
 from hpasc.models.scoring import prepare_batch, to_probabilities
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
@@ -34,12 +35,11 @@ class Engine:
     loss: str
     augment: AugmentSettings
     process: Process
-    mixed_precision: bool = True
+    precision: Precision = Precision()
 
     def __post_init__(self) -> None:
         self.loss_fn = create_loss(self.loss)
-        self.autocast = self.device.type == "cuda" and self.mixed_precision
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_scaler(self.device))
 
     @property
     def device(self) -> torch.device:
@@ -50,10 +50,10 @@ class Engine:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
     def _inputs(self, tiles: torch.Tensor) -> torch.Tensor:
-        return prepare_batch(tiles, self.spec, self.device)
+        return prepare_batch(tiles, self.spec, self.device, self.precision)
 
     def _forward(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+        with self.precision.autocast(self.device):
             return model(batch)
 
     def train_epoch(self, loader: DataLoader, targets: torch.Tensor, generator: torch.Generator,
@@ -66,8 +66,7 @@ class Engine:
             if self.process.is_main else loader
         for step, (tiles, indices) in enumerate(batches):
             batch = augment_batch(self._inputs(tiles), self.augment, generator)
-            if self.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = batch.contiguous(memory_format=self.precision.memory_format(self.device))
             loss = self.loss_fn(self._forward(self.model, batch), targets[indices].to(self.device)).mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -106,11 +105,9 @@ class Engine:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
-def place_model(model: nn.Module, process: Process) -> nn.Module:
-    """``model`` on the process's device (channels-last on CUDA), DDP-wrapped when distributed."""
-    model = model.to(process.device)
-    if process.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+def place_model(model: nn.Module, process: Process, precision: Precision) -> nn.Module:
+    """``model`` on the process's device in ``precision``'s layout, DDP-wrapped when distributed."""
+    model = model.to(process.device, memory_format=precision.memory_format(process.device))
     if process.distributed:
         device_ids = [process.device.index] if process.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)

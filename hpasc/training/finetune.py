@@ -88,9 +88,9 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
 
     loss = config.loss or args["loss"]
     augment = config.augment or AugmentSettings.from_dict(args["augment"])
-    model = place_model(model, runtime.process)
+    model = place_model(model, runtime.process, runtime.precision)
     engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=config.lr), None, loss, augment,
-                    runtime.process, runtime.mixed_precision)
+                    runtime.process, runtime.precision)
     batches = EpochBatches(config.batch_size, drop_last=False)
     batches.set_indices(rows[runtime.process.rank::runtime.process.world_size])
     loader = create_loader(TileDataset(cells, spec.tile_size), batches, runtime.options.workers,

@@ -30,6 +30,7 @@ from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.architecture import Pretrained
 from hpasc.models.registry import architecture, create_model
+from hpasc.models.precision import Precision
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
 from hpasc.training.augment import AugmentSettings
@@ -85,7 +86,7 @@ class Runtime:
     options: CommonOptions
     process: Process
     resume: bool = False
-    mixed_precision: bool = True
+    precision: Precision = Precision()
     pretrained_url: str | None = None
 
 
@@ -147,13 +148,13 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
     else:
         _initialise(model, config, runtime)
     spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size)
-    model = place_model(model, runtime.process)
+    model = place_model(model, runtime.process, runtime.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs - 1, 1),
                                                            eta_min=config.min_lr)
     engine = Engine(model, spec, optimizer, scheduler, config.loss, config.augment, runtime.process,
-                    runtime.mixed_precision)
+                    runtime.precision)
     if resumed is not None:
         engine.load_training_state(resumed["training_state"])
     return engine

@@ -1,0 +1,416 @@
+"""The CUDA benchmarks of bench/gpu/run.sh, on synthetic 2048² images generated on the device.
+
+Sections (each appends its rows to --results, a JSON-lines file; ``--table`` prints them all):
+
+- ``networks``: HPA's nuclei + cell DPN-UNets (random weights: their speed does not depend on
+  them) on 512² inputs (a 2048² image at HPA's scale 0.25), images/s per batch size, per autocast
+  dtype, channels-last on and off; host-to-device input and device-to-host softmax included.
+- ``segmentator``: the segmentator stage (``segment_folder``) over 64 images with 16 workers; the
+  networks run for real, then their output is swapped for realistic maps made from each image's
+  known masks (``hpasc.synthetic.predictions``), so ``label_cell`` does a real image's work.
+  GPU busy % sampled through NVML.
+- ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
+  channels-last, torch.compile), of the Engine's step (uint16 tiles in, augmentation on the GPU),
+  and of the loader alone with 16 workers over a cell store cut from the synthetic images.
+- ``inference``: ``infer_folder`` with HPA's segmentation (as in ``segmentator``) and 7 B0
+  checkpoints at 512 px, seconds per 2048² image with 16 and with 2 workers.
+
+Usage: python bench/gpu/measure.py SECTION... --work DIR --results FILE | --table FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from hpasc import runtime  # noqa: E402
+from hpasc.images import read_label_image, scan_images  # noqa: E402
+from hpasc.inference import stage as infer_stage  # noqa: E402
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
+from hpasc.models.registry import create_model  # noqa: E402
+from hpasc.models.spec import ModelSpec  # noqa: E402
+from hpasc.segmentation import stage as seg_stage  # noqa: E402
+from hpasc.segmentation.network import DPNUNet  # noqa: E402
+from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
+from hpasc.segmentation.scaling import NetworkInput, prepare  # noqa: E402
+from hpasc.synthetic.predictions import predictions_from_masks  # noqa: E402
+from hpasc.training.augment import AugmentSettings  # noqa: E402
+from hpasc.training.distributed import Process  # noqa: E402
+from hpasc.training.engine import Engine, place_model  # noqa: E402
+from hpasc.training.losses import create_loss  # noqa: E402
+
+BASE_IMAGES = 8  # distinct synthetic images; the rest of a folder are copies under new IDs
+SECTIONS = ("networks", "segmentator", "training", "inference")
+# CUDA is what this measures; the CPU only lets a dry run with tiny sizes check the script.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Results:
+    """Rows appended as they are measured, so a run cut short keeps what it measured."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, section: str, what: str, value: float, unit: str, note: str = "") -> None:
+        row = {"section": section, "what": what, "value": round(value, 3), "unit": unit, "note": note}
+        print(f"{section:12s} {what:58s} {value:10.2f} {unit:10s} {note}", flush=True)
+        with self.path.open("a") as file:
+            file.write(json.dumps(row) + "\n")
+
+
+def print_table(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print("\n| section | what | value | unit | note |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['section']} | {row['what']} | {row['value']:g} | {row['unit']} | {row['note']} |")
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Seconds per call of ``step``, after ``warmup`` calls (cuDNN autotuning, allocation)."""
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+class GpuBusy:
+    """The share of NVML samples (every 20 ms) in which the GPU was running a kernel."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception as exc:  # no NVML: the figure is reported as nan
+            print(f"NVML unavailable: {exc}")
+            self.nvml = None
+        self.samples: list[int] = []
+        self.running = False
+
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        self.samples, self.running = [], self.nvml is not None
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self.running = False
+            thread.join()
+
+    def _sample(self) -> None:
+        while self.running:
+            self.samples.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+            time.sleep(0.02)
+
+    @property
+    def percent(self) -> float:
+        return float(np.mean(self.samples)) if self.samples else float("nan")
+
+
+# ---------------------------------------------------------------- data made on the device
+
+def synthetic_images(work: Path, count: int) -> Path:
+    """``work/images{count}``: BASE_IMAGES synthetic 2048² images drawn in parallel, linked
+    ``count`` times in all under new IDs, and their cell masks under the same IDs in
+    ``work/masks{count}``."""
+    base = work / "base"
+    if not base.is_dir():
+        jobs = [subprocess.Popen([sys.executable, "-m", "hpasc.synthetic", "-o", str(base / f"s{seed}"), "-n", "1",
+                                  "--size", "2048", "--seed", str(seed), "--no-progress"], cwd=REPO)
+                for seed in range(BASE_IMAGES)]
+        assert all(job.wait() == 0 for job in jobs)
+    folder = work / f"images{count}"
+    if not folder.is_dir():
+        masks = work / f"masks{count}"
+        folder.mkdir()
+        masks.mkdir()
+        sources = sorted(base.glob("s*/*_red.png"))
+        for index in range(count):
+            source = sources[index % len(sources)]
+            stem = source.name.removesuffix("_red.png")
+            for channel in ("red", "green", "blue", "yellow"):
+                os.link(source.with_name(f"{stem}_{channel}.png"), folder / f"{stem}-{index}_{channel}.png")
+            os.link(source.parent / "truth" / f"{stem}.png", masks / f"{stem}-{index}.png")
+    return folder
+
+
+def _key(prepared: NetworkInput) -> bytes:
+    return hashlib.sha1(np.ascontiguousarray(prepared.nuclei[0, ::17, ::13]).tobytes()).digest()
+
+
+def realistic_maps(work: Path) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+    """Network-sized softmax stand-ins of each base image, keyed by its prepared input."""
+    maps = {}
+    for red in sorted((work / "base").glob("s*/*_red.png")):
+        image_id = red.name.removesuffix("_red.png")
+        prepared = prepare(scan_images(red.parent).read(image_id))
+        truth = red.parent / "truth"
+        cells = read_label_image(truth / f"{image_id}.png")
+        nuclei = read_label_image(truth / "nuclei" / f"{image_id}.png")
+        height, width = prepared.nuclei.shape[1:]
+        maps[_key(prepared)] = tuple(
+            cv2.resize(m, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1).astype(np.float32) / 255
+            for m in predictions_from_masks(cells, nuclei, np.random.default_rng(0)))
+    return maps
+
+
+class RealisticNetworks(HpaNetworks):
+    """HPA's networks run for real; their output is then replaced by realistic maps."""
+
+    maps: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, batch: list[NetworkInput]) -> tuple[np.ndarray, np.ndarray]:
+        super().__call__(batch)
+        pairs = [self.maps[_key(prepared)] for prepared in batch]
+        return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])
+
+
+def realistic_loader(work: Path, load_real: Callable[..., HpaNetworks] = seg_stage.load_networks
+                     ) -> Callable[..., HpaNetworks]:
+    """A stand-in for ``load_networks`` (bound before any patching) giving RealisticNetworks."""
+    RealisticNetworks.maps = realistic_maps(work)
+
+    def load(models: seg_stage.ModelFiles, options: runtime.CommonOptions, precision: Precision) -> HpaNetworks:
+        real = load_real(models, options, precision)
+        return RealisticNetworks(real.nuclei_model, real.cell_model, DEVICE, precision)
+    return load
+
+
+def random_weights(work: Path) -> Path:
+    path = work / "random_dpn_unet.pth"
+    if not path.is_file():
+        torch.manual_seed(0)
+        torch.save(DPNUNet().state_dict(), path)
+    return path
+
+
+# ---------------------------------------------------------------- sections
+
+def networks(results: Results, work: Path, batch_sizes: list[int]) -> None:
+    folder = scan_images(synthetic_images(work, BASE_IMAGES))
+    prepared = prepare(folder.read(folder.ids[0]))
+    torch.manual_seed(0)
+    nuclei, cells = DPNUNet(), DPNUNet()
+    reference = HpaNetworks(nuclei, cells, DEVICE, Precision("float32", channels_last=False))([prepared])
+    for dtype in PRECISIONS:
+        for channels_last in (True, False):
+            nets = HpaNetworks(nuclei, cells, DEVICE, Precision(dtype, channels_last))
+            difference = max(np.abs(a - b).max() for a, b in zip(nets([prepared]), reference))
+            for batch_size in batch_sizes:
+                batch = [prepared] * batch_size
+                seconds = timed(lambda: nets(batch), repeats=max(2, 32 // batch_size))
+                results.add("networks", f"{dtype}, channels-last {'on' if channels_last else 'off'}, "
+                            f"batch {batch_size}", batch_size / seconds, "images/s",
+                            f"max |p - p(float32)| {difference:.4f}")
+
+
+def segmentator(results: Results, work: Path, workers: int, batch_sizes: list[int], dtype: str,
+                count: int) -> None:
+    images = synthetic_images(work, count)
+    weights = random_weights(work)
+    models = seg_stage.ModelFiles(nuclei=weights, cells=weights)
+    original, seg_stage.load_networks = seg_stage.load_networks, realistic_loader(work)
+    busy = GpuBusy()
+    try:
+        for batch_size in batch_sizes:
+            out = work / f"seg-{batch_size}"
+            options = runtime.CommonOptions(workers=workers, device=DEVICE, overwrite=True, progress=False)
+            with busy.sampling():
+                start = time.perf_counter()
+                _, failed = seg_stage.segment_folder(images, seg_stage.Outputs(out), "hpa", models, batch_size,
+                                                     options, Precision(dtype))
+                seconds = time.perf_counter() - start
+            assert not failed, failed
+            cells = np.mean([read_label_image(p).max() for p in sorted(out.glob("*.png"))[:8]])
+            results.add("segmentator", f"{workers} workers, batch {batch_size}, {dtype}", count / seconds,
+                        "images/s", f"GPU busy {busy.percent:.0f} %, {cells:.0f} cells/image, incl. loading")
+    finally:
+        seg_stage.load_networks = original
+
+
+def model_step_rate(batch: int, precision: Precision, compiled: bool, steps: int = 10) -> float:
+    device = torch.device(DEVICE)
+    model = create_model("efficientnet-b0", 18).to(device, memory_format=precision.memory_format(device))
+    step_model = torch.compile(model) if compiled else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler(device))
+    loss_fn = create_loss("bce")
+    x = torch.rand(batch, 4, 512, 512, device=device).contiguous(memory_format=precision.memory_format(device))
+    y = torch.rand(batch, 18, device=device)
+
+    def step() -> None:
+        with precision.autocast(device):
+            loss = loss_fn(step_model(x), y).mean()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return batch / timed(step, steps, warmup=3 if compiled else 2)
+
+
+def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
+    """Engine.train_epoch on uint16 tiles already in memory: prepare, augment -p, step."""
+    process = Process(device=torch.device(DEVICE))
+    model = place_model(create_model("efficientnet-b0", 18), process, precision)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 512)
+    engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=3e-4), None, "bce",
+                    AugmentSettings.from_flags(False, True), process, precision)
+    tiles = torch.randint(0, 65535, (batch, 4, 512, 512), dtype=torch.int32).to(torch.uint16)
+    tiles = tiles.pin_memory() if DEVICE == "cuda" else tiles  # as the loader pins them
+    loader = [(tiles, torch.arange(batch))] * steps
+    targets = torch.rand(batch, 18)
+    options = runtime.CommonOptions(progress=False)
+    generator = torch.Generator().manual_seed(0)
+    return batch / timed(lambda: engine.train_epoch(loader, targets, generator, options, ""), 1) * steps
+
+
+def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int = 40) -> tuple[float, int]:
+    from hpasc.cellstore import open_cells
+    from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader
+
+    dataset = work / "dataset"
+    if not (dataset / "cells.csv").is_file():
+        images = synthetic_images(work, count)
+        subprocess.run([sys.executable, "image_cutter.py", "-i", str(images), "-m", str(work / f"masks{count}"),
+                        "-o", str(dataset), "--size", "512", "--no-labels", "--workers", str(workers),
+                        "--no-progress"],
+                       cwd=REPO, check=True)
+    store = open_cells(dataset)
+    table = store.table.assign(store=0, row=np.arange(len(store)), label_list=[[0]] * len(store))
+    cells = CellSet([store], table)
+    sampler = EpochBatches(batch, drop_last=True)
+    sampler.set_indices(np.random.default_rng(0).integers(0, len(cells), (batches + 4) * batch))
+    loader = iter(create_loader(TileDataset(cells, 512), sampler, workers, pin_memory=DEVICE == "cuda"))
+    for _ in range(4):
+        next(loader)  # workers started, queues primed
+    start = time.perf_counter()
+    count = sum(len(indices) for _, indices in loader)
+    return count / (time.perf_counter() - start), len(cells)
+
+
+def training(results: Results, work: Path, workers: int, batch: int, compile_too: bool, count: int) -> None:
+    torch.backends.cudnn.benchmark = True
+    for dtype, channels_last in (("float16", True), ("float16", False), ("bfloat16", True), ("float32", True)):
+        rate = model_step_rate(batch, Precision(dtype, channels_last), compiled=False)
+        results.add("training", f"B0 512 px model step, {dtype}, channels-last "
+                    f"{'on' if channels_last else 'off'}, batch {batch}", rate, "images/s")
+    for dtype in ("float16", "bfloat16"):
+        rate = engine_rate(batch, Precision(dtype))
+        results.add("training", f"B0 512 px Engine step (uint16 in, augment -p), {dtype}", rate, "images/s")
+    rate, cells = loader_rate(work, workers, batch, count)
+    results.add("training", f"loader alone, {workers} workers, 512 px tiles", rate, "tiles/s", f"{cells} cells")
+    if compile_too:
+        for dtype in ("float16", "bfloat16"):
+            start = time.perf_counter()
+            rate = model_step_rate(batch, Precision(dtype), compiled=True)
+            results.add("training", f"B0 512 px model step, {dtype}, torch.compile, batch {batch}", rate,
+                        "images/s", f"incl. {time.perf_counter() - start:.0f} s compiling")
+
+
+def ensemble_file(work: Path, members: int) -> Path:
+    folder = work / "ensemble"
+    folder.mkdir(exist_ok=True)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 512)
+    lines = ["groups:", "  - members:"]
+    for number in range(members):
+        torch.manual_seed(number)
+        model = create_model("efficientnet-b0", 18, tile_size=512).eval()
+        save_checkpoint(folder / f"m{number}.pt", make_checkpoint(model, spec, 1, [], {}))
+        lines.append(f"      - m{number}.pt")
+    (folder / "ensemble.yaml").write_text("\n".join(lines) + "\n")
+    return folder / "ensemble.yaml"
+
+
+def inference(results: Results, work: Path, runs: list[tuple[int, int]], dtype: str, members: int) -> None:
+    weights = random_weights(work)
+    ensemble = ensemble_file(work, members)
+    settings = infer_stage.InferSettings(backend="hpa", models=seg_stage.ModelFiles(nuclei=weights, cells=weights),
+                                         segmentation_batch=8, precision=Precision(dtype))
+    original, infer_stage.load_networks = infer_stage.load_networks, realistic_loader(work)
+    busy = GpuBusy()
+    try:
+        for workers, count in runs:
+            images = synthetic_images(work, count)
+            options = runtime.CommonOptions(workers=workers, device=DEVICE, progress=False)
+            with busy.sampling():
+                start = time.perf_counter()
+                failed = infer_stage.infer_folder(images, ensemble, work / f"sub-{workers}.csv", None, settings,
+                                                  options)
+                seconds = time.perf_counter() - start
+            assert not failed, failed
+            results.add("inference", f"infer_folder, {members} x B0 512 px + HPA seg, {workers} workers, {dtype}",
+                        seconds / count, "s/image", f"{count} images, GPU busy {busy.percent:.0f} %, incl. loading")
+    finally:
+        infer_stage.load_networks = original
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help=f"any of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/hpasc-gpu"), help="scratch folder")
+    parser.add_argument("--results", type=Path, default=None, help="JSON-lines file the rows are appended to")
+    parser.add_argument("--table", type=Path, default=None, help="print the rows of this file as a table")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-sizes", default="1,4,8,16,32", help="network batch sizes")
+    parser.add_argument("--dtype", default="float16", choices=PRECISIONS, help="for the pipeline runs")
+    parser.add_argument("--train-batch", type=int, default=64)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--images", type=int, default=64, help="images of the segmentator and inference runs")
+    args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.table:
+        print_table(args.table)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = Results(args.results or args.work / "results.jsonl")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    for section in args.sections or SECTIONS:
+        started = time.perf_counter()
+        try:
+            if section == "networks":
+                networks(results, args.work, batch_sizes)
+            elif section == "segmentator":
+                segmentator(results, args.work, args.workers, [8, 16], args.dtype, args.images)
+            elif section == "training":
+                training(results, args.work, args.workers, args.train_batch, args.compile, args.images)
+            elif section == "inference":
+                inference(results, args.work, [(args.workers, args.images), (2, max(args.images * 3 // 8, 1))],
+                          args.dtype, 7)
+        except Exception:  # one broken section must not cost the others' figures
+            traceback.print_exc()
+            results.add(section, "FAILED (traceback above)", float("nan"), "")
+        print(f"# {section}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""How every network runs on CUDA: the autocast dtype and the memory layout, one rule for all.
+
+float16 autocast needs a GradScaler when training (its small gradients underflow); bfloat16 has
+float32's range and needs none. On the CPU everything runs in float32 with the default layout:
+CPU autocast would be slower and change the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+PRECISIONS = ("float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """``dtype``: the autocast dtype on CUDA (``float32``: no autocast); ``channels_last``: the
+    models and their inputs in channels-last memory on CUDA (faster convolutions on tensor cores)."""
+
+    dtype: str = "float16"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
+
+    def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
+        device = torch.device(device)
+        if device.type != "cuda" or self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.dtype])
+
+    def needs_scaler(self, device: torch.device | str) -> bool:
+        return torch.device(device).type == "cuda" and self.dtype == "float16"
+
+    def memory_format(self, device: torch.device | str) -> torch.memory_format:
+        cuda = torch.device(device).type == "cuda"
+        return torch.channels_last if cuda and self.channels_last else torch.contiguous_format
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` (and ``--no-amp``, its float32 shorthand) for the stages that run networks."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--precision", choices=PRECISIONS, default=Precision.dtype,
+                       help="autocast dtype on CUDA (default: %(default)s; float32: no autocast); "
+                            "CPU runs always use float32")
+    group.add_argument("--no-amp", dest="precision", action="store_const", const="float32",
+                       help="same as --precision float32")
+
+
+def precision_from_args(args: argparse.Namespace) -> Precision:
+    return Precision(args.precision)
