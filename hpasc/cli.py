@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
 from hpasc.errors import InputError
@@ -117,3 +117,23 @@ def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namesp
         print("interrupted; re-run the same command to continue", file=sys.stderr)
         status = EXIT_INTERRUPTED
     sys.exit(status)
+
+
+Subcommand = tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int | None], str]
+"""(its parser's factory, its stage function, a one-line help)."""
+
+
+def dispatch(prog: str, description: str, commands: dict[str, Subcommand], argv: Sequence[str] | None) -> None:
+    """``prog COMMAND ...``: run the named subcommand's stage on its own parser's arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        top = argparse.ArgumentParser(prog=prog, description=description)
+        top.add_argument("command", choices=list(commands),
+                         help="; ".join(f"{name}: {entry[2]}" for name, entry in commands.items()))
+        top.parse_args(argv[:1])
+        return
+    make_parser, stage, _ = commands[argv[0]]
+    parser = make_parser()
+    parser.prog = f"{prog} {argv[0]}"
+    run(stage, parser.parse_args(argv[1:]))
+

@@ -73,6 +73,15 @@ def read_public_csv(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+def antibody_of_images(path: str | os.PathLike) -> dict[str, str]:
+    """Public image id → its antibody (the folder before the image in its URL, e.g.
+    ``.../10005/1926_D2_1``), for the images outside the Kaggle train set."""
+    table = read_public_csv(path)
+    public = table[~table["in_trainset"]]
+    antibodies = public["Image"].astype(str).map(lambda url: url.rstrip("/").rsplit("/", 2)[-2])
+    return dict(zip(public["ID"], antibodies, strict=True))
+
+
 def map_locations(names: object) -> str:
     """``"Cytosol,Vesicles"`` → ``"16|17"``; locations outside the competition are dropped."""
     if not isinstance(names, str):

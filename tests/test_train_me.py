@@ -4,6 +4,7 @@ command lines, checkpoints and metrics, resume after SIGKILL, torchrun, bad inpu
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -78,6 +79,36 @@ def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
     again = run_script("finetuner.py", "-l", "models/b0-bce-2.pt", "-s", "finetuned", "--no-progress",
                        cwd=workdir, env=offline_env(workdir))
     assert again.returncode == 0 and "exists, skipped" in again.stderr
+
+
+def fourth_place_folder(root: Path) -> Path:
+    """A folder laid out as the 4th place's, naming cells of the synthetic dataset."""
+    cells = pd.read_csv(root / "dataset" / "cells.csv")["cell_id"].tolist()
+    folder = root / "theirs"
+    for sub in ("relabel", "validation", "auto-relabel"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "relabel" / "1.txt").write_text("".join(f"{c} 5\n" for c in cells[:6]))
+    (folder / "validation" / "2.txt").write_text("".join(f"{c} 4\n" for c in cells[-10:]))
+    (folder / "validation" / "8.txt").write_text("".join(f"{c} 2\n" for c in cells[-14:-10]))
+    (folder / "auto-relabel" / "0.p").write_bytes(pickle.dumps(set(cells[6:20])))
+    return folder
+
+
+def test_the_4th_place_folder_trains_and_finetunes_with_its_validation_set(workdir: Path) -> None:
+    theirs = fourth_place_folder(workdir)
+    result = train(workdir, "-s", "theirs-models", "-n", "t", *FAST, "--epochs", "1", "--relabel", str(theirs))
+    assert result.returncode == 0, result.stderr
+    assert "the 4th place's labels" in result.stderr and "14 validation cells" in result.stderr
+    assert "validation files choose the validation cells" in result.stderr
+    checkpoint = load_checkpoint(workdir / "theirs-models" / "t-1.pt")
+    assert checkpoint["args"]["labels"]["recipe"] == "auto"
+    tuned = run_script("finetuner.py", "-l", "theirs-models/t-1.pt", "-s", "theirs-tuned", "--workers", "1",
+                       "--no-progress", cwd=workdir, env=offline_env(workdir))
+    assert tuned.returncode == 0, tuned.stderr
+    assert "fine-tuning on 14 validation cells (14 relabelled" in tuned.stderr
+    wrong = train(workdir, "-s", "theirs-models", "-n", "w", *FAST, "--relabel", str(HPA_REAL / "relabel_example"),
+                  "--label-recipe", "4th-place")
+    assert_one_line_error(wrong, "relabel_example is not laid out as theirs")
 
 
 def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:

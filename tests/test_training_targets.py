@@ -64,7 +64,7 @@ def test_bad_score_maps_are_input_errors(tmp_path: Path, text: str, problem: str
         read_score_map(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("line", ["a_1 3 extra", "a_1", "a_1 0", "a_1 6", "a_1 -1", "a_1 1.5", "a_1 -0.1",
+@pytest.mark.parametrize("line", ["a_1 3 extra", "a_1", "a_1 6", "a_1 -1", "a_1 1.5", "a_1 -0.1",
                                   "a_1 x", "a_1 nan", "a_1 inf"])
 def test_malformed_lines_name_file_and_line(tmp_path: Path, line: str) -> None:
     path = write(tmp_path, "3.txt", f"a_0 2\n\n{line}\n")
@@ -88,6 +88,11 @@ def test_other_files_are_ignored_and_bad_classes_rejected(tmp_path: Path, caplog
         read_label_folder(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         read_label_folder(tmp_path / "missing")
+
+
+def test_score_zero_is_a_score(tmp_path: Path) -> None:
+    write(tmp_path, "3.txt", "a_0 0\na_1 1\n")  # SPEC: scores 0..5, as the 4th place's files use them
+    assert read_label_folder(tmp_path) == {3: {"a_0": 0.0, "a_1": 0.0}}
 
 
 def test_real_4th_place_relabel_files() -> None:

@@ -1,5 +1,5 @@
 """Small pure parts of the training loop: early stopping, the tile size, the fine-tuning sample,
-epoch seeds, and the metrics CSV."""
+epoch seeds, the validation AP over counted pairs, and the metrics CSV."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hpasc.training.finetune import finetune_sample
-from hpasc.training.metrics import write_metrics_csv
+from hpasc.training.metrics import class_average_precision, write_metrics_csv
 from hpasc.training.trainer import epoch_seed, resolve_tile_size, stopped_early
 
 
@@ -55,3 +55,13 @@ def test_metrics_csv_has_one_row_per_epoch_and_blank_undefined_ap(tmp_path) -> N
     assert table["epoch"].tolist() == [1, 2]
     assert math.isnan(table["val_map"][0]) and table["val_map"][1] == 0.5
     assert table["ap_3"][1] == 0.75 and table["ap_4"].isna().all()
+
+
+def test_average_precision_counts_only_the_marked_pairs() -> None:
+    probabilities = np.zeros((4, 19))
+    probabilities[:, 1] = [0.9, 0.8, 0.7, 0.1]
+    targets = np.array([[0.0], [1.0], [1.0], [0.0]])
+    assert class_average_precision(probabilities, targets, [1])[1] < 1.0  # the 0.9 negative ranks first
+    counted = np.array([[False], [True], [True], [True]])  # that cell's class 1 is not measured
+    assert class_average_precision(probabilities, targets, [1], counted) == {1: 1.0}
+    assert class_average_precision(probabilities, targets, [1], ~counted) == {}  # no positive left

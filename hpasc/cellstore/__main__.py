@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,18 +89,7 @@ COMMANDS = {"export": (_export_parser, _export, "write PNGs of chosen cells"),
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        top = argparse.ArgumentParser(prog="python -m hpasc.cellstore",
-                                      description="Tools for a cell dataset folder (the cell store).")
-        top.add_argument("command", choices=list(COMMANDS),
-                         help="; ".join(f"{k}: {v[2]}" for k, v in COMMANDS.items()))
-        top.parse_args(argv[:1])
-        return
-    make_parser, stage, _ = COMMANDS[argv[0]]
-    parser = make_parser()
-    parser.prog = f"python -m hpasc.cellstore {argv[0]}"
-    cli.run(stage, parser.parse_args(argv[1:]))
+    cli.dispatch("python -m hpasc.cellstore", "Tools for a cell dataset folder (the cell store).", COMMANDS, argv)
 
 
 if __name__ == "__main__":

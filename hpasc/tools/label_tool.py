@@ -38,7 +38,8 @@ from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.cli import run, stage_parser
 from hpasc.errors import InputError
 from hpasc.images import encode_png
-from hpasc.label_files import SCORES, label_lines, read_label_lines
+from hpasc.labels import files as label_files
+from hpasc.labels.files import SCORES, label_lines
 from hpasc.runtime import CommonOptions
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,7 @@ class Cell:
 
 def read_scores(path: Path) -> list[tuple[str, int]]:
     """The ``(cell_id, score)`` lines of a label file in file order ([] if it does not exist)."""
-    if not path.is_file():
-        return []
-    lines = []
-    for cell_id, token, where in read_label_lines(path):
-        if not token.isdigit() or int(token) not in SCORES:
-            raise InputError(f"{where}: expected '{{cell_id}} {{score 1..5}}', got {cell_id} {token}")
-        lines.append((cell_id, int(token)))
-    return lines
+    return label_files.read_scores(path) if path.is_file() else []
 
 
 @dataclass
@@ -103,7 +97,7 @@ class Session:
     def score(self, index: int, value: int) -> None:
         """Append ``{cell_id} {value}`` to the file and make it durable before returning."""
         if value not in SCORES:
-            raise ValueError(f"score {value} outside 1..5")
+            raise ValueError(f"score {value} outside 0..5")
         cell_id = self.cells[index].cell_id
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from hpasc.runtime import CommonOptions, write_manifest
 from hpasc.training import distributed
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.finetune import FinetuneConfig, finetune
-from hpasc.training.labels import LabelSources
+from hpasc.training.labels import RECIPES, LabelSources
 from hpasc.training.losses import LOSSES
 from hpasc.training.trainer import Runtime, TrainConfig, train
 
@@ -37,15 +37,23 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
     augment.add_argument("--plain-augment", action="store_true",
                          help="flips and rotations only" + (inherited and " (overrides the checkpoint's)"))
     parser.add_argument("--relabel", type=Path, action="append", default=[], metavar="DIR",
-                        help="manual relabel folder of {class}.txt files ('CELL_ID SCORE', score 1-5); "
-                             "repeatable, later folders win")
+                        help="manual relabel folder of {class}.txt files ('CELL_ID SCORE', score 0-5), or "
+                             "the 4th place's published folder (see --label-recipe); repeatable, later "
+                             "folders win")
     parser.add_argument("--pseudo", type=Path, action="append", default=[], metavar="DIR",
                         help="pseudo-label folder (python -m hpasc.pseudo_label); manual relabels win "
                              "over it; repeatable")
     if not defaults_from:  # a fine-tuned model keeps the score map its checkpoint was trained with
         parser.add_argument("--score-map", type=Path, default=None, metavar="YAML",
                             help="score -> soft label map ({default: {1: 0.0, ...}, classes: "
-                                 "{11: {3: 0.8}}}); default 1:0.0 2:0.2 3:0.7 4:0.9 5:1.0")
+                                 "{11: {3: 0.8}}}); default 0:0.0 1:0.0 2:0.2 3:0.7 4:0.9 5:1.0")
+        parser.add_argument("--label-recipe", choices=RECIPES, default="auto",
+                            help="how a --relabel folder is read: spec ({class}.txt files), 4th-place (their "
+                                 "folder: relabel/, validation/, auto-relabel*/ and their rules, maps and "
+                                 "validation set), auto (their layout is recognised; default)")
+        parser.add_argument("--public-table", type=Path, default=None, metavar="CSV",
+                            help="the public-HPA table (kaggle_2021.tsv), for the 4th place's class-6 rule "
+                                 "that works per antibody")
     add_precision_flag(parser)
 
 
@@ -83,7 +91,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         epoch_size=args.epoch_size, lr=args.lr, min_lr=args.min_lr,
         augment=augment_from_args(args) or AugmentSettings(), tile_size=args.tile_size,
         pretrained=args.pretrained,
-        labels=LabelSources(tuple(args.relabel), tuple(args.pseudo), args.score_map),
+        labels=LabelSources(tuple(args.relabel), tuple(args.pseudo), args.score_map, args.label_recipe,
+                            args.public_table),
         sampling=args.sampling, negative_head=args.negative_head, seed=args.seed, patience=args.patience)
 
 

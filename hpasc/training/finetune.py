@@ -24,7 +24,7 @@ from hpasc.models import checkpoint as ckpt
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
 from hpasc.training.engine import Engine, place_model
-from hpasc.training.labels import LabelSources, load_targets
+from hpasc.training.labels import LabelSources, load_labels
 from hpasc.training.trainer import Runtime, epoch_seed
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,14 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
     cells = load_cells(split)
     model, spec = ckpt.build_model(source)
     sources = LabelSources.from_dict(args.get("labels", {})).plus(config.relabel, config.pseudo)
-    targets = load_targets(cells, spec.outputs, sources)
-
-    validation = cells.rows_of_images(split.validation_images)
-    relabelled = validation[targets.relabelled[validation].any(axis=1)]
-    kept = validation[cells.table["keep"].to_numpy(bool)[validation]]
+    labels = load_labels(cells, spec.outputs, sources)
+    targets = labels.targets
+    if labels.validation_rows is not None:  # the labels' own validation set: every cell of it scored
+        validation = relabelled = kept = labels.validation_rows
+    else:
+        validation = cells.rows_of_images(split.validation_images)
+        relabelled = validation[targets.relabelled[validation].any(axis=1)]
+        kept = validation[cells.table["keep"].to_numpy(bool)[validation]]
     if not kept.size and not relabelled.size:
         raise InputError(f"{dataset}: the checkpoint's validation fold has no cells to fine-tune on")
     rows = finetune_sample(kept, relabelled, config.relabel_repeats, config.seed)

@@ -23,16 +23,18 @@ from hpasc.classes import NUM_CLASSES
 POSITIVE_AT = 0.5
 
 
-def class_average_precision(probabilities: np.ndarray, targets: np.ndarray,
-                            classes: Sequence[int]) -> dict[int, float]:
-    """AP per class for the columns of ``targets`` (one per entry of ``classes``); a class without
-    positives or without negatives is left out. ``probabilities`` is (N, 19)."""
+def class_average_precision(probabilities: np.ndarray, targets: np.ndarray, classes: Sequence[int],
+                            counted: np.ndarray | None = None) -> dict[int, float]:
+    """AP per class for the columns of ``targets`` (one per entry of ``classes``) over the cells
+    ``counted`` marks for that column (bool, targets' shape; None: all); a class without positives
+    or without negatives among them is left out. ``probabilities`` is (N, 19)."""
     result = {}
     for column, klass in enumerate(classes):
-        positive = targets[:, column] >= POSITIVE_AT
+        rows = slice(None) if counted is None else counted[:, column]
+        positive = targets[rows, column] >= POSITIVE_AT
         if positive.all() or not positive.any():
             continue
-        result[int(klass)] = float(average_precision_score(positive, probabilities[:, klass]))
+        result[int(klass)] = float(average_precision_score(positive, probabilities[rows, klass]))
     return result
 
 

@@ -1,7 +1,7 @@
 """Soft per-cell targets: weak image labels, overridden by manual and pseudo relabelling.
 
 A label folder holds ``{class}.txt`` files of lines ``{cell_id} {value}``. The value is either an
-integer score 1..5 from manual relabelling, mapped to a soft label by a :class:`ScoreMap`, or a
+integer score 0..5 from manual relabelling, mapped to a soft label by a :class:`ScoreMap`, or a
 soft value written with a decimal point (pseudo-label sets: ``0.01`` / ``0.99``). A cell listed
 several times takes its last value.
 """
@@ -22,11 +22,11 @@ import yaml
 from hpasc import atomic
 from hpasc.classes import NUM_CLASSES, is_class_index, label_matrix
 from hpasc.errors import InputError
-from hpasc.label_files import SCORES, label_lines, read_label_lines
+from hpasc.labels.files import SCORES, label_lines, read_label_lines
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SCORE_MAP: dict[int, float] = {1: 0.0, 2: 0.2, 3: 0.7, 4: 0.9, 5: 1.0}
+DEFAULT_SCORE_MAP: dict[int, float] = {0: 0.0, 1: 0.0, 2: 0.2, 3: 0.7, 4: 0.9, 5: 1.0}
 _LABEL_FILE = re.compile(r"(-?[0-9]+)\.txt")
 
 LabelSet = dict[int, dict[str, float]]
@@ -39,7 +39,7 @@ def _default_scores() -> Mapping[int, float]:
 
 @dataclass(frozen=True)
 class ScoreMap:
-    """The soft label of each manual score 1..5; a class's overrides replace only the scores they name."""
+    """The soft label of each manual score 0..5; a class's overrides replace only the scores they name."""
 
     default: Mapping[int, float] = field(default_factory=_default_scores)
     per_class: Mapping[int, Mapping[int, float]] = field(default_factory=lambda: MappingProxyType({}))
@@ -111,12 +111,12 @@ def _soft_value(token: str, class_index: int, score_map: ScoreMap, where: str) -
         pass
     else:
         if score not in SCORES:
-            raise InputError(f"{where}: score {score} outside 1..5")
+            raise InputError(f"{where}: score {score} outside 0..5")
         return score_map.soft(class_index, score)
     try:
         value = float(token)
     except ValueError:
-        raise InputError(f"{where}: {token!r} is neither a score 1..5 nor a soft value in [0, 1]") from None
+        raise InputError(f"{where}: {token!r} is neither a score 0..5 nor a soft value in [0, 1]") from None
     if not 0.0 <= value <= 1.0:  # also rejects nan
         raise InputError(f"{where}: soft value {token} outside [0, 1]")
     return value
@@ -184,20 +184,26 @@ def build_targets(cell_ids: Sequence[str], image_labels: Sequence[Sequence[int]]
 
     Overrides of classes that are not output columns are ignored and not counted.
     """
-    n_cells = len(cell_ids)
-    if len(image_labels) != n_cells:
-        raise ValueError(f"{n_cells} cell ids but {len(image_labels)} label lists")
-    column = {class_index: j for j, class_index in enumerate(outputs)}
-    if len(column) != len(outputs) or not set(column) <= set(range(NUM_CLASSES)):
-        raise ValueError(f"outputs {list(outputs)} are not distinct class indices 0..{NUM_CLASSES - 1}")
-    index = {cell_id: i for i, cell_id in enumerate(cell_ids)}
-    if len(index) != n_cells:
-        raise ValueError("cell ids are not unique")
-
+    if len(image_labels) != len(cell_ids):
+        raise ValueError(f"{len(cell_ids)} cell ids but {len(image_labels)} label lists")
+    _check_outputs(outputs)
     values = label_matrix(image_labels)[:, list(outputs)].astype(np.float32)
+    return apply_overrides(Targets(values, np.zeros(values.shape, bool), 0), cell_ids, outputs, overrides)
 
-    relabelled = np.zeros(values.shape, dtype=bool)
-    unknown = 0
+
+def _check_outputs(outputs: Sequence[int]) -> None:
+    if len(set(outputs)) != len(outputs) or not set(outputs) <= set(range(NUM_CLASSES)):
+        raise ValueError(f"outputs {list(outputs)} are not distinct class indices 0..{NUM_CLASSES - 1}")
+
+
+def apply_overrides(targets: Targets, cell_ids: Sequence[str], outputs: Sequence[int],
+                    overrides: LabelSet) -> Targets:
+    """``targets`` with ``overrides`` set on top (a new Targets; entries of unknown cells counted)."""
+    column = {class_index: j for j, class_index in enumerate(outputs)}
+    index = {cell_id: i for i, cell_id in enumerate(cell_ids)}
+    if len(index) != len(cell_ids):
+        raise ValueError("cell ids are not unique")
+    values, relabelled, unknown = targets.values.copy(), targets.relabelled.copy(), targets.unknown
     for class_index, cells in overrides.items():
         j = column.get(class_index)
         if j is None:

@@ -25,7 +25,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hpasc import atomic
-from hpasc.cells.split import read_split
+from hpasc.cells.split import Split, read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.architecture import Pretrained
@@ -37,7 +37,7 @@ from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process
 from hpasc.training.engine import Engine, place_model
-from hpasc.training.labels import LabelSources, load_targets
+from hpasc.training.labels import CellLabels, LabelSources, load_labels
 from hpasc.training.metrics import class_average_precision, mean_average_precision, write_metrics_csv
 from hpasc.training.sampling import EpochSampler, read_sampling_config
 
@@ -97,6 +97,8 @@ class TrainingData:
     train_rows: np.ndarray
     validation_rows: np.ndarray
     sampler: EpochSampler
+    metric: np.ndarray | None = None
+    """bool (validation cells, outputs): the pairs the validation mAP counts (None: all)."""
 
 
 def resolve_tile_size(requested: int | None, arch: str, store_tile: int) -> int:
@@ -118,24 +120,36 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     split = read_split(config.dataset)
     cells = load_cells(split)
     outputs = outputs_for(config.negative_head)
-    targets = load_targets(cells, outputs, config.labels)
-    relabelled_cell = targets.relabelled.any(axis=1)
-    keep = cells.table["keep"].to_numpy(bool)
-    in_train = np.zeros(len(cells), bool)
-    in_train[cells.rows_of_images(split.train_images)] = True
-    # Manually relabelled cells are trained on even where the heuristics would drop them.
-    train_rows = np.flatnonzero(in_train & (keep | relabelled_cell))
-    validation_rows = cells.kept_rows("validation", split)
+    labels = load_labels(cells, outputs, config.labels)
+    targets = labels.targets
+    train_rows, validation_rows = _train_and_validation_rows(cells, split, labels)
     if not train_rows.size:
         raise InputError(f"{config.dataset}: no kept cells in the training folds")
-    sampler = EpochSampler([cells.image_labels[i] for i in train_rows], targets.values[train_rows],
+    sampler = EpochSampler([labels.label_lists[i] for i in train_rows], targets.values[train_rows],
                            targets.relabelled[train_rows], outputs,
                            config=read_sampling_config(config.sampling), epoch_size=config.epoch_size,
                            seed=config.seed)
-    log.info("%d training cells (%d images), %d validation cells (%d images); %d cells per epoch",
-             train_rows.size, len(split.train_images), validation_rows.size,
-             len(split.validation_images), config.epoch_size)
-    return TrainingData(cells, torch.from_numpy(targets.values), train_rows, validation_rows, sampler)
+    log.info("%d training cells, %d validation cells; %d cells per epoch", train_rows.size,
+             validation_rows.size, config.epoch_size)
+    return TrainingData(cells, torch.from_numpy(targets.values), train_rows, validation_rows, sampler,
+                        labels.metric)
+
+
+def _train_and_validation_rows(cells: CellSet, split: Split, labels: CellLabels) -> tuple[np.ndarray, np.ndarray]:
+    """The split's folds; or, when the labels bring a validation set, that set and every other cell."""
+    relabelled_cell = labels.targets.relabelled.any(axis=1)
+    keep = cells.table["keep"].to_numpy(bool)
+    if labels.validation_rows is not None:
+        in_train = np.ones(len(cells), bool)
+        in_train[labels.validation_rows] = False
+        log.info("the labels' validation files choose the validation cells: the split's folds are not used")
+        validation_rows = labels.validation_rows
+    else:
+        in_train = np.zeros(len(cells), bool)
+        in_train[cells.rows_of_images(split.train_images)] = True
+        validation_rows = cells.kept_rows("validation", split)
+    # Manually relabelled cells are trained on even where the heuristics would drop them.
+    return np.flatnonzero(in_train & (keep | relabelled_cell)), validation_rows
 
 
 def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs: tuple[int, ...],
@@ -184,7 +198,7 @@ def validate(engine: Engine, data: TrainingData, loader: DataLoader | None) -> d
         return {"val_loss": None, "val_map": None, "ap": {}}
     loss, probabilities = engine.evaluate(loader, data.targets)
     targets = data.targets[data.validation_rows].numpy()
-    per_class = class_average_precision(probabilities, targets, engine.spec.outputs)
+    per_class = class_average_precision(probabilities, targets, engine.spec.outputs, data.metric)
     return {"val_loss": loss, "val_map": mean_average_precision(per_class),
             "ap": {str(c): v for c, v in per_class.items()}}
 

@@ -1,17 +1,17 @@
 """The label file: ``{class}.txt`` of lines ``{cell_id} {value}`` (SPEC), its one line reader and
-its one line writer. What a value means (a manual score 1..5, or a soft value with a decimal
+its one line writer. What a value means (a manual score 0..5, or a soft value with a decimal
 point) is for the reader's caller: :mod:`hpasc.training.targets` maps both to soft labels, the
-relabeling tool accepts scores only."""
+relabeling tool accepts scores only, :mod:`hpasc.labels.fourth_place` applies the 4th place's maps."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from hpasc.errors import InputError
 
-SCORES = range(1, 6)
+SCORES = range(0, 6)  # SPEC: integer scores 0..5 (0 and 1 both mean 'not this class')
 
 
 def read_label_lines(path: str | os.PathLike) -> list[tuple[str, str, str]]:
@@ -32,6 +32,17 @@ def read_label_lines(path: str | os.PathLike) -> list[tuple[str, str, str]]:
             raise InputError(f"{path}:{number}: expected '{{cell_id}} {{value}}', got {line.strip()!r}")
         lines.append((fields[0], fields[1], f"{path}:{number}"))
     return lines
+
+
+def read_scores(path: str | os.PathLike, allowed: Collection[int] = SCORES) -> list[tuple[str, int]]:
+    """``(cell_id, score)`` for each line of a file of integer scores, in order; InputError naming
+    the line of a score outside ``allowed``."""
+    entries = []
+    for cell_id, token, where in read_label_lines(path):
+        if not token.isdigit() or int(token) not in allowed:
+            raise InputError(f"{where}: score {token!r} is not one of {', '.join(map(str, allowed))}")
+        entries.append((cell_id, int(token)))
+    return entries
 
 
 def label_lines(entries: Iterable[tuple[str, str]]) -> str:
