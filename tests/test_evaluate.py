@@ -133,7 +133,7 @@ def test_class_without_truth_is_left_out_of_the_mean() -> None:
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.9, CELL_2), (7, 0.9, CELL_1)]})
     result = evaluate(submission, truth)
     assert list(result.scored) == [0]
-    assert math.isnan(result.per_class[7].ap) and result.per_class[7].n_pred == 1
+    assert math.isnan(result.per_class[7].ap) and result.per_class[7].n_pred == 0  # ignored: not in a
     assert result.mean == 1.0
 
 
@@ -228,7 +228,9 @@ def test_end_to_end_truth_as_submission_scores_one(synthetic, tmp_path) -> None:
     lines = result.stdout.splitlines()
     assert lines[-1] == "mAP: 1.0000"
     assert len([line for line in lines if "left out of the mean" in line]) >= 1
-    assert len(lines) == 1 + 19 + 2
+    # every cell lists all 19 classes: those of classes its image lacks are ignored, and said so
+    assert len(lines) == 1 + 19 + 3 and lines[-3].startswith("ignored predictions: ")
+    assert "(class not in the image)" in lines[-3]
 
 
 def test_end_to_end_missing_image_lowers_the_score(synthetic, tmp_path) -> None:
@@ -266,3 +268,72 @@ def test_read_truth_names_the_bad_row(tmp_path) -> None:
         table.write_text("ID,mask_id,Label\n" + body)
         with pytest.raises(InputError, match=message):
             read_truth(tmp_path)
+
+
+# The Open Images challenge rules (the competition's): what is ignored rather than counted.
+
+def test_a_class_absent_from_the_image_is_ignored_not_a_false_positive() -> None:
+    # Image a carries only class 0. A class-7 prediction there is ignored; in image b, which has a
+    # class-7 cell, the same kind of prediction on the other cell is a false positive.
+    truth = {"a": _truth({1: [0], 2: [0]}), "b": _truth({1: [7], 2: [4]})}
+    submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.8, CELL_2), (7, 0.99, CELL_1)],
+                              "b": [(7, 0.5, CELL_1), (7, 0.95, CELL_2), (4, 0.9, CELL_2)]})
+    result = evaluate(submission, truth)
+    assert result.per_class[7].n_pred == 2  # a's class-7 prediction is not counted
+    assert result.per_class[7].ap == pytest.approx(0.5)  # FP 0.95 (b's cell 2), TP 0.5: P@2 = 1/2
+    assert result.ignored == {"class not in the image": 1, "empty mask": 0, "NaN confidence": 0}
+    strict = evaluate(submission, truth, rules="strict")  # every prediction counts
+    assert strict.per_class[7].n_pred == 3 and strict.per_class[7].ap == pytest.approx(1 / 3)
+
+
+def test_an_empty_mask_is_dropped() -> None:
+    # An empty mask at 0.95 would be a FP ranked first (AP 1/2); dropped, AP is 1.
+    empty = encode_mask(np.zeros((SIZE, SIZE), bool))
+    truth = {"a": _truth({1: [0]})}
+    submission = _submission({"a": [(0, 0.95, empty), (0, 0.9, CELL_1)]})
+    assert evaluate(submission, truth).mean == 1.0
+    assert evaluate(submission, truth).ignored["empty mask"] == 1
+    assert evaluate(submission, truth, rules="strict").mean == pytest.approx(0.5)
+
+
+def test_a_nan_confidence_is_dropped() -> None:
+    truth = {"a": _truth({1: [0], 2: [0]})}
+    submission = _submission({"a": [(0, float("nan"), ELSEWHERE), (0, 0.9, CELL_1), (0, 0.8, CELL_2)]})
+    result = evaluate(submission, truth)
+    assert result.mean == 1.0 and result.per_class[0].n_pred == 2 and result.ignored["NaN confidence"] == 1
+
+
+def test_ties_rank_in_image_order_then_listing_order() -> None:
+    # Equal confidences: image a before b, and within an image the PredictionString's order.
+    # a: FP (ELSEWHERE) listed before the TP; b: TP. Ranked FP, TP, TP → P = 0, 1/2, 2/3 → AP 2/3.
+    truth = {"a": _truth({1: [0]}), "b": _truth({2: [0]})}
+    submission = _submission({"b": [(0, 0.5, CELL_2)], "a": [(0, 0.5, ELSEWHERE), (0, 0.5, CELL_1)]})
+    assert evaluate(submission, truth).mean == pytest.approx(2 / 3)
+    # The TP listed first in a: TP, FP, TP → P = 1, 1/2, 2/3 → AP 5/6.
+    submission = _submission({"a": [(0, 0.5, CELL_1), (0, 0.5, ELSEWHERE)], "b": [(0, 0.5, CELL_2)]})
+    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+
+
+def test_hpa_style_mask_folder_with_a_cell_label_csv(tmp_path: Path, hpa_real: Path) -> None:
+    """--truth-suffix _cellmask + --truth-labels: the real samples' masks as the truth."""
+    image_id = "5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0"
+    labels = read_label_image(hpa_real / "masks" / f"{image_id}_cellmask.png")
+    masks = encode_cells(labels)
+    cells = list(masks)
+    (tmp_path / "cell_labels.csv").write_text("ID,mask_id,Label\n" + "".join(
+        f"{image_id},{m},{'8|5' if k % 2 else '0'}\n" for k, m in enumerate(cells)))
+    scores = np.zeros((len(cells), 19))
+    for k in range(len(cells)):
+        scores[k, [8, 5] if k % 2 else [0]] = 1.0
+    path = tmp_path / "submission.csv"
+    write_submission(path, [(image_id, labels.shape[1], labels.shape[0],
+                             prediction_string(list(masks.values()), scores))])
+    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", hpa_real / "masks",
+                        "--truth-suffix", "_cellmask", "--truth-labels", tmp_path / "cell_labels.csv",
+                        "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "mAP: 1.0000"
+    assert "3 truth image(s) have no submission row" in result.stderr  # the other three masks
+    missing = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", hpa_real / "masks",
+                         "--truth-suffix", "_cellmask")
+    assert_one_line_error(missing, "cells.csv")

@@ -5,10 +5,14 @@ synthetic generator writes it (``DIR/{ID}.png`` uint16 cell masks, ``DIR/cells.c
 ``ID,mask_id,Label``, the cell's classes ``|``-joined) and prints one line per class
 (``class name AP n_truth n_pred``) and, last, ``mAP: <value>``.
 
-The rules (Open Images instance-segmentation average precision at mask IoU >= 0.6):
+The rules: the Open Images challenge's instance-segmentation average precision at mask IoU >= 0.6,
+which the competition used (``--rules strict`` counts every prediction instead):
 
 - per class c, the ground-truth instances are the truth cells carrying c; the predictions are
-  all ``c confidence mask`` triplets of c in all images;
+  the ``c confidence mask`` triplets of c in all images, except three kinds, which are ignored
+  (neither true nor false positives): a class that no truth cell of that image carries (Open
+  Images evaluates only the classes verified in an image), a mask with no pixel, and a NaN
+  confidence;
 - predictions are taken in descending confidence over all images (ties in image-ID order, then in
   the order of the PredictionString); each is matched to the not yet matched truth cell of its
   image and class with the highest IoU >= 0.6: a true positive if there is one, else a false
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 IOU_THRESHOLD = 0.6
 TRUTH_TABLE = "cells.csv"
+RULES = ("open-images", "strict")
+IGNORED = ("class not in the image", "empty mask", "NaN confidence")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,11 @@ class TruthImage:
     width: int
     masks: dict[int, Rle]
     classes: dict[int, tuple[int, ...]]
+
+    @property
+    def image_classes(self) -> set[int]:
+        """The classes verified in the image: those its truth cells carry."""
+        return {c for classes in self.classes.values() for c in classes}
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, classes: Mapping[int, Iterable[int]]) -> TruthImage:
@@ -87,9 +99,11 @@ class ClassScore:
 
 @dataclass(frozen=True)
 class Result:
-    """Every class's score (all 19, those without truth included)."""
+    """Every class's score (all 19, those without truth included) and the predictions the rules
+    ignored, by reason (:data:`IGNORED`)."""
 
     per_class: dict[int, ClassScore]
+    ignored: dict[str, int]
 
     @property
     def scored(self) -> dict[int, float]:
@@ -118,41 +132,60 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_truth: int) -> fl
 
 
 def evaluate(submission: pd.DataFrame, truth: Mapping[str, TruthImage],
-             iou_threshold: float = IOU_THRESHOLD) -> Result:
+             iou_threshold: float = IOU_THRESHOLD, rules: str = "open-images") -> Result:
     """Score a submission table (:func:`hpasc.submission.read_submission`) against the truth
-    (image ID → :class:`TruthImage`). InputError for a row that cannot be scored."""
+    (image ID → :class:`TruthImage`) under ``rules`` (:data:`RULES`). InputError for a row that
+    cannot be scored."""
     if not 0.5 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold must lie in (0.5, 1], got {iou_threshold}")
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
     rows = _rows_by_id(submission, truth)
     scores: list[list[float]] = [[] for _ in range(NUM_CLASSES)]
     # A truth cell's number over all images; -1 for a prediction that matches no cell.
     hits: list[list[int]] = [[] for _ in range(NUM_CLASSES)]
     n_truth = np.zeros(NUM_CLASSES, np.int64)
+    ignored = dict.fromkeys(IGNORED, 0)
     first_cell = 0
     for image_id in sorted(truth):
         image = truth[image_id]
         cell_ids = list(image.masks)
         for classes in image.classes.values():
             n_truth[list(set(classes))] += 1
-        if image_id in rows:
-            for klass, score, hit in _image_predictions(image_id, rows[image_id], image, iou_threshold):
-                scores[klass].append(score)
-                matched = hit is not None and klass in image.classes[cell_ids[hit]]
-                hits[klass].append(first_cell + hit if matched else -1)
+        predictions = _image_predictions(image_id, rows[image_id], image, iou_threshold) \
+            if image_id in rows else []
+        for klass, score, hit, empty in predictions:
+            reason = _ignored_because(klass, score, empty, image) if rules == "open-images" else None
+            if reason is not None:
+                ignored[reason] += 1
+                continue
+            scores[klass].append(score)
+            matched = hit is not None and klass in image.classes[cell_ids[hit]]
+            hits[klass].append(first_cell + hit if matched else -1)
         first_cell += len(cell_ids)
-    per_class = {}
-    for klass in range(NUM_CLASSES):
-        class_scores = np.asarray(scores[klass], np.float64)
-        order = np.argsort(-class_scores, kind="stable")
-        cells = np.asarray(hits[klass], np.int64)[order]
-        # Each prediction has at most one candidate cell: the first to reach it takes it.
-        is_tp = np.zeros(len(cells), bool)
-        _, first = np.unique(cells, return_index=True)
-        is_tp[first] = True
-        is_tp &= cells >= 0
-        ap = average_precision(class_scores[order], is_tp, int(n_truth[klass]))
-        per_class[klass] = ClassScore(ap, int(n_truth[klass]), len(cells))
-    return Result(per_class)
+    return Result({klass: _class_score(scores[klass], hits[klass], int(n_truth[klass]))
+                   for klass in range(NUM_CLASSES)}, ignored)
+
+
+def _ignored_because(klass: int, score: float, empty: bool, image: TruthImage) -> str | None:
+    """Why the Open Images rules ignore a prediction (:data:`IGNORED`), or None when it counts."""
+    if klass not in image.image_classes:
+        return IGNORED[0]
+    if empty:
+        return IGNORED[1]
+    return IGNORED[2] if math.isnan(score) else None
+
+
+def _class_score(scores: list[float], hits: list[int], n_truth: int) -> ClassScore:
+    class_scores = np.asarray(scores, np.float64)
+    order = np.argsort(-class_scores, kind="stable")
+    cells = np.asarray(hits, np.int64)[order]
+    # Each prediction has at most one candidate cell: the first to reach it takes it.
+    is_tp = np.zeros(len(cells), bool)
+    _, first = np.unique(cells, return_index=True)
+    is_tp[first] = True
+    is_tp &= cells >= 0
+    return ClassScore(average_precision(class_scores[order], is_tp, n_truth), n_truth, len(cells))
 
 
 def _rows_by_id(submission: pd.DataFrame, truth: Mapping[str, TruthImage]) -> dict[str, pd.Series]:
@@ -167,9 +200,9 @@ def _rows_by_id(submission: pd.DataFrame, truth: Mapping[str, TruthImage]) -> di
 
 
 def _image_predictions(image_id: str, row: pd.Series, image: TruthImage,
-                       iou_threshold: float) -> list[tuple[int, float, int | None]]:
-    """(class, confidence, index of the truth cell the mask reaches IoU >= threshold with, or None)
-    per triplet of one submission row."""
+                       iou_threshold: float) -> list[tuple[int, float, int | None, bool]]:
+    """(class, confidence, index of the truth cell the mask reaches IoU >= threshold with or None,
+    whether the mask is empty) per triplet of one submission row."""
     if (row["ImageWidth"], row["ImageHeight"]) != (image.width, image.height):
         raise InputError(f"submission image {image_id}: size {row['ImageWidth']}x{row['ImageHeight']} "
                          f"differs from the truth's {image.width}x{image.height}")
@@ -186,36 +219,40 @@ def _image_predictions(image_id: str, row: pd.Series, image: TruthImage,
         except ValueError as exc:
             raise InputError(f"submission image {image_id}: mask {text[:20]!r}...: {exc}") from None
     best: dict[str, int | None] = dict.fromkeys(distinct)
+    empty = {text: area == 0 for text, area in zip(distinct, coco_mask.area(rles) if rles else [])}
     if rles and image.masks:
         iou = coco_mask.iou(rles, list(image.masks.values()), [0] * len(image.masks))
         for text, row_iou in zip(distinct, iou):
             cell = int(np.argmax(row_iou))
             best[text] = cell if row_iou[cell] >= iou_threshold else None
-    return [(klass, score, best[mask]) for klass, score, mask in triplets]
+    return [(klass, score, best[mask], empty[mask]) for klass, score, mask in triplets]
 
 
-def read_truth(folder: str | os.PathLike, options: runtime.CommonOptions | None = None
-               ) -> dict[str, TruthImage]:
-    """The truth of ``folder``: every ``{ID}.png`` label image, with the classes of its cells
-    from ``cells.csv`` (a cell without a row carries no class)."""
+def read_truth(folder: str | os.PathLike, options: runtime.CommonOptions | None = None, suffix: str = "",
+               labels: str | os.PathLike | None = None) -> dict[str, TruthImage]:
+    """The truth of ``folder``: every ``{ID}{suffix}.png`` label image (e.g. HPA-style
+    ``{ID}_cellmask.png`` with ``suffix="_cellmask"``), with the classes of its cells from the
+    cell-label CSV ``labels`` (default ``folder/cells.csv``; a cell without a row carries no class)."""
     folder = Path(folder)
-    table_path = folder / TRUTH_TABLE
+    table_path = Path(labels) if labels else folder / TRUTH_TABLE
     if not folder.is_dir() or not table_path.is_file():
-        raise InputError(f"truth folder {folder} needs {{ID}}.png label images and {TRUTH_TABLE}")
-    images = {p.stem: p for p in folder.glob("*.png") if not atomic.is_temporary(p)}
+        raise InputError(f"truth folder {folder} needs {{ID}}{suffix}.png label images and a cell-label "
+                         f"CSV ({table_path} is missing)")
+    images = {p.name.removesuffix(f"{suffix}.png"): p for p in folder.glob(f"*{suffix}.png")
+              if not atomic.is_temporary(p)}
     table = read_truth_table(table_path)
     for image_id, cells in table.items():
         if image_id not in images:
             raise InputError(f"{table_path} line {min(line for _, line in cells.values())}: no label image "
-                             f"{image_id}.png beside it")
+                             f"{image_id}{suffix}.png in {folder}")
     truth = {}
     for image_id in (options or runtime.CommonOptions()).bar(sorted(images), desc="truth images", unit="image"):
-        labels = read_label_image(images[image_id])
+        labels_image = read_label_image(images[image_id])
         cells = table.get(image_id, {})
         try:
-            truth[image_id] = TruthImage.from_labels(labels, {m: classes for m, (classes, _) in cells.items()})
+            truth[image_id] = TruthImage.from_labels(labels_image, {m: classes for m, (classes, _) in cells.items()})
         except ValueError:
-            absent = min(set(cells) - set(np.unique(labels).tolist()))
+            absent = min(set(cells) - set(np.unique(labels_image).tolist()))
             raise InputError(f"{table_path} line {cells[absent][1]}: mask_id {absent} is not "
                              f"a cell of {images[image_id]}") from None
     return truth
@@ -255,6 +292,9 @@ def report(result: Result) -> list[str]:
         ap = f"{score.ap:6.4f}" if score.n_truth else f"{'-':>6}"
         note = "" if score.n_truth else "  (no truth cells: left out of the mean)"
         lines.append(f"{klass:>5} {CLASS_NAMES[klass]:<41} {ap} {score.n_truth:>7} {score.n_pred:>7}{note}")
+    ignored = ", ".join(f"{n} ({reason})" for reason, n in result.ignored.items() if n)
+    if ignored:
+        lines.append(f"ignored predictions: {ignored}")
     lines.append(f"mean over the {len(result.scored)} classes with truth cells")
     lines.append(f"mAP: {result.mean:.4f}")
     return lines
@@ -272,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--submission", type=Path, required=True, help="the submission.csv to score")
     parser.add_argument("--truth", type=Path, required=True,
                         help="truth folder: {ID}.png cell masks and cells.csv (ID,mask_id,Label)")
+    parser.add_argument("--truth-suffix", default="", metavar="SUFFIX",
+                        help="the masks are {ID}{SUFFIX}.png, e.g. _cellmask for HPA-style mask folders")
+    parser.add_argument("--truth-labels", type=Path, default=None, metavar="CSV",
+                        help="the cells' classes (ID,mask_id,Label; default: cells.csv in the truth folder)")
+    parser.add_argument("--rules", choices=RULES, default="open-images",
+                        help="open-images (the competition's: predictions of classes absent from the "
+                             "image, empty masks and NaN confidences are ignored) or strict (all count)")
     parser.add_argument("--iou-threshold", type=_threshold, default=IOU_THRESHOLD,
                         help="mask IoU a prediction needs to match a truth cell (above 0.5)")
     return parser
@@ -279,13 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     submission = read_submission(args.submission)
-    truth = read_truth(args.truth, runtime.CommonOptions.from_args(args))
+    truth = read_truth(args.truth, runtime.CommonOptions.from_args(args), args.truth_suffix, args.truth_labels)
     absent = len(set(truth) - set(submission["ID"]))
     if absent:
         log.warning("%d truth image(s) have no submission row: scored as without predictions", absent)
-    result = evaluate(submission, truth, args.iou_threshold)
+    result = evaluate(submission, truth, args.iou_threshold, args.rules)
     if not result.scored:
-        raise InputError(f"{args.truth / TRUTH_TABLE}: no cell carries a class, nothing to score")
+        raise InputError(f"{args.truth_labels or args.truth / TRUTH_TABLE}: no cell carries a class, nothing to score")
     print("\n".join(report(result)))
 
 
