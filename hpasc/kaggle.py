@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from hpasc.errors import InputError
 from hpasc.inference.ensemble_file import read_ensemble, write_ensemble
+from hpasc.weights_cache import sha256
 
 # Pinned requirements that Kaggle's Python image lacks (or may hold at another version), with the
 # dependencies of theirs that it lacks too; torch, torchvision, numpy, pandas, scipy, opencv,
@@ -40,7 +40,6 @@ KAGGLE_MISSING = ("efficientnet-pytorch", "timm", "pycocotools", "zarr", "numcod
 MODELS = "models"
 ENSEMBLE = "ensemble.yaml"
 MANIFEST = "MANIFEST.txt"
-_CHUNK = 1 << 20
 
 
 def _normalise(name: str) -> str:
@@ -136,14 +135,6 @@ def needed_scripts(repo: Path, script: str) -> list[str]:
                 if (repo / candidate).is_file():
                     pending.append(candidate)
     return sorted(found)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path) -> Path:

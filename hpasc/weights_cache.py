@@ -9,6 +9,7 @@ never sits in the cache looking like weights.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +22,15 @@ from hpasc.errors import InputError
 from hpasc.http import HttpPolicy, fetch
 
 log = logging.getLogger(__name__)
+
+
+def sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_cache_dir(subfolder: str) -> Path:

@@ -18,10 +18,11 @@ import torch
 import yaml
 
 from hpasc.errors import InputError
-from hpasc.kaggle import needed_scripts, notebook_code, requirement_pins, sha256
+from hpasc.kaggle import needed_scripts, notebook_code, requirement_pins
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
+from hpasc.weights_cache import sha256
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"

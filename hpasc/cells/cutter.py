@@ -21,6 +21,7 @@ from hpasc.cells.factors import border_factors, keep_for_training, outlier_facto
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
 from hpasc.images import read_label_image, scan_images, stack_channels
+from hpasc.segmentation.provenance import UNKNOWN, read_provenance, record_provenance
 from hpasc.workers import collect_failures, process_pool
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
         log.warning("%d images have no labels in the labels CSV (e.g. %s); their cells get none",
                     len(unlabelled), unlabelled[0])
     failures = folder.incomplete_reasons(options.shard.select)
+    if todo:  # the store keeps which segmentation its cell ids refer to
+        record_provenance(out, read_provenance(masks.cells) or UNKNOWN, keeps_others=len(todo) < len(ids))
     log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
     with process_pool(options.workers) as pool:
         futures = {pool.submit(_cut_job, i, folder.paths(i), masks,

@@ -32,7 +32,15 @@ from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
-from hpasc.segmentation.stage import ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks
+from hpasc.segmentation.provenance import record_provenance
+from hpasc.segmentation.stage import (
+    ModelFiles,
+    NetworkPipeline,
+    choose_backend,
+    finish_labels,
+    load_networks,
+    masks_provenance,
+)
 from hpasc.submission.rle import encode_cells
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
@@ -159,8 +167,9 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
     log.info("%d images, %d checkpoints, %s segmentation, %d px tiles, on %s", len(ids),
              len(ensemble.members), backend, loaded.tile_size, device)
-    if settings.save_masks is not None:
-        settings.save_masks.mkdir(parents=True, exist_ok=True)
+    if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
+        record_provenance(settings.save_masks, masks_provenance(backend, settings.models, options.progress),
+                          keeps_others=False)
     predictor = Predictor(loaded, settings, ensemble.postprocessing)
     present = [i for i in ids if i in set(folder.ids)]
     reasons = folder.incomplete_reasons()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hpasc import cli
 from hpasc.download import antibody_of_images
+from hpasc.labels.remap import MaskFolder, remap_labels
 from hpasc.labels.summary import inspect_labels
 
 
@@ -31,7 +32,30 @@ def _inspect(args: argparse.Namespace) -> int:
     return cli.EXIT_OK
 
 
-COMMANDS: dict[str, cli.Subcommand] = {"inspect": (_inspect_parser, _inspect, "what a label folder holds")}
+def _remap_parser() -> argparse.ArgumentParser:
+    parser = cli.stage_parser("Carry a label folder's cell ids from the masks they were made on to other masks "
+                              "of the same images: each cell becomes the cell it matches at IoU >= 0.6; "
+                              "unmatched ids are dropped and counted. The output keeps the input's layout.")
+    parser.add_argument("labels", type=Path, metavar="LABELS", help="the label folder (SPEC or the 4th place's)")
+    parser.add_argument("--from-masks", type=Path, required=True, metavar="A",
+                        help="the cell masks the ids were made on ({ID}.png)")
+    parser.add_argument("--to-masks", type=Path, required=True, metavar="B", help="the cell masks to carry them to")
+    parser.add_argument("--from-suffix", default="", help="A's masks are {ID}{SUFFIX}.png, e.g. _cellmask")
+    parser.add_argument("--to-suffix", default="", help="B's masks are {ID}{SUFFIX}.png")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="the new label folder (must not exist)")
+    return parser
+
+
+def _remap(args: argparse.Namespace) -> int:
+    counts = remap_labels(args.labels, MaskFolder(args.from_masks, args.from_suffix),
+                          MaskFolder(args.to_masks, args.to_suffix), args.out)
+    print(f"remap: {counts['moved']} ids moved, {counts['dropped']} dropped (no cell at IoU >= 0.6), "
+          f"{counts['without masks']} dropped (image missing from A or B); wrote {args.out}")
+    return cli.EXIT_OK
+
+
+COMMANDS: dict[str, cli.Subcommand] = {"inspect": (_inspect_parser, _inspect, "what a label folder holds"),
+                                       "remap": (_remap_parser, _remap, "carry ids to another segmentation")}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -25,9 +25,10 @@ from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
 from hpasc.segmentation.predict import HpaNetworks
+from hpasc.segmentation.provenance import Provenance, record_provenance
 from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
-from hpasc.segmentation.weights import (CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, load_hpa_model,
-                                        resolve_weights)
+from hpasc.segmentation.weights import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, load_hpa_model, resolve_weights
+from hpasc.weights_cache import sha256
 from hpasc.workers import bounded_map, collect_failures, failure_reason, process_pool
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
     failures = folder.incomplete_reasons(options.shard.select)
     if todo:
+        record_provenance(outputs.cells, masks_provenance(backend, models, options.progress),
+                          keeps_others=len(todo) < len(ids))
         networks = load_networks(models, options, precision) if backend == "hpa" else None
         with process_pool(options.workers) as pool:
             if networks is None:
@@ -143,6 +146,13 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
                 failures |= pipeline.run(todo)
     runtime.log_failures(failures)
     return backend, sorted(failures)
+
+
+def masks_provenance(backend: str, models: ModelFiles, progress: bool) -> Provenance:
+    """What makes the masks: the backend and, for HPA's networks, their weight files' checksums."""
+    if backend != "hpa":
+        return Provenance(backend)
+    return Provenance("hpa", {name: sha256(path) for name, path in models.resolve(progress).items()})
 
 
 def load_networks(models: ModelFiles, options: runtime.CommonOptions, precision: Precision) -> HpaNetworks:

@@ -51,6 +51,9 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
                             help="how a --relabel folder is read: spec ({class}.txt files), 4th-place (their "
                                  "folder: relabel/, validation/, auto-relabel*/ and their rules, maps and "
                                  "validation set), auto (their layout is recognised; default)")
+        parser.add_argument("--allow-foreign-ids", action="store_true",
+                            help="apply label ids made on another segmentation than the dataset's (they "
+                                 "name other cells there; see python -m hpasc.labels remap)")
         parser.add_argument("--public-table", type=Path, default=None, metavar="CSV",
                             help="the public-HPA table (kaggle_2021.tsv), for the 4th place's class-6 rule "
                                  "that works per antibody")
@@ -92,7 +95,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         augment=augment_from_args(args) or AugmentSettings(), tile_size=args.tile_size,
         pretrained=args.pretrained,
         labels=LabelSources(tuple(args.relabel), tuple(args.pseudo), args.score_map, args.label_recipe,
-                            args.public_table),
+                            args.public_table, args.allow_foreign_ids),
         sampling=args.sampling, negative_head=args.negative_head, seed=args.seed, patience=args.patience)
 
 

@@ -4,6 +4,7 @@ pseudo-label of the same cell and class), mapped through a score map."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,17 @@ from hpasc.classes import label_matrix
 from hpasc.download import antibody_of_images
 from hpasc.errors import InputError
 from hpasc.labels.fourth_place import RecipeResult, apply_recipe, is_fourth_place_folder, read_fourth_place
+from hpasc.segmentation.provenance import HPA_PUBLISHED, Provenance, read_provenance, same_cells
 from hpasc.training.data import CellSet
-from hpasc.training.targets import (ScoreMap, Targets, apply_overrides, build_targets, merge_label_sets,
-                                    read_label_folder, read_score_map)
+from hpasc.training.targets import (
+    ScoreMap,
+    Targets,
+    apply_overrides,
+    build_targets,
+    merge_label_sets,
+    read_label_folder,
+    read_score_map,
+)
 
 log = logging.getLogger(__name__)
 RECIPES = ("auto", "spec", "4th-place")
@@ -34,25 +43,28 @@ class LabelSources:
     score_map: Path | None = None
     recipe: str = "auto"
     public_table: Path | None = None
+    allow_foreign_ids: bool = False
+    """Apply ids made on another segmentation than the dataset's (see :func:`check_segmentation`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"relabel": [str(Path(p).resolve()) for p in self.relabel],
                 "pseudo": [str(Path(p).resolve()) for p in self.pseudo],
                 "score_map": str(Path(self.score_map).resolve()) if self.score_map else None,
                 "recipe": self.recipe,
-                "public_table": str(Path(self.public_table).resolve()) if self.public_table else None}
+                "public_table": str(Path(self.public_table).resolve()) if self.public_table else None,
+                "allow_foreign_ids": self.allow_foreign_ids}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LabelSources:
         def path(key: str) -> Path | None:
             return Path(values[key]) if values.get(key) else None
         return cls(tuple(map(Path, values.get("relabel", ()))), tuple(map(Path, values.get("pseudo", ()))),
-                   path("score_map"), values.get("recipe", "auto"), path("public_table"))
+                   path("score_map"), values.get("recipe", "auto"), path("public_table"),
+                   bool(values.get("allow_foreign_ids", False)))
 
     def plus(self, relabel: Sequence[Path], pseudo: Sequence[Path]) -> LabelSources:
         """These sources with more folders appended (later folders win)."""
-        return LabelSources(self.relabel + tuple(relabel), self.pseudo + tuple(pseudo), self.score_map,
-                            self.recipe, self.public_table)
+        return dataclasses.replace(self, relabel=self.relabel + tuple(relabel), pseudo=self.pseudo + tuple(pseudo))
 
     def split_folders(self) -> tuple[Path | None, tuple[Path, ...]]:
         """(the 4th place's folder or None, the SPEC relabel folders)."""
@@ -81,6 +93,9 @@ class CellLabels:
 def load_labels(cells: CellSet, outputs: Sequence[int], sources: LabelSources) -> CellLabels:
     """The cells' labels: image-level labels, their recipe's, then the SPEC label folders."""
     theirs, spec_folders = sources.split_folders()
+    if not sources.allow_foreign_ids:
+        for folder in (*sources.pseudo, *sources.relabel):
+            check_segmentation(folder, HPA_PUBLISHED if folder == theirs else read_provenance(folder), cells)
     score_map = read_score_map(sources.score_map) if sources.score_map else ScoreMap()
     sets = [read_label_folder(folder, score_map) for folder in (*sources.pseudo, *spec_folders)]
     overrides = merge_label_sets(sets)
@@ -100,6 +115,23 @@ def load_labels(cells: CellSet, outputs: Sequence[int], sources: LabelSources) -
         log.warning("%d labelled (cell, class) entries name cells that are not in the dataset's "
                     "split; they are ignored", labels.targets.unknown)
     return labels
+
+
+def check_segmentation(folder: Path, made_on: Provenance | None, cells: CellSet) -> None:
+    """Refuse labels whose ids were made on other masks than a dataset's cells (InputError): an id
+    ``{ID}_{k}`` names another cell on another segmentation. Folders and datasets without a
+    record (``segmentation.json``) cannot be checked."""
+    if made_on is None:
+        return
+    for store in cells.stores:
+        used_on = read_provenance(store.root)
+        if used_on is None:
+            log.warning("%s has no segmentation record: cannot check that the ids of %s (made on %s) "
+                        "name its cells", store.root, folder, made_on.describe())
+        elif not same_cells(made_on, used_on):
+            raise InputError(f"{folder}: its cell ids were made on {made_on.describe()}, but {store.root} "
+                             f"was cut from {used_on.describe()}, where they name other cells; carry them "
+                             "over with 'python -m hpasc.labels remap', or pass --allow-foreign-ids")
 
 
 def _recipe(folder: Path, cells: CellSet, public_table: Path | None) -> RecipeResult:
