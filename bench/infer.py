@@ -31,7 +31,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import cli, runtime  # noqa: E402
-from hpasc.cells.crop import CropSettings  # noqa: E402
 from hpasc.cells.cutter import cut_image  # noqa: E402
 from hpasc.images import CHANNELS, scan_images  # noqa: E402
 from hpasc.inference.ensemble import LoadedEnsemble
@@ -89,7 +88,7 @@ def stage_times(images: Path, ensemble: LoadedEnsemble, settings: InferSettings)
         lap("read")
         nuclei, cells = segment_classical(image)
         lap("segment (classical)")
-        tiles, rows = cut_image(image, cells, nuclei, image_id, [], CropSettings(size=ensemble.tile_size))
+        tiles, rows = cut_image(image, cells, nuclei, image_id, [], ensemble.recipes[0])
         lap("cut cells")
         masks = encode_cells(cells, rows["mask_id"].tolist())
         lap("RLE")

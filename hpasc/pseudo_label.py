@@ -38,6 +38,7 @@ from hpasc import atomic, cli, runtime
 from hpasc.cells.split import read_split
 from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
+from hpasc.segmentation.provenance import label_folder_made_on
 from hpasc.training.targets import LabelSet, write_label_folder
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
                            spec.outputs)
 
     write_label_folder(args.out, result.labels)
+    label_folder_made_on(args.out, cells.stores[0].root)
     summary = result.summary()
     atomic.write_text(args.out / SUMMARY, summary.to_csv(index=False, lineterminator="\n"))
     totals = {"cells": int(rows.size), "negatives": int(summary["negatives"].sum()),

@@ -208,14 +208,29 @@ def test_rewriting_an_image_replaces_it(tmp_path: Path) -> None:
 
 
 def test_tile_size_must_agree(tmp_path: Path) -> None:
-    cellstore.check_tile_size(tmp_path, 512)  # an empty folder takes any size
+    cellstore.check_cut(tmp_path, 512, None)  # an empty folder takes any size
     write_all(tmp_path, ["img-a"])
-    cellstore.check_tile_size(tmp_path, S)
+    cellstore.check_cut(tmp_path, S, None)
     with pytest.raises(InputError, match=f"holds {S} px tiles, not 260"):
-        cellstore.check_tile_size(tmp_path, 260)
+        cellstore.check_cut(tmp_path, 260, None)
     tiles, rows = make_image("img-b", 3, 16)
     cellstore.write_image(tmp_path, "img-b", tiles, rows)
     with pytest.raises(InputError, match="different tile sizes"):
+        cellstore.merge(tmp_path)
+
+
+def test_the_recipe_is_kept_and_must_agree(tmp_path: Path) -> None:
+    recipe = {"mode": "resize", "context": 0, "zero": "outside"}
+    tiles, rows = make_image("img-a", 2, S)
+    cellstore.write_image(tmp_path, "img-a", tiles, rows, recipe)
+    cellstore.check_cut(tmp_path, S, recipe)
+    with pytest.raises(InputError, match="cut with .*'resize'.*--mode/--context/--zero"):
+        cellstore.check_cut(tmp_path, S, {**recipe, "mode": "pad"})
+    cellstore.merge(tmp_path)
+    assert cellstore.open_cells(tmp_path).recipe == recipe
+    tiles, rows = make_image("img-b", 2, S)
+    cellstore.write_image(tmp_path, "img-b", tiles, rows, {**recipe, "context": 8})
+    with pytest.raises(InputError, match="different recipes"):
         cellstore.merge(tmp_path)
 
 

@@ -71,7 +71,8 @@ def test_remap_moves_ids_to_the_same_physical_cells(classical: Path, hpa_real: P
             hpa = read_label_image(hpa_real / "masks" / f"{image_id}_cellmask.png")
             ours = read_label_image(classical / "masks" / f"{image_id}.png")
             # the source line whose HPA cell this cell overlaps at IoU >= 0.6 carries the same value
-            sources = [(c, v) for c, v, _ in before if iou(hpa == int(c.rsplit("_", 1)[1]) + 1, ours == int(k) + 1) >= 0.6]
+            cell = ours == int(k) + 1
+            sources = [(c, v) for c, v, _ in before if iou(hpa == int(c.rsplit("_", 1)[1]) + 1, cell) >= 0.6]
             assert len(sources) == 1 and sources[0][1] == value
     moved = sum(1 for _ in read_label_lines(out / "11.txt"))
     same_number = sum(c == d for (c, _, _), (d, _, _) in zip(read_label_lines(hpa_real / "relabel_example" / "11.txt"),
@@ -116,3 +117,13 @@ def test_a_classical_dataset_refuses_hpa_made_ids(classical: Path, hpa_real: Pat
     carried = run_script("train_me.py", "-i", classical / "dataset", "-s", tmp_path / "models", *FAST,
                          "--relabel", remapped, "-n", "carried")
     assert carried.returncode == 0, carried.stderr  # a folder remapped onto these masks is accepted
+
+
+def test_a_label_folder_made_from_a_dataset_gets_its_record(classical: Path, tmp_path: Path) -> None:
+    from hpasc.tools.label_tool import open_session
+
+    open_session(classical / "dataset", 0, tmp_path / "relabel")
+    assert read_provenance(tmp_path / "relabel") == Provenance("classical")
+    record_provenance(tmp_path / "other", HPA_PUBLISHED, keeps_others=False)
+    with pytest.raises(InputError, match="holds masks or cells made by HPA's segmentation"):
+        open_session(classical / "dataset", 0, tmp_path / "other")

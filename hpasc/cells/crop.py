@@ -5,6 +5,13 @@ so the aspect ratio is kept), resized to S. ``resize`` mode (the B2 recipe): the
 S×S. Pixels outside the cell's mask are zeroed; ``context`` keeps those within that many pixels of
 the cell (the variant the 4th place wanted to try). Shrinking uses area interpolation, enlarging
 bilinear (OpenCV's area interpolation degenerates to nearest-neighbour when it enlarges).
+
+``zero="others"`` is the 4th place's exact crop (their ``image_cutter.py``): the box grown to a
+square and by a 16 px margin (clipped to the image), only the pixels of *other* cells zeroed (the
+background kept), padded to a square and resized bilinearly, as ``cv2.resize`` does by default.
+
+A tile's recipe (:meth:`CropSettings.recipe`) is recorded in the cell store and in every
+checkpoint, so that inference cuts tiles the way the model was trained on.
 """
 
 from __future__ import annotations
@@ -16,19 +23,47 @@ import numpy as np
 from scipy import ndimage as ndi
 
 MODES = ("pad", "resize")
+ZEROING = ("outside", "others")
+THEIR_MARGIN = 16  # px around the squared box in the 4th place's crop
 
 
 @dataclass(frozen=True)
 class CropSettings:
-    """How tiles are cut: side ``size``, ``mode`` pad|resize, ``context`` pixels kept around."""
+    """How tiles are cut: side ``size``, ``mode`` pad|resize, ``context`` pixels kept around,
+    ``zero`` outside (everything outside the cell) | others (other cells only: their crop)."""
 
     size: int = 512
     mode: str = "pad"
     context: int = 0
+    zero: str = "outside"
 
     def __post_init__(self) -> None:
-        if self.size < 1 or self.context < 0 or self.mode not in MODES:
+        if self.size < 1 or self.context < 0 or self.mode not in MODES or self.zero not in ZEROING:
             raise ValueError(f"bad crop settings {self}")
+        if self.zero == "others" and (self.mode != "pad" or self.context):
+            raise ValueError("zero='others' is the 4th place's crop: mode pad, no context (it keeps a 16 px margin)")
+
+    def recipe(self) -> dict[str, object]:
+        """How a tile was made, apart from its size: what a model must be fed the same way."""
+        return {"mode": self.mode, "context": self.context, "zero": self.zero}
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, object] | None, size: int) -> CropSettings:
+        """Settings of ``size`` px from a recorded recipe (None: the defaults, as before recipes were recorded)."""
+        recipe = recipe or {}
+        return cls(size, str(recipe.get("mode", "pad")), int(recipe.get("context", 0)),
+                   str(recipe.get("zero", "outside")))
+
+
+def recipe_mismatch(expected: dict | None, actual: dict | None) -> str | None:
+    """Why tiles cut per ``actual`` differ from tiles cut per ``expected`` (None when they are cut
+    the same way; the heuristics' numbers do not change a tile and are not compared)."""
+    wanted, got = (CropSettings.from_recipe(r, 1).recipe() for r in (expected, actual))
+    return None if wanted == got else f"expected {_describe(wanted)}; given {_describe(got)}"
+
+
+def _describe(recipe: dict[str, object]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in recipe.items())
 
 
 @dataclass(frozen=True)
@@ -63,6 +98,8 @@ def cell_boxes(cells: np.ndarray) -> dict[int, Box]:
 def crop_cell(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box,
               settings: CropSettings) -> np.ndarray:
     """The tile of cell ``mask_id`` (bounding box ``box``) of ``image`` (uint16 H×W×4): (4, S, S)."""
+    if settings.zero == "others":
+        return _their_crop(image, cells, mask_id, box, settings.size)
     window = box.grown(settings.context, cells.shape)
     inside = cells[window.slices] == mask_id
     if settings.context:
@@ -73,6 +110,20 @@ def crop_cell(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box,
     if settings.mode == "pad":
         crop = pad_to_square(crop)
     return resize_tile(crop, settings.size).transpose(2, 0, 1)
+
+
+def _their_crop(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box, size: int) -> np.ndarray:
+    height, width = box.y1 - box.y0, box.x1 - box.x0
+    grow = abs(height - width)
+    first, second = grow // 2, grow - grow // 2
+    rows, cols = (first, second) if width > height else (0, 0), (first, second) if height > width else (0, 0)
+    window = Box(max(box.y0 - rows[0] - THEIR_MARGIN, 0), max(box.x0 - cols[0] - THEIR_MARGIN, 0),
+                 min(box.y1 + rows[1] + THEIR_MARGIN, cells.shape[0]),
+                 min(box.x1 + cols[1] + THEIR_MARGIN, cells.shape[1]))
+    labels = cells[window.slices]
+    crop = np.where(((labels == 0) | (labels == mask_id))[..., None], image[window.slices], 0).astype(np.uint16)
+    square = pad_to_square(crop)
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1).transpose(2, 0, 1)
 
 
 def pad_to_square(crop: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hpasc import cellstore, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
-from hpasc.cells.factors import border_factors, keep_for_training, outlier_factors
+from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
 from hpasc.images import read_label_image, scan_images, stack_channels
@@ -51,6 +51,11 @@ class MaskFolders:
         return mask
 
 
+def tile_recipe(settings: CropSettings) -> dict:
+    """The record of how tiles are cut: the crop recipe and the heuristics' numbers."""
+    return {**settings.recipe(), "factors": dict(THRESHOLDS)}
+
+
 def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, image_id: str,
               labels: list[int], settings: CropSettings) -> tuple[np.ndarray, pd.DataFrame]:
     """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
@@ -79,7 +84,7 @@ def _cut_job(image_id: str, paths: list[Path], masks: MaskFolders, labels: list[
     image = stack_channels(image_id, paths)
     cells, nuclei = masks.read(image_id, image.shape[:2])
     tiles, rows = cut_image(image, cells, nuclei, image_id, labels, settings)
-    cellstore.write_image(out, image_id, tiles, rows)
+    cellstore.write_image(out, image_id, tiles, rows, tile_recipe(settings))
     return len(rows)
 
 
@@ -103,7 +108,7 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
                settings: CropSettings, options: runtime.CommonOptions) -> list[str]:
     """Cut the images of ``images`` that the store in ``out`` lacks; returns the failed IDs."""
     folder = scan_images(images)
-    cellstore.check_tile_size(out, settings.size)
+    cellstore.check_cut(out, settings.size, tile_recipe(settings))
     done = cellstore.done_images(out)
     ids, todo = runtime.plan_work(folder.ids, done.__contains__, options, "already cut")
     unlabelled = [i for i in todo if labels is not None and i not in labels]

@@ -28,12 +28,18 @@ CUT = 0.001
 OUTLIER = 0.001
 RED_SHARE = 0.077
 BLUE_YELLOW_SHARE = 0.05
+EDGE_CLEAN_ABOVE = 0.3
+EDGE_CUT_BELOW = 0.01
+THRESHOLDS = {"no_nucleus": NO_NUCLEUS, "cut": CUT, "outlier": OUTLIER, "red_share": RED_SHARE,
+              "blue_yellow_share": BLUE_YELLOW_SHARE, "edge_clean_above": EDGE_CLEAN_ABOVE,
+              "edge_cut_below": EDGE_CUT_BELOW}
+"""The heuristics' numbers, recorded with every tile recipe (store and checkpoint)."""
 
 
 def _edge_factor(ratio: float) -> float:
-    if ratio > 0.3:
+    if ratio > EDGE_CLEAN_ABOVE:
         return CLEAN
-    if ratio > 0.01:
+    if ratio > EDGE_CUT_BELOW:
         return (ratio * 3.33) ** 0.1
     return CUT
 

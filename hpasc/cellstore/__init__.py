@@ -43,15 +43,15 @@ and their writers), ``write`` (:func:`write_image`, :func:`merge`), ``read`` (:c
 """
 
 from hpasc.cellstore.export import MIX, composite, export_pngs
-from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE,
-                                    TILE_INDEX, TILES, VERSION, done_images, image_done)
+from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE, TILE_INDEX,
+                                    TILES, VERSION, done_images, image_done)
 from hpasc.cellstore.read import CellStore, open_cells, open_tiles
 from hpasc.cellstore.temporary import STALE_AFTER_S, abandoned, clean_temporary
-from hpasc.cellstore.write import CODEC, check_tile_size, merge, write_image
+from hpasc.cellstore.write import CODEC, check_cut, merge, write_image
 
 __all__ = [
     "CODEC", "FORMAT", "IMAGES", "IMAGE_META", "MARKER", "META", "MIX", "REQUIRED_COLUMNS", "ROWS",
     "STALE_AFTER_S", "TABLE", "TILES", "TILE_INDEX", "VERSION", "CellStore", "abandoned",
-    "check_tile_size", "clean_temporary", "composite", "done_images", "export_pngs", "image_done",
+    "check_cut", "clean_temporary", "composite", "done_images", "export_pngs", "image_done",
     "merge", "open_cells", "open_tiles", "write_image",
 ]

@@ -32,10 +32,13 @@ class CellStore:
     every read opens, reads and closes one chunk file (safe across fork, spawn and threads).
     """
 
-    def __init__(self, root: str | os.PathLike, table: pd.DataFrame, tile_size: int) -> None:
+    def __init__(self, root: str | os.PathLike, table: pd.DataFrame, tile_size: int,
+                 recipe: dict | None = None) -> None:
         self.root = Path(root)
         self.table = table
         self.tile_size = int(tile_size)
+        self.recipe = recipe
+        """How the tiles were cut (image_cutter's record; None for stores made before recipes were kept)."""
         self._image_ids = table["image_id"].to_numpy(dtype=object)
         self._tile_index = table[TILE_INDEX].to_numpy(dtype=np.int64)
         self._positions: pd.Index | None = None
@@ -154,7 +157,7 @@ def open_cells(path: str | os.PathLike) -> CellStore:
     if unmerged:
         log.warning("%s: %d complete image(s) are not in %s yet (written after the last merge); "
                     "run merge to include them", root, len(unmerged), TABLE)
-    return CellStore(root, table, meta["tile_size"])
+    return CellStore(root, table, meta["tile_size"], meta.get("recipe"))
 
 
 def open_tiles(root: str | os.PathLike, image_id: str) -> zarr.Array:

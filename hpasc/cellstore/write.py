@@ -17,9 +17,8 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from hpasc import atomic
-from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE,
-                                    TILE_INDEX, TILES, VERSION, done_images, parse_table, read_image_meta,
-                                    read_json, read_text)
+from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE, TILE_INDEX,
+                                    TILES, VERSION, done_images, parse_table, read_image_meta, read_json, read_text)
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
@@ -32,8 +31,10 @@ log = logging.getLogger(__name__)
 CODEC = {"name": "blosc", "cname": "zstd", "clevel": 4, "shuffle": "shuffle", "typesize": 2}
 
 
-def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows: pd.DataFrame) -> None:
-    """Store image ``image_id``: its tiles (N×4×S×S uint16) and rows (N, in tile order).
+def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows: pd.DataFrame,
+                recipe: dict | None = None) -> None:
+    """Store image ``image_id``: its tiles (N×4×S×S uint16) and rows (N, in tile order), and how
+    the tiles were cut (``recipe``, recorded as given; merged into ``store.json``).
 
     Atomic: the image appears complete under ``images/{image_id}`` or not at all; an existing
     image of that id is replaced. An image with no cells (N = 0) is valid and counts as done.
@@ -52,7 +53,7 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
         rows.to_csv(temporary / ROWS, index=False, lineterminator="\n")
         meta = {"format": FORMAT, "version": VERSION, "image_id": image_id, "n_cells": len(tiles),
                 "tile_size": int(tiles.shape[-1]), "codec": CODEC,
-                "columns": {str(c): _kind(rows[c]) for c in rows.columns}}
+                "columns": {str(c): _kind(rows[c]) for c in rows.columns}, "recipe": recipe}
         (temporary / IMAGE_META).write_text(json.dumps(meta, indent=1) + "\n")
         _fsync_tree(temporary)
         # Unlinking the marker claims the folder: if merge's clean-up judged it abandoned and
@@ -64,19 +65,26 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
         raise
 
 
-def check_tile_size(root: str | os.PathLike, size: int) -> None:
-    """Refuse (InputError) to add ``size`` px tiles to a dataset that holds tiles of another size."""
-    stored = _stored_tile_size(Path(root))
-    if stored is not None and stored != size:
-        raise InputError(f"{root} holds {stored} px tiles, not {size} px: use another output "
+def check_cut(root: str | os.PathLike, size: int, recipe: dict | None) -> None:
+    """Refuse (InputError) to add tiles of another size or recipe to a dataset that holds tiles:
+    a model trained on the store must see every tile cut one way."""
+    stored = _stored(Path(root))
+    if stored is None:
+        return
+    if int(stored["tile_size"]) != size:
+        raise InputError(f"{root} holds {stored['tile_size']} px tiles, not {size} px: use another output "
                          "folder or the same tile size")
+    if stored.get("recipe") is not None and stored["recipe"] != recipe:
+        raise InputError(f"{root} holds tiles cut with {stored['recipe']}, not {recipe}: use another output "
+                         "folder or the same --mode/--context/--zero")
 
 
-def _stored_tile_size(root: Path) -> int | None:
+def _stored(root: Path) -> dict | None:
+    """store.json's, else the first complete image's record (None for an empty folder)."""
     if (root / META).is_file():
-        return int(read_json(root / META)["tile_size"])
+        return read_json(root / META)
     ids = sorted(done_images(root))
-    return int(read_image_meta(root, ids[0])["tile_size"]) if ids else None
+    return read_image_meta(root, ids[0]) if ids else None
 
 
 def _check_image_id(image_id: str) -> None:
@@ -194,6 +202,9 @@ def merge(root: str | os.PathLike, stale_after: float = STALE_AFTER_S) -> pd.Dat
     sizes = {m["tile_size"] for m in metas}
     if len(sizes) > 1:
         raise InputError(f"{root}: images have different tile sizes {sorted(sizes)}")
+    recipes = {json.dumps(m.get("recipe"), sort_keys=True) for m in metas}
+    if len(recipes) > 1:
+        raise InputError(f"{root}: images were cut with different recipes {sorted(recipes)}")
     kinds = _merged_kinds(metas)
     header, bodies = None, []
     for image_id in ids:
@@ -221,7 +232,7 @@ def merge(root: str | os.PathLike, stale_after: float = STALE_AFTER_S) -> pd.Dat
             "channels": list(CHANNELS), "dtype": "uint16", "codec": CODEC,
             "chunks": "images/{image_id}/tiles/c/{tile_index}/0/0/0, one tile each",
             "columns": {**kinds, TILE_INDEX: "int"}, "n_cells": len(table),
-            "images": {m["image_id"]: m["n_cells"] for m in metas}}
+            "images": {m["image_id"]: m["n_cells"] for m in metas}, "recipe": metas[0].get("recipe")}
     atomic.write_text(root / TABLE, table.to_csv(index=False, lineterminator="\n"))
     atomic.write_text(root / META, json.dumps(meta, indent=1) + "\n")
     return table

@@ -1,6 +1,7 @@
 """Cut every cell of every image into a (4, S, S) 16-bit tile and a table row, stored in a cell
 dataset folder (read it with hpasc.open_cells). Per cell: its bounding box padded to a square
-(or stretched, --mode resize), pixels outside the cell zeroed, resized to S; the 4th place's
+(or stretched, --mode resize), pixels outside the cell zeroed (or, --zero others, only those of
+other cells: the 4th place's exact crop), resized to S; the 4th place's
 border and outlier factors; and 'keep', the training filter. Images already in the dataset are
 skipped, so an interrupted run is resumed by running it again."""
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.cells.crop import MODES, CropSettings
+from hpasc.cells.crop import MODES, ZEROING, CropSettings
 from hpasc.cells.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
 
 
@@ -36,13 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "resize: the box is stretched to S x S (the B2 recipe)")
     parser.add_argument("--context", type=cli.at_least(0), default=0,
                         help="keep this many pixels of the surroundings around each cell")
+    parser.add_argument("--zero", choices=ZEROING, default="outside",
+                        help="outside: every pixel outside the cell is zeroed; others: the 4th place's exact "
+                             "crop (the box squared plus a 16 px margin, only other cells zeroed, the "
+                             "background kept; with --mode pad and no --context)")
     return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.zero == "others" and (args.mode != "pad" or args.context):
+        parser.error("--zero others is the 4th place's crop: it takes --mode pad and no --context")
+    return args
 
 
 def _run(args: argparse.Namespace) -> int:
     nuclei = args.nuclei or default_nuclei_folder(args.masks)
     labels = read_labels(args.input, args.labels, args.no_labels)
-    settings = CropSettings(size=args.size, mode=args.mode, context=args.context)
+    settings = CropSettings(size=args.size, mode=args.mode, context=args.context, zero=args.zero)
     failed = cut_folder(args.input, MaskFolders(args.masks, nuclei), labels, args.output, settings,
                         runtime.CommonOptions.from_args(args))
     runtime.write_manifest(args.output, "image_cutter", args,
@@ -52,4 +65,4 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``image_cutter.py`` / ``hpasc-cut``: parse ``argv`` (default: the command line) and run."""
-    cli.run(_run, build_parser().parse_args(argv))
+    cli.run(_run, parse_args(argv))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
+from hpasc.cells.crop import CropSettings
+from hpasc.cells.factors import THRESHOLDS
 from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.inference.ensemble_file import Ensemble
 from hpasc.models.checkpoint import build_model, load_checkpoint
@@ -13,27 +20,44 @@ from hpasc.models.precision import Precision
 from hpasc.models.scoring import prepare_batch, to_probabilities
 from hpasc.models.spec import ModelSpec
 
+log = logging.getLogger(__name__)
+
 
 class LoadedEnsemble:
-    """The members' models on a device; ``__call__`` scores a batch of uint16 tiles."""
+    """The members' models on a device; ``__call__`` scores the tiles of a batch of cells.
+
+    Each member is fed tiles cut the way its training tiles were (its checkpoint's recipe):
+    ``recipes`` lists one :class:`CropSettings` per distinct recipe, at the largest tile size of
+    its members (a smaller member gets them resized on the device), and ``__call__`` takes the
+    cells' tiles in each of them, in that order.
+    """
 
     def __init__(self, ensemble: Ensemble, device: torch.device, precision: Precision = Precision(),
                  tta: bool = False) -> None:
         self.device, self.precision, self.tta = device, precision, tta
-        self.models: list[tuple[nn.Module, ModelSpec, float]] = []
+        self.models: list[tuple[nn.Module, ModelSpec, float, int]] = []
+        sizes: dict[str, int] = {}  # recipe → the largest tile size of its members, in first-seen order
         for member in ensemble.members:
             model, spec = build_model(load_checkpoint(member.checkpoint), device, precision)
-            self.models.append((model, spec, member.weight))
-        self.tile_size = max(spec.tile_size for _, spec, _ in self.models)
-        self.derive_negative = not any(spec.negative_head for _, spec, _ in self.models)
+            _warn_other_heuristics(member.checkpoint, spec)
+            key = json.dumps(CropSettings.from_recipe(spec.recipe, 1).recipe(), sort_keys=True)
+            sizes[key] = max(sizes.get(key, 0), spec.tile_size)
+            self.models.append((model, spec, member.weight, list(sizes).index(key)))
+        self.recipes = tuple(CropSettings.from_recipe(json.loads(k), size) for k, size in sizes.items())
+        self.tile_size = max(sizes.values())
+        self.derive_negative = not any(spec.negative_head for _, spec, _, _ in self.models)
 
-    def __call__(self, tiles: torch.Tensor) -> np.ndarray:
-        """(B, 19) probabilities: the weighted mean of the members' (with flips when ``tta``);
+    def __call__(self, tiles: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+        """(B, 19) probabilities of B cells (``tiles``: their tiles per recipe, or one batch when the
+        ensemble has one recipe): the weighted mean of the members' (with flips when ``tta``);
         without a Negative output anywhere, Negative = 1 − max of the ensemble's classes."""
-        total = torch.zeros(len(tiles), NUM_CLASSES, device=self.device)
+        per_recipe = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
+        if len(per_recipe) != len(self.recipes):
+            raise ValueError(f"{len(per_recipe)} tile batches for {len(self.recipes)} recipes")
+        total = torch.zeros(len(per_recipe[0]), NUM_CLASSES, device=self.device)
         with torch.inference_mode():
-            for model, spec, weight in self.models:
-                batch = prepare_batch(tiles, spec, self.device, self.precision)
+            for model, spec, weight, recipe in self.models:
+                batch = prepare_batch(per_recipe[recipe], spec, self.device, self.precision)
                 views = [batch, batch.flip(-1), batch.flip(-2)] if self.tta else [batch]
                 for view in views:
                     with self.precision.autocast(self.device):
@@ -42,3 +66,10 @@ class LoadedEnsemble:
         if self.derive_negative:
             total[:, NEGATIVE] = 1 - total[:, :NEGATIVE].amax(dim=1)
         return total.float().cpu().numpy()
+
+
+def _warn_other_heuristics(checkpoint: Path, spec: ModelSpec) -> None:
+    recorded = (spec.recipe or {}).get("factors")
+    if recorded is not None and recorded != THRESHOLDS:
+        log.warning("%s was trained on cells filtered with other border/outlier numbers (%s) than this "
+                    "version computes (%s)", checkpoint, recorded, THRESHOLDS)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from hpasc import runtime
-from hpasc.cells.crop import CropSettings
+from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
@@ -33,14 +33,8 @@ from hpasc.inference.postprocess import postprocess
 from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.provenance import record_provenance
-from hpasc.segmentation.stage import (
-    ModelFiles,
-    NetworkPipeline,
-    choose_backend,
-    finish_labels,
-    load_networks,
-    masks_provenance,
-)
+from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks,
+                                      masks_provenance)
 from hpasc.submission.rle import encode_cells
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
@@ -67,35 +61,38 @@ class ImageCells:
     image_id: str
     height: int
     width: int
-    tiles: np.ndarray
+    tiles: tuple[np.ndarray, ...]
+    """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``)."""
     border: np.ndarray
     outlier: np.ndarray
     masks: list[str]
 
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
-                   tile_size: int, save_masks: Path | None) -> ImageCells:
-    tiles, rows = cut_image(image, cells, nuclei, image_id, [], CropSettings(size=tile_size))
+                   recipes: tuple[CropSettings, ...], save_masks: Path | None) -> ImageCells:
+    tiles, rows = cut_image(image, cells, nuclei, image_id, [], recipes[0])
+    others = tuple(crop_cells(image, cells, recipe)[2] for recipe in recipes[1:])
     ids = rows["mask_id"].tolist()
     encoded = encode_cells(cells, ids)
     if save_masks is not None:
         write_label_image(save_masks / f"{image_id}.png", cells)
-    return ImageCells(image_id, image.shape[0], image.shape[1], tiles, rows["border"].to_numpy(),
+    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows["border"].to_numpy(),
                       rows["outlier"].to_numpy(), [encoded[i] for i in ids])
 
 
-def _classical_job(image_id: str, paths: list[Path], tile_size: int, save_masks: Path | None) -> ImageCells:
+def _classical_job(image_id: str, paths: list[Path], recipes: tuple[CropSettings, ...],
+                   save_masks: Path | None) -> ImageCells:
     image = stack_channels(image_id, paths)
     nuclei, cells = segment_classical(image)
-    return cells_of_image(image_id, image, cells, nuclei, tile_size, save_masks)
+    return cells_of_image(image_id, image, cells, nuclei, recipes, save_masks)
 
 
-def _network_job(folder: ImageFolder, tile_size: int, save_masks: Path | None, image_id: str,
+def _network_job(folder: ImageFolder, recipes: tuple[CropSettings, ...], save_masks: Path | None, image_id: str,
                  nuclei: np.ndarray, cells: np.ndarray, geometry) -> ImageCells:
     nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry)
     # The image is read again here rather than sent along: it is cheaper than pickling it twice.
     image = stack_channels(image_id, folder.paths(image_id))
-    return cells_of_image(image_id, image, cell_labels, nucleus_labels, tile_size, save_masks)
+    return cells_of_image(image_id, image, cell_labels, nucleus_labels, recipes, save_masks)
 
 
 class Predictor:
@@ -111,20 +108,21 @@ class Predictor:
             scores = postprocess(scores, cells.border, cells.outlier, self.postprocessing)
         self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
 
-    def score(self, tiles: np.ndarray) -> np.ndarray:
+    def score(self, tiles: tuple[np.ndarray, ...]) -> np.ndarray:
         parts = [np.zeros((0, 19), np.float32)]
-        for start in range(0, len(tiles), self.settings.batch_size):
-            parts.append(self.ensemble(torch.from_numpy(tiles[start:start + self.settings.batch_size])))
+        size = self.settings.batch_size
+        for start in range(0, len(tiles[0]), size):
+            parts.append(self.ensemble([torch.from_numpy(t[start:start + size]) for t in tiles]))
         return np.concatenate(parts)
 
 
-def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, tile_size: int,
+def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, recipes: tuple[CropSettings, ...],
                    pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
     """Workers segment and cut ahead of the scoring here, ``2 × workers`` images at most."""
     failures: dict[str, str] = {}
 
     def submit(image_id: str) -> Future:
-        return pool.submit(_classical_job, image_id, folder.paths(image_id), tile_size,
+        return pool.submit(_classical_job, image_id, folder.paths(image_id), recipes,
                            predictor.settings.save_masks)
 
     for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
@@ -165,8 +163,9 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     backend = choose_backend(settings.backend, settings.models)
     device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
-    log.info("%d images, %d checkpoints, %s segmentation, %d px tiles, on %s", len(ids),
-             len(ensemble.members), backend, loaded.tile_size, device)
+    log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
+             backend, "; ".join(f"{r.size} px {r.mode} context {r.context} zero {r.zero}" for r in loaded.recipes),
+             device)
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
         record_provenance(settings.save_masks, masks_provenance(backend, settings.models, options.progress),
                           keeps_others=False)
@@ -176,13 +175,13 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     failures = {i: reasons.get(i, f"no channel files in {images}") for i in ids if i not in set(folder.ids)}
     with process_pool(options.workers) as pool:
         if backend == "hpa":
-            finish = functools.partial(_network_job, folder, loaded.tile_size, settings.save_masks)
+            finish = functools.partial(_network_job, folder, loaded.recipes, settings.save_masks)
             networks = load_networks(settings.models, options, settings.precision)
             pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
                                        predictor)
             failures |= pipeline.run(present)
         else:
-            failures |= _run_classical(present, folder, predictor, loaded.tile_size, pool, options)
+            failures |= _run_classical(present, folder, predictor, loaded.recipes, pool, options)
     runtime.log_failures(failures)
     rows = [(i, *(predictor.rows.get(i) or (*image_size(images, i, sizes), ""))) for i in ids]
     write_submission(out, rows, order)

@@ -19,6 +19,9 @@ class ModelSpec:
     outputs: tuple[int, ...]  # the class index of each output column (18 outputs: classes 0..17)
     tile_size: int
     scale: float = 1 / 65535  # uint16 intensities → [0, 1]
+    recipe: dict[str, Any] | None = None
+    """How its training tiles were cut (the cell store's record: mode, context, zeroing, the
+    heuristics' numbers); None for checkpoints made before it was recorded (padded tiles)."""
 
     @property
     def negative_head(self) -> bool:
@@ -41,7 +44,10 @@ class ModelSpec:
             raise InputError(f"model_spec outputs must be distinct class indices 0..{NUM_CLASSES - 1}, "
                              f"not {outputs!r}")
         try:
+            recipe = data.get("recipe")
+            if recipe is not None and not isinstance(recipe, dict):
+                raise TypeError(f"recipe must be a mapping, not {recipe!r}")
             return cls(str(data["arch"]), int(data["in_channels"]), tuple(outputs),
-                       int(data["tile_size"]), float(data["scale"]))
+                       int(data["tile_size"]), float(data["scale"]), recipe)
         except (TypeError, ValueError) as exc:
             raise InputError(f"model_spec has an invalid value ({one_line(exc)})") from None

@@ -83,3 +83,11 @@ def record_provenance(folder: Path, provenance: Provenance, keeps_others: bool) 
                          f"{provenance.describe()}: use another folder, or --overwrite to redo them all")
     folder.mkdir(parents=True, exist_ok=True)
     write_provenance(folder, provenance)
+
+
+def label_folder_made_on(labels: Path, dataset: Path) -> None:
+    """Give a label folder written from a dataset's cells the dataset's record, so that training
+    can tell which masks its ids refer to (InputError if it already holds ids of other masks)."""
+    provenance = read_provenance(dataset)
+    if provenance is not None:
+        record_provenance(labels, provenance, keeps_others=True)

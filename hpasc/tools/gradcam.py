@@ -31,6 +31,7 @@ from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture
 from hpasc.models.scoring import prepare_batch, score_tiles
 from hpasc.models.spec import ModelSpec
+from hpasc.training.data import check_tiles_for
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     store = open_cells(args.dataset)
     rows = choose_rows(store, args.cells, args.limit)
     model, spec = build_model(checkpoint, device)
+    check_tiles_for(store, spec)
     target_layer(model, spec, args.layer)  # a layer the model lacks is refused before any work
     heatmaps = []
     for row in options.bar(rows, unit="cell", desc="gradcam"):

@@ -41,6 +41,7 @@ from hpasc.images import encode_png
 from hpasc.labels import files as label_files
 from hpasc.labels.files import SCORES, label_lines
 from hpasc.runtime import CommonOptions
+from hpasc.segmentation.provenance import label_folder_made_on
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | 
     cells = cells_of_class(store, class_index)
     if not cells:
         raise InputError(f"{dataset}: no cell's image is labelled with class {class_index}")
+    label_folder_made_on(out, store.root)
     if checkpoint is not None:
         if not checkpoint.is_file():
             raise InputError(f"checkpoint {checkpoint} does not exist")

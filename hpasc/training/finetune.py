@@ -22,7 +22,7 @@ from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.training.augment import AugmentSettings
-from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
+from hpasc.training.data import EpochBatches, TileDataset, check_tiles_for, create_loader, load_cells
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import LabelSources, load_labels
 from hpasc.training.trainer import Runtime, epoch_seed
@@ -74,6 +74,8 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
     split = read_split(dataset)
     cells = load_cells(split)
     model, spec = ckpt.build_model(source)
+    for store in cells.stores:
+        check_tiles_for(store, spec)
     sources = LabelSources.from_dict(args.get("labels", {})).plus(config.relabel, config.pseudo)
     labels = load_labels(cells, spec.outputs, sources)
     targets = labels.targets

@@ -29,12 +29,13 @@ from hpasc.cells.split import Split, read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.architecture import Pretrained
-from hpasc.models.registry import architecture, create_model
 from hpasc.models.precision import Precision
+from hpasc.models.registry import architecture, create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
 from hpasc.training.augment import AugmentSettings
-from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
+from hpasc.training.data import (CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells,
+                                 warn_enlarging)
 from hpasc.training.distributed import Process
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import CellLabels, LabelSources, load_labels
@@ -105,9 +106,6 @@ def resolve_tile_size(requested: int | None, arch: str, store_tile: int) -> int:
     """``--tile-size``, else the architecture's size capped by the store's tiles."""
     if requested is None:
         return min(architecture(arch).default_tile_size, store_tile)
-    if requested > store_tile:
-        log.warning("--tile-size %d is larger than the dataset's %d px tiles: they are enlarged",
-                    requested, store_tile)
     return requested
 
 
@@ -153,7 +151,7 @@ def _train_and_validation_rows(cells: CellSet, split: Split, labels: CellLabels)
 
 
 def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs: tuple[int, ...],
-                 resumed: dict[str, Any] | None) -> Engine:
+                 resumed: dict[str, Any] | None, recipe: dict | None) -> Engine:
     """The model (ImageNet-initialised, or the resumed checkpoint's), Adam and cosine annealing."""
     torch.manual_seed(config.seed)  # the same initial weights on every process and every run
     model = create_model(config.arch, len(outputs), tile_size=tile_size)
@@ -161,7 +159,7 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
         model.load_state_dict(resumed["model_state"])
     else:
         _initialise(model, config, runtime)
-    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size)
+    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size, recipe=recipe)
     model = place_model(model, runtime.process, runtime.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
@@ -259,7 +257,10 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         atomic.write_text(Path(config.save_dir) / f"{config.name}-args.yaml",
                           yaml.safe_dump(config.to_dict(), sort_keys=False))
     tile_size = resolve_tile_size(config.tile_size, config.arch, data.cells.tile_size)
-    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed)
+    for store in data.cells.stores:
+        warn_enlarging(store.tile_size, tile_size, store.root)
+    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed,
+                          data.cells.recipe)
     batches = EpochBatches(config.batch_size, drop_last=True)
     loader = create_loader(TileDataset(data.cells, tile_size), batches, runtime.options.workers,
                            pin_memory=process.device.type == "cuda")
