@@ -39,7 +39,7 @@ from hpasc.cells.split import read_split
 from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
 from hpasc.segmentation.provenance import label_folder_made_on
-from hpasc.training.targets import LabelSet, write_label_folder
+from hpasc.labels.folders import LabelSet, write_label_folder
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.runtime import CommonOptions
 from hpasc.training.data import load_cells
 from hpasc.training.predict import score_rows
-from hpasc.training.targets import read_label_folder
+from hpasc.labels.folders import read_label_folder
 from tests.conftest import assert_one_line_error, run_script
 
 TILE = 32

@@ -12,7 +12,8 @@ import pytest
 
 from hpasc.errors import InputError
 from hpasc.training.sampling import EpochSampler, SamplingConfig, read_sampling_config
-from hpasc.training.targets import LabelSet, build_targets
+from hpasc.labels.folders import LabelSet
+from hpasc.training.targets import build_targets
 
 ALL = list(range(19))
 

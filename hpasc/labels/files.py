@@ -1,6 +1,6 @@
 """The label file: ``{class}.txt`` of lines ``{cell_id} {value}`` (SPEC), its one line reader and
 its one line writer. What a value means (a manual score 0..5, or a soft value with a decimal
-point) is for the reader's caller: :mod:`hpasc.training.targets` maps both to soft labels, the
+point) is for the reader's caller: :mod:`hpasc.labels.folders` maps both to soft labels, the
 relabeling tool accepts scores only, :mod:`hpasc.labels.fourth_place` applies the 4th place's maps."""
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from hpasc.cellstore import open_cells
 from hpasc.classes import label_matrix, parse_labels
 from hpasc.errors import InputError
 from hpasc.labels.files import read_label_lines
+from hpasc.labels.folders import ScoreMap, read_label_folder
 from hpasc.labels.fourth_place import (ANTIBODY_CLASS, NEGATIVE, POSITIVE, FourthPlaceFolder, apply_recipe,
                                        is_fourth_place_folder, read_fourth_place, score_map)
-from hpasc.training.targets import ScoreMap, read_label_folder
 
 
 @dataclass(frozen=True)

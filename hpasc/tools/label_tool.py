@@ -7,7 +7,7 @@ the cell and move on, ArrowLeft / ArrowRight navigate, ``u`` undoes the last sco
 
 Each score is appended to ``{out}/{C}.txt`` as ``{cell_id} {score}`` and fsynced the moment it is
 given, so killing the server loses nothing; a cell listed several times takes its last score (as
-:func:`hpasc.training.targets.read_label_folder` reads it). Undo rewrites the file atomically
+:func:`hpasc.labels.folders.read_label_folder` reads it). Undo rewrites the file atomically
 without its last line, so the file always reads back as exactly the state the page shows. A
 restart reads the file and resumes at the first unscored cell.
 

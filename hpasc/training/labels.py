@@ -19,8 +19,8 @@ from hpasc.errors import InputError
 from hpasc.labels.fourth_place import RecipeResult, apply_recipe, is_fourth_place_folder, read_fourth_place
 from hpasc.segmentation.provenance import HPA_PUBLISHED, Provenance, read_provenance, same_cells
 from hpasc.training.data import CellSet
-from hpasc.training.targets import (ScoreMap, Targets, apply_overrides, build_targets, merge_label_sets,
-                                    read_label_folder, read_score_map)
+from hpasc.labels.folders import ScoreMap, merge_label_sets, read_label_folder, read_score_map
+from hpasc.training.targets import Targets, apply_overrides, build_targets
 
 log = logging.getLogger(__name__)
 RECIPES = ("auto", "spec", "4th-place")
