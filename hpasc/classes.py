@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from hpasc.errors import InputError
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm",
@@ -84,7 +87,9 @@ def format_labels(labels: list[int] | tuple[int, ...]) -> str:
 def read_label_table(path: str | os.PathLike) -> dict[str, list[int]]:
     """Read a train.csv-style table (``ID,Label``) into ``{ID: [classes]}``.
 
-    Raises InputError naming the file for a missing file, missing columns or a bad label.
+    Raises InputError naming the file for a missing file, missing columns, a bad label, an empty
+    ID or an ID listed twice with different labels; warns about repeated rows and rows without
+    a label (their images get none).
     """
     path = Path(path)
     if not path.is_file():
@@ -96,10 +101,29 @@ def read_label_table(path: str | os.PathLike) -> dict[str, list[int]]:
     missing = [c for c in ("ID", "Label") if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    labels = {}
+    labels: dict[str, list[int]] = {}
+    lines: dict[str, int] = {}
+    repeated, unlabelled = [], []
     for row, (image_id, text) in enumerate(zip(table["ID"], table["Label"]), start=2):
+        if not image_id.strip():
+            raise InputError(f"{path} line {row}: empty ID")
         try:
-            labels[image_id] = parse_labels(text)
+            parsed = parse_labels(text)
         except ValueError as exc:
             raise InputError(f"{path} line {row}: bad label {text!r} ({exc})") from None
+        if image_id in labels:
+            if labels[image_id] != parsed:
+                raise InputError(f"{path} line {row}: {image_id} is listed on line {lines[image_id]} "
+                                 "with other labels")
+            repeated.append(image_id)
+        labels[image_id], lines[image_id] = parsed, row
+        if not text.strip():
+            unlabelled.append(image_id)
+    _warn_rows(path, repeated, "are repeated (same labels, read once)")
+    _warn_rows(path, unlabelled, "have no Label (their cells get no labels)")
     return labels
+
+
+def _warn_rows(path: Path, ids: list[str], what: str) -> None:
+    if ids:
+        log.warning("%s: %d rows %s, e.g. %s", path, len(ids), what, ids[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -98,10 +99,13 @@ def stage_parser(description: str | None, flags: Iterable[str] = ()) -> argparse
     return parser
 
 
-def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> None:
-    """Run a stage function and exit: 0 ok, 1 some items failed, 2 unusable input, 130 ^C.
+def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
+        after_interrupt: str = "re-run the same command to continue") -> None:
+    """Run a stage function and exit: 0 ok, 1 some items failed or a write failed, 2 unusable
+    input, 130 ^C (``interrupted; {after_interrupt}``).
 
-    An :class:`InputError` becomes ``error: <message>`` on one line instead of a traceback.
+    An :class:`InputError` or an OSError (a full disk, a read-only folder) becomes
+    ``error: <message>`` on one line instead of a traceback.
     """
     setup_logging(args.log_level)
     try:
@@ -114,9 +118,26 @@ def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namesp
               "re-run the same command to continue", file=sys.stderr)
         status = EXIT_SOME_FAILED
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to continue", file=sys.stderr)
+        print(f"interrupted; {after_interrupt}", file=sys.stderr)
         status = EXIT_INTERRUPTED
+    except OSError as exc:  # a full disk, a file size limit, a read-only folder: not a bug
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        status = EXIT_SOME_FAILED
     sys.exit(status)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``{path}: {reason}`` (the path the system names, else the message)."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+def command_with(argv: Sequence[str], add: Sequence[str] = (), drop: Sequence[str] = ()) -> str:
+    """This process's command line as a shell line, with the switches ``drop`` removed and the
+    switches ``add`` appended when missing (e.g. the command that resumes an interrupted run)."""
+    program = ["python", argv[0]] if argv[0].endswith(".py") else [os.path.basename(argv[0])]
+    rest = [a for a in argv[1:] if a not in drop]
+    return shlex.join(program + rest + [a for a in add if a not in rest])
 
 
 Subcommand = tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int | None], str]

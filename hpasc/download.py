@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from hpasc.classes import format_labels
 from hpasc.errors import InputError
 from hpasc.http import FetchError, HttpPolicy, fetch
 from hpasc.images import CHANNELS, decode_channel, write_png
-from hpasc.runtime import CommonOptions
+from hpasc.runtime import CommonOptions, describe_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,21 +117,22 @@ def select_rows(table: pd.DataFrame, selection: Selection) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def fetch_channel(url: str, policy: HttpPolicy) -> np.ndarray:
+def fetch_channel(url: str, policy: HttpPolicy, stop: threading.Event | None = None) -> np.ndarray:
     """Fetch one ``.tif.gz`` channel and decode it to uint16 (a file that fails to decode is
     fetched again, up to the retry limit)."""
     name = url.rsplit("/", 1)[-1]
-    return fetch(url, policy, lambda data: decode_channel(data, name))
+    return fetch(url, policy, lambda data: decode_channel(data, name), stop)
 
 
 def channel_paths(out: Path, image_id: str) -> list[Path]:
     return [out / f"{image_id}_{channel}.png" for channel in CHANNELS]
 
 
-def download_image(prefix: str, image_id: str, out: Path, policy: HttpPolicy) -> None:
+def download_image(prefix: str, image_id: str, out: Path, policy: HttpPolicy,
+                   stop: threading.Event | None = None) -> None:
     """Fetch all four channels, then write them; on failure remove any partial set on disk."""
     try:
-        planes = [fetch_channel(f"{prefix}_{channel}.tif.gz", policy) for channel in CHANNELS]
+        planes = [fetch_channel(f"{prefix}_{channel}.tif.gz", policy, stop) for channel in CHANNELS]
     except FetchError:
         paths = channel_paths(out, image_id)
         if not all(p.is_file() for p in paths):
@@ -148,8 +150,11 @@ def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy:
     Returns the IDs of the images that failed (they are also listed in the failures file).
     """
     rows = select_rows(read_public_csv(csv_path), selection)
+    if rows.empty:
+        raise InputError(f"{csv_path}: no row has a competition label and matches the selection")
     rows = rows.iloc[options.shard.select(range(len(rows)))]
     out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_abandoned(out)
     todo = []
     for prefix, image_id in zip(rows["Image"], rows["ID"]):
         if not options.overwrite and all(p.is_file() for p in channel_paths(out, image_id)):
@@ -157,18 +162,31 @@ def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy:
         else:
             todo.append((prefix, image_id))
     log.info("%d selected images, %d to download", len(rows), len(todo))
-    failures: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        futures = {pool.submit(download_image, p, i, out, policy): i for p, i in todo}
-        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
-            image_id = futures[future]
-            try:
-                future.result()
-            except FetchError as exc:
-                failures[image_id] = str(exc)
-                log.error("%s: failed: %s", image_id, exc)
+    failures = _download_all(todo, out, policy, options)
     _write_tables(out, rows, failures, options)
     return sorted(failures)
+
+
+def _download_all(todo: list[tuple[str, str]], out: Path, policy: HttpPolicy,
+                  options: CommonOptions) -> dict[str, str]:
+    """Download ``(prefix, image id)`` pairs in threads; image id → failure reason. ^C stops at
+    once: queued images are cancelled and running ones start no further request."""
+    failures: dict[str, str] = {}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=options.workers)
+    try:
+        futures = {pool.submit(download_image, p, i, out, policy, stop): i for p, i in todo}
+        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
+            error = future.exception()
+            if error is not None:
+                failures[futures[future]] = str(error) if isinstance(error, FetchError) else describe_failure(error)
+                log.error("%s: failed: %s", futures[future], failures[futures[future]])
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return failures
 
 
 def _write_tables(out: Path, rows: pd.DataFrame, failures: dict[str, str],

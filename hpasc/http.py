@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import http.client
 import logging
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -35,15 +35,27 @@ class FetchError(Exception):
     """A file could not be fetched or decoded, after any retries."""
 
 
-def fetch(url: str, policy: HttpPolicy, decode: Callable[[bytes], T]) -> T:
+class Interrupted(Exception):
+    """The run is stopping (^C): no further tries."""
+
+
+def fetch(url: str, policy: HttpPolicy, decode: Callable[[bytes], T], stop: threading.Event | None = None) -> T:
     """GET ``url`` and ``decode`` its body, with a timeout per try.
 
     Transient failures (HTTP 5xx/429, time-outs, dropped connections, a body that does not decode,
-    e.g. a truncated transfer) are retried with exponential back-off; a 404 is final at once.
+    e.g. a truncated transfer) are retried with exponential back-off; a 404 or a malformed URL is
+    final at once. Once ``stop`` is set, no try starts and a back-off ends with :class:`Interrupted`.
     """
+    stop = stop or threading.Event()
+    try:
+        request = urllib.request.Request(url)
+    except ValueError as exc:  # urllib's word for a URL it cannot parse or has no handler for
+        raise FetchError(f"bad URL {url!r} ({exc})") from None
     for attempt in range(policy.retries + 1):
+        if stop.is_set():
+            raise Interrupted(url)
         try:
-            with urllib.request.urlopen(url, timeout=policy.timeout) as response:
+            with urllib.request.urlopen(request, timeout=policy.timeout) as response:
                 return decode(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code not in _TRANSIENT_HTTP:
@@ -57,7 +69,7 @@ def fetch(url: str, policy: HttpPolicy, decode: Callable[[bytes], T]) -> T:
             raise FetchError(f"{reason} ({url}, {attempt + 1} tries)")
         delay = policy.backoff * 2**attempt
         log.debug("%s: %s, retrying in %.1f s", url, reason, delay)
-        time.sleep(delay)
+        stop.wait(delay)
     raise AssertionError("unreachable: the last try returns or raises")
 
 

@@ -25,6 +25,8 @@ from hpasc import atomic
 from hpasc.errors import InputError
 
 log = logging.getLogger(__name__)
+# A damaged file is reported by the stage's own line; OpenCV's warnings would only repeat it.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 # The RGB planes in which HPA's website tints each channel.
@@ -35,6 +37,24 @@ _NAME = re.compile(
     r"^(?P<id>.+)_(?P<channel>red|green|blue|yellow)(?P<ext>\.png|\.tiff?(?:\.gz)?|\.jpe?g)$",
     re.IGNORECASE,
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a channel file may decode to: a guard against decompression bombs. Real HPA images
+    are at most 3072² (16-bit, 18 MiB); the defaults leave room for larger microscopes' images."""
+
+    max_pixels: int = int(os.environ.get("HPASC_MAX_PIXELS", 8192 * 8192))
+    max_inflated_bytes: int = int(os.environ.get("HPASC_MAX_INFLATED_MB", 512)) << 20
+
+
+LIMITS = Limits()
+
+
+def _check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_pixels:
+        raise InputError(f"{path}: {width}x{height} pixels exceeds the limit of {limits.max_pixels} "
+                         "(HPASC_MAX_PIXELS raises it)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,9 @@ class ImageFolder:
 
 
 def scan_images(folder: str | os.PathLike) -> ImageFolder:
-    """List the image sets in ``folder``; incomplete sets are logged by name and kept aside."""
+    """List the image sets in ``folder``; incomplete sets are logged by name and kept aside.
+
+    A folder without a single channel file is an :class:`InputError` (a wrong path, most likely)."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist or is not a folder")
@@ -82,6 +104,9 @@ def scan_images(folder: str | os.PathLike) -> ImageFolder:
         current = found.setdefault(match["id"], {}).get(channel)
         if current is None or _rank(ext) < _rank(_extension(current.name)):
             found[match["id"]][channel] = Path(entry.path)
+    if not found:
+        raise InputError(f"no images in {root}: expected files named {{ID}}_{{red,green,blue,yellow}} "
+                         f"with an extension of {', '.join(EXTENSIONS)}")
     files = {i: ch for i, ch in found.items() if len(ch) == len(CHANNELS)}
     incomplete = {
         i: tuple(c for c in CHANNELS if c not in ch) for i, ch in found.items() if i not in files
@@ -122,18 +147,20 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
     return decode_channel(_read_bytes(Path(path)), path)
 
 
-def decode_channel(data: bytes, name: str | os.PathLike) -> np.ndarray:
-    """Decode the bytes of one channel file; ``name`` (a file name or path) gives the format."""
+def decode_channel(data: bytes, name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
+    """Decode the bytes of one channel file; ``name`` (a file name or path) gives the format.
+
+    A file that would inflate past ``limits`` is an :class:`InputError`."""
     path = Path(name)
     ext = _extension(path.name)
     if ext.endswith(".gz"):
-        data = _gunzip(path, data)
+        data = _gunzip(path, data, limits)
     if ext.startswith(".tif"):
-        array = _decode_tiff(path, data)
+        array = _decode_tiff(path, data, limits)
     elif ext in (".jpg", ".jpeg"):
-        array = _decode_jpeg(path, data)
+        array = _decode_jpeg(path, data, limits)
     else:
-        array = _decode_png(path, data)
+        array = _decode_png(path, data, limits)
     return to_uint16(_to_grey(path, array), path)
 
 
@@ -145,7 +172,7 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         if ext.startswith(".tif"):
             data = _read_bytes(path)
-            with tifffile.TiffFile(io.BytesIO(_gunzip(path, data) if ext.endswith(".gz") else data)) as tiff:
+            with tifffile.TiffFile(io.BytesIO(_gunzip(path, data, LIMITS) if ext.endswith(".gz") else data)) as tiff:
                 height, width = tiff.pages[0].shape[:2]
             return width, height
         with Image.open(path) as image:
@@ -248,14 +275,35 @@ def _rank(ext: str) -> int:
     return EXTENSIONS.index(ext) if ext in EXTENSIONS else len(EXTENSIONS)
 
 
-def _gunzip(path: Path, data: bytes) -> bytes:
+def _gunzip(path: Path, data: bytes, limits: Limits) -> bytes:
+    """Inflate gzip ``data`` (several members, as gzip allows), refusing more than the limit's bytes
+    without ever holding more than that in memory."""
+    parts, size, rest = [], 0, data
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)
+            part = inflater.decompress(rest, limits.max_inflated_bytes - size + 1)
+            size += len(part)
+            if size > limits.max_inflated_bytes:
+                raise InputError(f"{path}: inflates to more than {limits.max_inflated_bytes >> 20} MiB "
+                                 "(HPASC_MAX_INFLATED_MB raises the limit)")
+            if not inflater.eof:
+                raise InputError(f"{path}: corrupt or truncated gzip data (ends before the stream does)")
+            parts.append(part)
+            rest = inflater.unused_data.lstrip(b"\0")
+    except zlib.error as exc:
         raise InputError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    return b"".join(parts)
 
 
-def _decode_png(path: Path, data: bytes) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _decode_png(path: Path, data: bytes, limits: Limits = LIMITS) -> np.ndarray:
+    if not data:  # OpenCV asserts on an empty buffer
+        raise InputError(f"{path}: empty file (0 bytes)")
+    if data.startswith(_PNG_SIGNATURE) and len(data) >= 24:  # IHDR: width, height right after
+        _check_pixels(path, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), limits)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InputError(f"{path}: corrupt or truncated image file (cannot decode)")
@@ -265,9 +313,15 @@ def _decode_png(path: Path, data: bytes) -> np.ndarray:
     return array
 
 
-def _decode_tiff(path: Path, data: bytes) -> np.ndarray:
+def _decode_tiff(path: Path, data: bytes, limits: Limits) -> np.ndarray:
     try:
-        array = tifffile.imread(io.BytesIO(data))
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            if tiff.pages:
+                shape = tiff.pages[0].shape
+                _check_pixels(path, shape[1] if len(shape) > 1 else 1, shape[0], limits)
+            array = tiff.asarray()
+    except InputError:
+        raise
     except Exception as exc:  # tifffile raises many types for damaged files
         raise InputError(f"{path}: corrupt or truncated TIFF ({type(exc).__name__}: {exc})") from None
     if array.size == 0:  # tifffile only warns when it finds no readable page
@@ -275,12 +329,15 @@ def _decode_tiff(path: Path, data: bytes) -> np.ndarray:
     return array
 
 
-def _decode_jpeg(path: Path, data: bytes) -> np.ndarray:
+def _decode_jpeg(path: Path, data: bytes, limits: Limits) -> np.ndarray:
     # PIL, not OpenCV: libjpeg in OpenCV silently returns a partial image for a truncated file.
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(path, *image.size, limits)
             image.load()
             return np.asarray(image)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{path}: corrupt or truncated JPEG ({exc})") from None
 

@@ -160,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     options = runtime.CommonOptions.from_args(args)
     rule = rule_from_args(args)
     check_out_folder(args.out, options.overwrite)
+    atomic.remove_abandoned(args.out)
     device = runtime.resolve_device(options.device)
     checkpoint = load_checkpoint(args.checkpoint)
     model, spec = build_model(checkpoint, device)

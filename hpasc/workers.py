@@ -3,10 +3,21 @@
 Spawned, not forked: a parent that holds CUDA state or threads (OpenCV's, torch's) cannot be
 forked safely. Each worker runs OpenCV single-threaded, because the pool provides the parallelism.
 A worker that dies (e.g. killed for memory) breaks the pool, which cli.run reports in one line.
+
+Stopping: Ctrl-C reaches the main process only (workers start with SIGINT blocked), which
+cancels the jobs not started and lets the running ones finish (one item each); a worker whose
+parent is gone (kill -9) exits within :data:`PARENT_POLL_S`. Every output is written
+atomically, so a job cut short leaves at most a temporary file, which the stage removes on its
+next start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -18,14 +29,52 @@ import cv2
 from hpasc import runtime
 
 T = TypeVar("T")
+PARENT_POLL_S = 0.5
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+class _Pool(ProcessPoolExecutor):
+    """A spawn pool whose workers ignore Ctrl-C and die with their parent."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        # The pool spawns its workers inside submit. A signal blocked here stays blocked in them
+        # (the mask survives fork and exec), so a terminal's ^C, sent to the whole process group,
+        # interrupts only this process; a pending one is delivered when the mask is restored.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def stop_now(self) -> None:
+        """Cancel the jobs not started and wait for the running ones: one item each, seconds.
+
+        Not terminated: a worker killed mid-job leaves the semaphores its libraries made
+        (numcodecs') registered, and the resource tracker warns about them at exit."""
+        self.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A spawn pool for the block; an exception (^C included) leaving the block stops it at once."""
+    pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        pool.stop_now()
+        raise
+    pool.shutdown()
+
+
+def _init_worker(parent: int) -> None:
     cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A parent killed with -9 runs no clean-up: its workers would go on writing outputs.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def collect_failures(futures: dict[Future, str], options: runtime.CommonOptions,

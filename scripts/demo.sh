@@ -10,6 +10,12 @@
 # competition metric against their truth (the last line: mAP).
 # Usage: ./scripts/demo.sh [OUT]   (default: demo_out/ in the repository; a re-run skips done work)
 set -euo pipefail
+usage="usage: ./scripts/demo.sh [OUT]   (the output folder; default: demo_out/ in the repository)"
+case "${1:-}" in
+    -h|--help) echo "$usage"; sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "error: one output folder at most; $usage" >&2; exit 2; }
 out=$(realpath -m "${1:-$(dirname "$0")/../demo_out}")
 source "$(dirname "$0")/env.sh"
 cd "$hpasc_root"
@@ -53,6 +59,6 @@ groups:
 postprocessing: {cell_weight: 0.7, image_weight: 0.3, border_factor: true, outlier_factor: true}
 YAML
 echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv"
-python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv"
+python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --overwrite
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
 python -m hpasc.submission.metric --submission "$out/submission.csv" --truth "$out/test/truth"

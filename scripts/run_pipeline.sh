@@ -133,7 +133,7 @@ for member in "${group_p[@]}" "${group_r[@]}" "${group_plain[@]}"; do needs "$ou
 makes "$ensemble"
 sample=()
 if [[ -f "$data/sample_submission.csv" ]]; then sample=(--sample-submission "$data/sample_submission.csv"); fi
-step python infer.py -i "$data/test" -e "$ensemble" -o "$out/submission.csv" "${sample[@]}" --workers "$workers"
+step python infer.py -i "$data/test" -e "$ensemble" -o "$out/submission.csv" "${sample[@]}" --workers "$workers" --overwrite
 needs "$data/test" "$ensemble"
 
 for command in "${plan[@]}"; do echo "+ $command"; done

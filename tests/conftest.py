@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300,
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=env)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
+    """Poll ``condition`` until it returns something true (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 
 from hpasc import cellstore
-from hpasc.cellstore import temporary, write
+from hpasc.cellstore import write
+from hpasc.ownership import writer_id
 from hpasc.errors import InputError
 from hpasc.runtime import Shard
 from tests.conftest import REPO, assert_one_line_error, run_script
@@ -296,7 +297,7 @@ def test_a_live_writers_folder_is_kept(tmp_path: Path) -> None:
     write_all(tmp_path, ["img-a"])
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        name = f".img-b~{temporary._writer_id()}~{sleeper.pid}~0000.tmp"
+        name = f".img-b~{writer_id()}~{sleeper.pid}~0000.tmp"
         (tmp_path / "images" / name).mkdir()
         cellstore.merge(tmp_path)
         assert temporary_folders(tmp_path) == [name]

@@ -55,8 +55,8 @@ def test_group_and_member_weights_are_normalised(tmp_path: Path) -> None:
     ("groups: [{weight: 1}]", "members"),
     ("groups: [{members: [missing.pt]}]", "missing.pt does not exist"),
     ("groups: [{weight: -1, members: [a.pt]}]", "number >= 0"),
-    ("groups: [{members: [a.pt]}]\nextra: 1", "optionally 'postprocessing'"),
-    ("groups: [{members: [a.pt]}]\npostprocessing: {cell: 1}", "takes"),
+    ("groups: [{members: [a.pt]}]\nextra: 1", "unknown key 'extra'"),
+    ("groups: [{members: [a.pt]}]\npostprocessing: {cell: 1}", "unknown key 'cell'"),
     ("groups: [", "not a readable"),
 ])
 def test_bad_ensemble_files_are_input_errors(tmp_path: Path, content: str, fragment: str) -> None:

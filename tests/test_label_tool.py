@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpasc.tools.label_tool import make_server, open_session
-from tests.conftest import REPO, make_dataset
+from tests.conftest import REPO, make_dataset, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -53,16 +52,6 @@ def _request(url: str, body: object = None, method: str | None = None) -> dict:
         raise AssertionError(f"{method or 'request'} {url}: {exc.code} {exc.read()[:500]!r}") from None
 
 
-def _wait_for(condition, what: str):
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class Browser:
     """A headless Chromium session behind chromedriver: just the WebDriver calls the test needs."""
 
@@ -75,7 +64,7 @@ class Browser:
 
     def open(self, page: str) -> None:
         _request(f"{self.url}/url", {"url": page})
-        _wait_for(lambda: self.script("return document.body.dataset.ready === '1';"), "the page to load")
+        wait_until(lambda: self.script("return document.body.dataset.ready === '1';"), "the page to load", TIMEOUT_S)
 
     def script(self, code: str) -> object:
         return _request(f"{self.url}/execute/sync", {"script": code, "args": []})["value"]
@@ -105,7 +94,7 @@ def browser() -> Iterator[Browser]:
                               stderr=subprocess.DEVNULL)
     try:
         driver_url = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: _ready(driver_url), "chromedriver to start")
+        wait_until(lambda: _ready(driver_url), "chromedriver to start", TIMEOUT_S)
         session = Browser(driver_url)
         try:
             yield session
@@ -143,7 +132,8 @@ class Tool:
             self.stop()
             raise AssertionError("the label tool printed no URL") from None
         assert line.startswith("serving http://127.0.0.1:"), line
-        self.url = line.split()[1]
+        self.page = line.split()[1]  # with the run's token: what a user opens
+        self.url = self.page.split("?")[0]
 
     def stop(self) -> None:
         self.process.kill()  # the hard way: every score must already be on disk
@@ -158,23 +148,23 @@ def test_scores_undo_and_resume_in_the_browser(dataset: Path, browser: Browser, 
         cells = [_request(f"{tool.url}cell/{i}")["cell_id"] for i in range(3)]
         assert cells == sorted(cells)
         first, second, third = cells
-        browser.open(tool.url)
+        browser.open(tool.page)
         assert browser.shown_cell() == first
         browser.press("3", "5")
-        _wait_for(lambda: browser.shown_cell() == third, "the third cell")
+        wait_until(lambda: browser.shown_cell() == third, "the third cell", TIMEOUT_S)
         assert label_file.read_text() == f"{first} 3\n{second} 5\n"
         browser.press("u")
-        _wait_for(lambda: browser.shown_cell() == second, "undo to go back to the second cell")
+        wait_until(lambda: browser.shown_cell() == second, "undo to go back to the second cell", TIMEOUT_S)
         assert label_file.read_text() == f"{first} 3\n"
         browser.press("1")
-        _wait_for(lambda: browser.shown_cell() == third, "the third cell again")
+        wait_until(lambda: browser.shown_cell() == third, "the third cell again", TIMEOUT_S)
         progress = browser.script("return document.getElementById('progress').textContent;")
         assert progress.startswith("2 / ")
         browser.press("ArrowLeft", "ArrowLeft")
-        _wait_for(lambda: browser.shown_cell() == first, "ArrowLeft to reach the first cell")
+        wait_until(lambda: browser.shown_cell() == first, "ArrowLeft to reach the first cell", TIMEOUT_S)
         assert browser.script("return document.getElementById('score').textContent;") == "3"
         browser.press("ArrowRight")
-        _wait_for(lambda: browser.shown_cell() == second, "ArrowRight to reach the second cell")
+        wait_until(lambda: browser.shown_cell() == second, "ArrowRight to reach the second cell", TIMEOUT_S)
         assert browser.script("return document.getElementById('tile').naturalWidth;") == 32
         browser.screenshot(tmp_path / "label_tool.png")
     finally:
@@ -185,7 +175,7 @@ def test_scores_undo_and_resume_in_the_browser(dataset: Path, browser: Browser, 
     tool = Tool(dataset, out)
     try:
         assert _request(f"{tool.url}state")["current"] == 2
-        browser.open(tool.url)
+        browser.open(tool.page)
         assert browser.shown_cell() == third
     finally:
         tool.stop()
@@ -209,7 +199,7 @@ def test_tile_channels_and_contrast(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_server_is_bound_to_loopback_only(dataset: Path, tmp_path: Path) -> None:
-    server = make_server(open_session(dataset, CLASS, tmp_path), 0)
+    server = make_server(open_session(dataset, CLASS, tmp_path), 0, "token")
     with server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:

@@ -151,5 +151,7 @@ def test_written_folders_read_back_exactly(tmp_path: Path) -> None:
     assert read_label_folder(tmp_path) == labels
     with pytest.raises(ValueError, match="outside"):
         write_label_folder(tmp_path, {3: {"a_0": 1.5}})
-    with pytest.raises(ValueError, match="whitespace"):
-        write_label_folder(tmp_path, {3: {"a 0": 0.5}})
+    with pytest.raises(ValueError, match="white space"):
+        write_label_folder(tmp_path, {3: {"a_0\t": 0.5}})
+    write_label_folder(tmp_path, {3: {"well A1_0": 0.5}})  # inner spaces read back
+    assert read_label_folder(tmp_path)[3] == {"well A1_0": 0.5}

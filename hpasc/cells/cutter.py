@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpasc import cellstore, runtime
+from hpasc import atomic, cellstore, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
@@ -109,6 +109,7 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
     """Cut the images of ``images`` that the store in ``out`` lacks; returns the failed IDs."""
     folder = scan_images(images)
     cellstore.check_cut(out, settings.size, tile_recipe(settings))
+    atomic.remove_abandoned(out)
     done = cellstore.done_images(out)
     ids, todo = runtime.plan_work(folder.ids, done.__contains__, options, "already cut")
     unlabelled = [i for i in todo if labels is not None and i not in labels]

@@ -16,7 +16,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
-from hpasc import atomic
+from hpasc import atomic, locks
 from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE, TILE_INDEX,
                                     TILES, VERSION, done_images, parse_table, read_image_meta, read_json, read_text)
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
@@ -190,9 +190,15 @@ def merge(root: str | os.PathLike, stale_after: float = STALE_AFTER_S) -> pd.Dat
     """Write ``cells.csv`` and ``store.json`` for every complete image in ``root``; return the table.
 
     Removes temporary folders whose writer is gone (see :func:`abandoned`): folders of writers
-    that are still running, here or on other machines, are left alone. Copies no tile.
+    that are still running, here or on other machines, are left alone. Copies no tile. Merges
+    take turns (a lock on ``root``): shards finishing together each list the complete images
+    and write the table as one step, so the last table written lists every image.
     """
-    root = Path(root)
+    with locks.exclusive(root, "another merge of this dataset"):
+        return _merge(Path(root), stale_after)
+
+
+def _merge(root: Path, stale_after: float) -> pd.DataFrame:
     for path in clean_temporary(root, stale_after):
         log.info("removed the abandoned temporary folder %s", path)
     ids = sorted(done_images(root))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
+from hpasc.errors import InputError
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__, flags=("workers", "device"))
+    parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite"))
     parser.add_argument("-i", "--input", type=Path, required=True, metavar="TEST_DIR",
                         help="test image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
     parser.add_argument("-e", "--ensemble", type=Path, required=True,
@@ -54,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
                              tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, precision=precision_from_args(args))
     options = runtime.CommonOptions.from_args(args)
+    if args.output.exists() and not options.overwrite:
+        raise InputError(f"{args.output} exists: pass --overwrite to replace it, or choose another -o")
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
     failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)
     problems = check_submission(read_submission(args.output), None, sample and sample.order)

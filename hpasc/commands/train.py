@@ -8,6 +8,7 @@ validation mAP and per-class AP over cells) and manifest.json. Runs unchanged un
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from hpasc import cli
@@ -23,4 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``train_me.py`` / ``hpasc-train``: parse ``argv`` (default: the command line) and run."""
-    cli.run(train_entry, build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Not the same command: --overwrite would start the run again, and without --resume an
+    # existing run is refused.
+    resume = cli.command_with([sys.argv[0], *argv], add=["--resume"], drop=["--overwrite"])
+    cli.run(train_entry, build_parser().parse_args(argv), after_interrupt=f"continue with: {resume}")

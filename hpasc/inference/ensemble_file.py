@@ -20,7 +20,9 @@ may stand in for a one-member ensemble.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,10 +82,19 @@ class Ensemble:
         return dataclasses.replace(self, groups=groups)
 
 
-def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InputError(f"{where}: weight must be a number >= 0, got {value!r}")
+def _number(value: object, where: str, name: str = "weight") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def _check_keys(entry: dict, known: Sequence[str], where: str) -> None:
+    """A key outside ``known`` (a typo such as ``wieght``) is an error, not a silently kept default."""
+    for key in entry:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            raise InputError(f"{where}: unknown key {key!r}{hint}")
 
 
 def _check_sum(weights: Sequence[float], where: str) -> None:
@@ -102,6 +113,7 @@ def _member(entry: object, folder: Path, where: str) -> Member:
         entry = {"checkpoint": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("checkpoint"), str):
         raise InputError(f"{where}: needs a 'checkpoint' path")
+    _check_keys(entry, ("checkpoint", "weight"), where)
     return Member(Path(os.path.abspath(folder / entry["checkpoint"])), _number(entry.get("weight", 1.0), where))
 
 
@@ -113,6 +125,7 @@ def _groups(groups: object, folder: Path, source: Path) -> tuple[Group, ...]:
         where = f"{source}: group {g + 1}"
         if not isinstance(group, dict) or not isinstance(group.get("members"), list) or not group["members"]:
             raise InputError(f"{where}: needs a non-empty 'members' list")
+        _check_keys(group, ("weight", "members"), where)
         members = tuple(_member(entry, folder, f"{where}, member {m + 1}")
                         for m, entry in enumerate(group["members"]))
         _check_sum([m.weight for m in members], f"{where}: its members")
@@ -124,10 +137,17 @@ def _groups(groups: object, folder: Path, source: Path) -> tuple[Group, ...]:
 def _postprocessing(values: object, source: Path) -> PostprocessSettings:
     if values is None:
         return PostprocessSettings()
-    known = {f.name for f in dataclasses.fields(PostprocessSettings)}
-    if not isinstance(values, dict) or set(values) - known:
-        raise InputError(f"{source}: 'postprocessing' takes {', '.join(sorted(known))}")
-    return PostprocessSettings(**values)
+    fields = {f.name: f.type for f in dataclasses.fields(PostprocessSettings)}
+    where = f"{source}: postprocessing"
+    if not isinstance(values, dict):
+        raise InputError(f"{where}: expected a mapping of {', '.join(fields)}")
+    _check_keys(values, list(fields), where)
+    for name, value in values.items():
+        if fields[name] == "bool" and not isinstance(value, bool):
+            raise InputError(f"{where}: {name} must be true or false, got {value!r}")
+        if fields[name] == "float":
+            _number(value, where, name)
+    return PostprocessSettings(**{name: float(v) if fields[name] == "float" else v for name, v in values.items()})
 
 
 def read_ensemble(path: str | Path) -> Ensemble:
@@ -143,8 +163,9 @@ def read_ensemble(path: str | Path) -> Ensemble:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: not a readable ensemble file ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict) or set(data) - {"groups", "postprocessing"}:
+    if not isinstance(data, dict):
         raise InputError(f"{path}: an ensemble file has 'groups' and optionally 'postprocessing'")
+    _check_keys(data, ("groups", "postprocessing"), str(path))
     ensemble = Ensemble(_groups(data.get("groups"), path.parent, path),
                         _postprocessing(data.get("postprocessing"), path))
     missing = [str(p) for p in ensemble.checkpoints if not p.is_file()]

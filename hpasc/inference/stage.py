@@ -14,6 +14,7 @@ without predictions; the others are predicted.
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hpasc import runtime
+from hpasc import atomic, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
@@ -137,10 +138,10 @@ def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, re
 
 def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -> tuple[int, int]:
     """(width, height) of an image that failed: from the sample submission, else from any of its
-    channel files that can be read, else (0, 0)."""
+    channel files that reads as an image, else (0, 0)."""
     if image_id in sizes:
         return sizes[image_id]
-    for path in sorted(folder.glob(f"{image_id}_*")):
+    for path in sorted(folder.glob(f"{glob.escape(image_id)}_*")):
         try:
             height, width = read_channel(path).shape[:2]
             return width, height
@@ -155,6 +156,9 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     returns {failed image: reason}."""
     ensemble = read_ensemble(ensemble_file)
     settings.models.check()
+    atomic.remove_abandoned(out.parent, of=out.name)
+    if settings.save_masks is not None:
+        atomic.remove_abandoned(settings.save_masks)
     folder = scan_images(images)
     order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
     ids = order if order is not None else sorted(folder.ids + list(folder.incomplete))
@@ -183,6 +187,19 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
         else:
             failures |= _run_classical(present, folder, predictor, loaded.recipes, pool, options)
     runtime.log_failures(failures)
-    rows = [(i, *(predictor.rows.get(i) or (*image_size(images, i, sizes), ""))) for i in ids]
-    write_submission(out, rows, order)
+    write_submission(out, _rows(ids, predictor.rows, images, sizes), order)
     return failures
+
+
+def _rows(ids: list[str], predicted: dict[str, tuple[int, int, str]], images: Path,
+          sizes: dict[str, tuple[int, int]]) -> list[tuple[str, int, int, str]]:
+    """The submission's rows: predicted images, and failed ones whose size is known with no
+    predictions; a failed image of unknown size has no row (a row needs a valid size)."""
+    rows = []
+    for image_id in ids:
+        width, height, text = predicted.get(image_id) or (*image_size(images, image_id, sizes), "")
+        if width and height:
+            rows.append((image_id, width, height, text))
+        else:
+            log.error("%s: left out of the submission: no channel file gives its size", image_id)
+    return rows

@@ -25,7 +25,8 @@ def read_label_lines(path: str | os.PathLike) -> list[tuple[str, str, str]]:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     lines = []
     for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
+        # The value is the last field: a cell id may hold spaces ("well A1 field 2_3").
+        fields = line.strip().rsplit(None, 1)
         if not fields:
             continue
         if len(fields) != 2:
@@ -47,10 +48,11 @@ def read_scores(path: str | os.PathLike, allowed: Collection[int] = SCORES) -> l
 
 def label_lines(entries: Iterable[tuple[str, str]]) -> str:
     """The text of label-file lines for ``(cell_id, value text)`` pairs; ValueError for a cell id
-    that would not read back (empty, or with white space)."""
+    that would not read back (empty, white space at either end, or any white space but a plain
+    space inside)."""
     lines = []
     for cell_id, value in entries:
-        if cell_id.split() != [cell_id]:
-            raise ValueError(f"cell id {cell_id!r} is empty or contains whitespace")
+        if not cell_id or cell_id != cell_id.strip() or any(c.isspace() and c != " " for c in cell_id):
+            raise ValueError(f"cell id {cell_id!r} is empty, or has white space at an end or other than spaces")
         lines.append(f"{cell_id} {value}\n")
     return "".join(lines)

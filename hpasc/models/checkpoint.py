@@ -20,6 +20,7 @@ rather than leaving a file that cannot be loaded back.
 from __future__ import annotations
 
 import collections
+import io
 import os
 import re
 from pathlib import Path
@@ -83,8 +84,12 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     if missing:
         raise ValueError(f"not a checkpoint: missing {', '.join(missing)}")
     _check_plain(checkpoint, "checkpoint")
+    # Serialised in memory first: torch.save into a file turns a full disk into a RuntimeError
+    # from its C++ writer, while a plain write raises the OSError that names the reason.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     with atomic.atomic_path(path) as tmp, tmp.open("wb") as handle:
-        torch.save(checkpoint, handle)
+        handle.write(buffer.getbuffer())
         handle.flush()
         os.fsync(handle.fileno())  # the data is on disk before the rename makes it the checkpoint
     # Make the rename itself survive a power cut, so a resumed run finds the file it was told of.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc import runtime
+from hpasc import atomic, runtime
 from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_image
 from hpasc.models.precision import Precision
 from hpasc.segmentation.classical import segment_classical
@@ -129,6 +129,8 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
     folder = scan_images(images)
+    for output in filter(None, (outputs.cells, outputs.nuclei)):
+        atomic.remove_abandoned(output)
     ids, todo = runtime.plan_work(folder.ids, outputs.done, options, "already segmented")
     backend = choose_backend(backend, models)
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)

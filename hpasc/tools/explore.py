@@ -45,6 +45,7 @@ from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
 from hpasc.errors import InputError
 from hpasc.images import read_label_image, scan_images, write_png
+from hpasc.weblinks import href
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def render_index(sections: Sequence[Section], title: str) -> str:
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for caption, path in section.figures:
-            link = html.escape(path, quote=True)
+            link = href(path)
             parts.append(f"<figure><a href=\"{link}\"><img src=\"{link}\" alt=\"{html.escape(caption)}\">"
                          f"</a><figcaption>{html.escape(caption)}</figcaption></figure>")
         parts.append(section.html)

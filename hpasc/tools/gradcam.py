@@ -32,6 +32,7 @@ from hpasc.models.registry import architecture
 from hpasc.models.scoring import prepare_batch, score_tiles
 from hpasc.models.spec import ModelSpec
 from hpasc.training.data import check_tiles_for
+from hpasc.weblinks import href
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ class Heatmap:
 
 
 def _row_html(heatmap: Heatmap) -> str:
-    file = html.escape(heatmap.file)
+    link, file = href(heatmap.file), html.escape(heatmap.file)
     name = html.escape(CLASS_NAMES[heatmap.class_index])
     return (f"<tr><td>{html.escape(heatmap.cell_id)}</td><td>{heatmap.class_index} {name}</td>"
             f"<td>{heatmap.score:.3f}</td>"
-            f"<td><a href=\"{file}\"><img src=\"{file}\" width=\"256\" alt=\"{file}\"></a></td></tr>")
+            f"<td><a href=\"{link}\"><img src=\"{link}\" width=\"256\" alt=\"{file}\"></a></td></tr>")
 
 
 def index_html(heatmaps: Sequence[Heatmap], title: str) -> str:

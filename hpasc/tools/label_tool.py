@@ -13,6 +13,13 @@ restart reads the file and resumes at the first unscored cell.
 
 Cells come in cell-id order; with ``--checkpoint`` the most uncertain first (|p_C - 0.5|
 ascending, the checkpoint's probability of class ``C``), where a score teaches the model most.
+
+Who may do what: the server answers only requests whose ``Host`` is its own loopback address and
+port (a DNS-rebinding page names another host). A write (score, undo) must also come from its own
+page: JSON, no foreign ``Origin``, and the run's secret token, which the page takes from the URL
+the tool prints and sends in a header that no other origin can set without the server's consent.
+Bodies are capped at :data:`MAX_BODY` bytes and must arrive within :data:`READ_TIMEOUT_S`. One
+tool at a time per label folder (an exclusive lock), so that undo never drops another's scores.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from hpasc import atomic
+from hpasc import atomic, locks
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.cli import run, stage_parser
@@ -48,7 +56,11 @@ log = logging.getLogger(__name__)
 # The page (HTML and its script, no CDN), shipped as package data beside this module.
 PAGE = resources.files("hpasc.tools").joinpath("label_tool.html").read_text(encoding="utf-8")
 
-HOST = "127.0.0.1"  # loopback only: the page writes label files and has no authentication
+HOST = "127.0.0.1"  # loopback only: the page writes label files
+LOCAL_NAMES = (HOST, "localhost")
+TOKEN_HEADER = "X-Label-Token"
+MAX_BODY = 4096  # a score or an undo is a few dozen bytes
+READ_TIMEOUT_S = 10.0
 CHANNEL_KEYS = "rgby"  # the query letters of CHANNELS (red, green, blue, yellow), in tile order
 
 
@@ -170,10 +182,31 @@ def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, 
     return [cells[i] for i in np.argsort(distance, kind="stable")]
 
 
+class Refused(Exception):
+    """A request the tool does not serve: its HTTP status and a one-line reason."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _strict_int(body: dict, key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int:  # bool is an int subclass, and 3.9 or "4" are not scores
+        raise Refused(HTTPStatus.BAD_REQUEST, f"{key} must be an integer, got {json.dumps(value)}")
+    return value
+
+
 class _Handler(BaseHTTPRequestHandler):
     """The page, the cells' JSON and tiles, and the score / undo actions of one :class:`Session`."""
 
     session: Session  # set on the subclass that make_server builds
+    token: str
+    timeout = READ_TIMEOUT_S  # for every read of the connection, the body's included
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -183,62 +216,128 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
         self.end_headers()
         self.wfile.write(body)
 
     def _json(self, data: object, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._send(json.dumps(data).encode(), "application/json", status)
 
-    def _index(self, text: str) -> int:
-        index = int(text)
-        if not 0 <= index < len(self.session.cells):
-            raise ValueError(f"no cell {index}")
-        return index
+    def _refuse(self, refused: Refused) -> None:
+        log.warning("refused %s %s from %s: %s", self.command, self.path.split("?")[0],
+                    self.headers.get("Origin") or self.headers.get("Host") or "?", refused)
+        self.close_connection = True
+        self._json({"error": str(refused)}, refused.status)
+
+    def _index(self, value: int) -> int:
+        if not 0 <= value < len(self.session.cells):
+            raise Refused(HTTPStatus.BAD_REQUEST, f"no cell {value}")
+        return value
+
+    def _own_names(self) -> set[str]:
+        port = self.server.server_address[1]
+        return {f"{name}:{port}" for name in LOCAL_NAMES}
+
+    def _check_host(self) -> None:
+        # DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
+        if self.headers.get("Host") not in self._own_names():
+            raise Refused(HTTPStatus.FORBIDDEN, f"Host {self.headers.get('Host')!r} is not this tool's")
+
+    def _check_writer(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in {f"http://{name}" for name in self._own_names()}:
+            raise Refused(HTTPStatus.FORBIDDEN, f"a write from another origin ({origin})")
+        if self.headers.get_content_type() != "application/json":
+            raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a write must be application/json")
+        if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), self.token):
+            raise Refused(HTTPStatus.FORBIDDEN, f"a write without this run's token ({TOKEN_HEADER})")
+
+    def _body(self) -> dict:
+        text = self.headers.get("Content-Length")
+        if text is None:
+            raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
+        if not text.strip().isdigit():
+            raise Refused(HTTPStatus.BAD_REQUEST, f"Content-Length {text!r} is not a byte count")
+        if int(text) > MAX_BODY:
+            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a body of at most {MAX_BODY} bytes")
+        try:
+            data = self.rfile.read(int(text))
+        except TimeoutError:
+            raise Refused(HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time") from None
+        if len(data) < int(text):
+            raise Refused(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+        try:
+            body = json.loads(data or b"{}", parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"not valid JSON ({str(exc)[:80]})") from None
+        if not isinstance(body, dict):
+            raise Refused(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+        return body
 
     def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        parts = url.path.strip("/").split("/")
-        query = parse_qs(url.query)
         try:
-            if url.path == "/":
-                self._send(PAGE.encode(), "text/html; charset=utf-8")
-            elif url.path == "/state":
-                scored, total = self.session.progress()
-                self._json({"current": self.session.first_unscored(), "scored": scored, "total": total})
-            elif len(parts) == 2 and parts[0] == "cell":
-                self._json(self.session.describe(self._index(parts[1])))
-            elif len(parts) == 2 and parts[0] == "tile" and parts[1].endswith(".png"):
-                contrast = float(query.get("contrast", ["1"])[0])
-                if not 0.0 < contrast <= 10.0:
-                    raise ValueError(f"contrast {contrast} outside (0, 10]")
-                png = self.session.tile_png(self._index(parts[1][:-4]), query.get("channels", ["rgby"])[0],
-                                            contrast)
-                self._send(png, "image/png")
-            else:
-                self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+            self._check_host()
+            self._get()
+        except Refused as refused:
+            self._refuse(refused)
         except ValueError as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
 
+    def _get(self) -> None:
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        query = parse_qs(url.query)
+        if url.path == "/":
+            self._send(PAGE.encode(), "text/html; charset=utf-8")
+        elif url.path == "/state":
+            scored, total = self.session.progress()
+            self._json({"current": self.session.first_unscored(), "scored": scored, "total": total})
+        elif len(parts) == 2 and parts[0] == "cell" and parts[1].isdigit():
+            self._json(self.session.describe(self._index(int(parts[1]))))
+        elif len(parts) == 2 and parts[0] == "tile" and parts[1].endswith(".png") and parts[1][:-4].isdigit():
+            contrast = float(query.get("contrast", ["1"])[0])
+            if not 0.0 < contrast <= 10.0:
+                raise ValueError(f"contrast {contrast} outside (0, 10]")
+            png = self.session.tile_png(self._index(int(parts[1][:-4])), query.get("channels", ["rgby"])[0],
+                                        contrast)
+            self._send(png, "image/png")
+        else:
+            self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            self._check_host()
+            self._check_writer()
+            body = self._body()
             if self.path == "/score":
-                index = self._index(str(body["index"]))
-                self.session.score(index, int(body["score"]))
+                index = self._index(_strict_int(body, "index"))
+                score = _strict_int(body, "score")
+                if score not in SCORES:
+                    raise Refused(HTTPStatus.BAD_REQUEST, f"score {score} outside 0..5")
+                self.session.score(index, score)
                 self._json(self.session.describe(index))
             elif self.path == "/undo":
                 self._json({"index": self.session.undo()})
             else:
                 self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except Refused as refused:
+            self._refuse(refused)
 
 
-def make_server(session: Session, port: int) -> ThreadingHTTPServer:
-    """A server for ``session`` bound to 127.0.0.1:``port`` (0: a free port), not yet serving."""
-    handler = type("Handler", (_Handler,), {"session": session})
-    return ThreadingHTTPServer((HOST, port), handler)
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-answer is its own business, not a traceback on the terminal.
+        log.debug("request from %s failed", client_address, exc_info=True)
+
+
+def make_server(session: Session, port: int, token: str) -> ThreadingHTTPServer:
+    """A server for ``session`` bound to 127.0.0.1:``port`` (0: a free port), not yet serving;
+    writes need ``token``."""
+    handler = type("Handler", (_Handler,), {"session": session, "token": token})
+    return _Server((HOST, port), handler)
 
 
 def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | None = None,
@@ -278,14 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    with locks.exclusive(args.out, "another label tool", wait=False):
+        atomic.remove_abandoned(args.out)
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     session = open_session(args.dataset, args.class_index, args.out, args.checkpoint,
                            CommonOptions.from_args(args), args.device)
+    token = secrets.token_urlsafe(16)
     try:
-        server = make_server(session, args.port)
+        server = make_server(session, args.port, token)
     except OSError as exc:
         raise InputError(f"cannot listen on {HOST}:{args.port} ({exc.strerror})") from None
     scored, total = session.progress()
-    url = f"http://{HOST}:{server.server_address[1]}/"
+    url = f"http://{HOST}:{server.server_address[1]}/?token={token}"
     log.info("class %d: %d of %d cells scored, scores go to %s", args.class_index, scored, total,
              session.path)
     log.info("serving %s", url)

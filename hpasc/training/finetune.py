@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpasc import atomic
 from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
@@ -65,6 +66,7 @@ def finetune_sample(kept: np.ndarray, relabelled: np.ndarray, repeats: int, seed
 def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
     """Fine-tune; the written checkpoint, or None when it existed already (without --overwrite)."""
     out = Path(config.save_dir) / Path(config.checkpoint).name
+    atomic.remove_abandoned(config.save_dir)
     if out.exists() and not runtime.options.overwrite:
         log.info("%s exists, skipped (--overwrite to redo it)", out)
         return None

@@ -245,6 +245,8 @@ def _check_same_run(config: TrainConfig, saved: dict[str, Any], path: Path) -> N
 def train(config: TrainConfig, runtime: Runtime) -> Path | None:
     """Train (or resume) the run; returns its last checkpoint (None if it had nothing to do)."""
     process = runtime.process
+    if process.is_main:
+        atomic.remove_abandoned(config.save_dir)
     resumed = _existing_run(config, runtime)
     history: list[dict[str, Any]] = list(resumed["metrics"]) if resumed else []
     start = resumed["epoch"] + 1 if resumed else 1
