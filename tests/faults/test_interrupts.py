@@ -11,8 +11,11 @@ import shlex
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 
 from hpasc.ownership import writer_id
@@ -40,22 +43,26 @@ def _assert_stopped_at_once(stage: Stage, count) -> None:
     assert count() == done, "outputs kept appearing after the stage exited"
 
 
-def test_ctrl_c_stops_the_segmentator(many_images: Path, tmp_path: Path) -> None:
+def _segmentator(images: Path, tmp_path: Path) -> tuple[Stage, Callable[[], int]]:
     out = tmp_path / "cells"
-    stage = Stage(tmp_path, "segmentator.py", "-i", many_images, "-c", out, "--backend", "classical",
+    stage = Stage(tmp_path, "segmentator.py", "-i", images, "-c", out, "--backend", "classical",
                   "--workers", "2", "--no-progress")
-    wait_until(lambda: _outputs(out, "*.png"), "the first mask")
-    _assert_stopped_at_once(stage, lambda: len(_outputs(out, "*.png")))
+    return stage, lambda: len(_outputs(out, "*.png"))
 
 
-def test_ctrl_c_stops_the_cutter(many_images: Path, tmp_path: Path) -> None:
+def _cutter(images: Path, tmp_path: Path) -> tuple[Stage, Callable[[], int]]:
     out = tmp_path / "dataset"
-    stage = Stage(tmp_path, "image_cutter.py", "-i", many_images, "-m", many_images / "truth", "-n",
-                  many_images / "truth" / "nuclei", "-o", out, "--no-labels", "--size", "256", "--workers", "2",
-                  "--no-progress")
-    wait_until(lambda: _outputs(out / "images", "*"), "the first image cut")
-    _assert_stopped_at_once(stage, lambda: len(_outputs(out / "images", "*")))
-    assert not (out / "cells.csv").exists()
+    stage = Stage(tmp_path, "image_cutter.py", "-i", images, "-m", images / "truth", "-n", images / "truth" / "nuclei",
+                  "-o", out, "--no-labels", "--size", "256", "--workers", "2", "--no-progress")
+    return stage, lambda: len(_outputs(out / "images", "*"))
+
+
+@pytest.mark.parametrize("start", [_segmentator, _cutter])
+def test_ctrl_c_stops_the_stage(start, many_images: Path, tmp_path: Path) -> None:
+    stage, count = start(many_images, tmp_path)
+    wait_until(count, "the first image done")
+    _assert_stopped_at_once(stage, count)
+    assert not (tmp_path / "dataset" / "cells.csv").exists()
 
 
 class _SlowFiles(BaseHTTPRequestHandler):
@@ -99,19 +106,18 @@ def test_ctrl_c_stops_the_downloader(many_images: Path, tmp_path: Path) -> None:
         server.server_close()
 
 
-def test_kill_9_takes_the_workers_along(many_images: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cells"
-    stage = Stage(tmp_path, "segmentator.py", "-i", many_images, "-c", out, "--backend", "classical",
-                  "--workers", "2", "--no-progress")
-    wait_until(lambda: _outputs(out, "*.png"), "the first mask")
+@pytest.mark.parametrize("start", [_segmentator, _cutter])
+def test_kill_9_takes_the_workers_along(start, many_images: Path, tmp_path: Path) -> None:
+    stage, count = start(many_images, tmp_path)
+    wait_until(count, "the first image done")
     workers = stage.workers()
-    assert workers, "the segmentator has no worker processes to check"
+    assert workers, "the stage has no worker processes to check"
     os.kill(stage.process.pid, signal.SIGKILL)
     stage.wait()
     wait_until(lambda: not any(alive(pid) for pid in workers), "the orphaned workers to exit", timeout=10)
-    done = len(_outputs(out, "*.png"))
+    done = count()
     time.sleep(1.5)
-    assert len(_outputs(out, "*.png")) == done
+    assert count() == done
 
 
 def test_a_rerun_removes_only_abandoned_temporaries(many_images: Path, tmp_path: Path) -> None:
