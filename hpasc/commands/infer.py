@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpasc import cli, runtime
 from hpasc.errors import InputError
+from hpasc.inference.cell_table import check_table_path
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
@@ -30,8 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-e", "--ensemble", type=Path, required=True,
                         help="ensemble file (YAML/JSON: groups of checkpoints with weights, "
                              "post-processing settings) or a single checkpoint .pt")
-    parser.add_argument("-o", "--output", type=Path, default=Path("submission.csv"),
-                        help="the submission CSV to write")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="the submission CSV to write (default: submission.csv, or none when only "
+                             "--cells-out is given)")
+    parser.add_argument("--cells-out", type=Path, default=None, metavar="TABLE",
+                        help="also write a per-cell table (.parquet or .csv): box, area, centroid, factors, "
+                             "raw probabilities, confidences and top class of every cell")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="with --cells-out: each member's pooled feature vectors, float16, in "
+                             "{TABLE stem}.embeddings-{j}.npy (row i = the table's row i)")
     parser.add_argument("--sample-submission", type=Path, default=None, metavar="CSV",
                         help="the competition's sample_submission.csv: its IDs and their order")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
@@ -49,20 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _outputs(args: argparse.Namespace, overwrite: bool) -> Path | None:
+    """The submission to write (None: only the cell table); refuses to replace files silently."""
+    if args.embeddings and args.cells_out is None:
+        raise InputError("--embeddings needs --cells-out TABLE")
+    if args.cells_out is not None:
+        check_table_path(args.cells_out)
+    output = args.output if args.output is not None or args.cells_out is not None else Path("submission.csv")
+    for path in filter(None, (output, args.cells_out)):
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} exists: pass --overwrite to replace it, or choose another name")
+    return output
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = InferSettings(backend=args.backend, models=model_files_from_args(args),
                              batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
                              tta=args.tta, postprocessing=not args.no_postprocessing,
-                             save_masks=args.save_masks, precision=precision_from_args(args))
+                             save_masks=args.save_masks, precision=precision_from_args(args),
+                             cells_out=args.cells_out, embeddings=args.embeddings)
     options = runtime.CommonOptions.from_args(args)
-    if args.output.exists() and not options.overwrite:
-        raise InputError(f"{args.output} exists: pass --overwrite to replace it, or choose another -o")
+    output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
-    failures = infer_folder(args.input, args.ensemble, args.output, sample, settings, options)
-    problems = check_submission(read_submission(args.output), None, sample and sample.order)
+    failures = infer_folder(args.input, args.ensemble, output, sample, settings, options)
+    problems = [] if output is None else check_submission(read_submission(output), None, sample and sample.order)
     for problem in problems:
         log.error("submission check: %s", problem)
-    log.info("wrote %s (%d images, %d failed)", args.output, len(read_submission(args.output)), len(failures))
+    if output is not None:
+        log.info("wrote %s (%d images, %d failed)", output, len(read_submission(output)), len(failures))
     return cli.EXIT_SOME_FAILED if failures or problems else cli.EXIT_OK
 
 

@@ -17,6 +17,7 @@ from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.inference.ensemble_file import Ensemble
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.precision import Precision
+from hpasc.models.registry import architecture
 from hpasc.models.scoring import prepare_batch, to_probabilities
 from hpasc.models.spec import ModelSpec
 
@@ -36,6 +37,7 @@ class LoadedEnsemble:
                  tta: bool = False) -> None:
         self.device, self.precision, self.tta = device, precision, tta
         self.models: list[tuple[nn.Module, ModelSpec, float, int]] = []
+        self.heads: list[nn.Module] = []
         sizes: dict[str, int] = {}  # recipe → the largest tile size of its members, in first-seen order
         for member in ensemble.members:
             model, spec = build_model(load_checkpoint(member.checkpoint), device, precision)
@@ -43,6 +45,8 @@ class LoadedEnsemble:
             key = json.dumps(CropSettings.from_recipe(spec.recipe, 1).recipe(), sort_keys=True)
             sizes[key] = max(sizes.get(key, 0), spec.tile_size)
             self.models.append((model, spec, member.weight, list(sizes).index(key)))
+            self.heads.append(architecture(spec.arch).head(model))
+        self.embedding_widths = [head.in_features for head in self.heads]
         self.recipes = tuple(CropSettings.from_recipe(json.loads(k), size) for k, size in sizes.items())
         self.tile_size = max(sizes.values())
         self.derive_negative = not any(spec.negative_head for _, spec, _, _ in self.models)
@@ -51,18 +55,38 @@ class LoadedEnsemble:
         """(B, 19) probabilities of B cells (``tiles``: their tiles per recipe, or one batch when the
         ensemble has one recipe): the weighted mean of the members' (with flips when ``tta``);
         without a Negative output anywhere, Negative = 1 − max of the ensemble's classes."""
+        return self._score(tiles, None)
+
+    def with_embeddings(self, tiles: torch.Tensor | Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The probabilities, and per member the cells' pooled feature vectors (B, width) as
+        float16 (the mean over the flips when ``tta``)."""
+        embeddings: list[torch.Tensor] = []
+        probabilities = self._score(tiles, embeddings)
+        return probabilities, [e.float().cpu().numpy().astype(np.float16) for e in embeddings]
+
+    def _score(self, tiles: torch.Tensor | Sequence[torch.Tensor], embeddings: list[torch.Tensor] | None) -> np.ndarray:
         per_recipe = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
         if len(per_recipe) != len(self.recipes):
             raise ValueError(f"{len(per_recipe)} tile batches for {len(self.recipes)} recipes")
         total = torch.zeros(len(per_recipe[0]), NUM_CLASSES, device=self.device)
         with torch.inference_mode():
-            for model, spec, weight, recipe in self.models:
+            for (model, spec, weight, recipe), head in zip(self.models, self.heads):
                 batch = prepare_batch(per_recipe[recipe], spec, self.device, self.precision)
                 views = [batch, batch.flip(-1), batch.flip(-2)] if self.tta else [batch]
-                for view in views:
-                    with self.precision.autocast(self.device):
-                        logits = model(view)
-                    total += to_probabilities(logits, spec) * (weight / len(views))
+                pooled: list[torch.Tensor] = []
+                # The head's input is the pooled feature vector: caught on the way, no second pass.
+                hook = None if embeddings is None else head.register_forward_hook(
+                    lambda _, inputs, __: pooled.append(inputs[0].float()))
+                try:
+                    for view in views:
+                        with self.precision.autocast(self.device):
+                            logits = model(view)
+                        total += to_probabilities(logits, spec) * (weight / len(views))
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                if embeddings is not None:
+                    embeddings.append(torch.stack(pooled).mean(dim=0))
         if self.derive_negative:
             total[:, NEGATIVE] = 1 - total[:, :NEGATIVE].amax(dim=1)
         return total.float().cpu().numpy()

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import ndimage
 
 from hpasc import atomic, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
+from hpasc.inference.cell_table import CellTable, image_rows
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
 from hpasc.inference.postprocess import postprocess
@@ -53,19 +56,23 @@ class InferSettings:
     postprocessing: bool = True
     save_masks: Path | None = None
     precision: Precision = Precision()
+    cells_out: Path | None = None
+    """Also write the per-cell table here (:mod:`hpasc.inference.cell_table`)."""
+    embeddings: bool = False
 
 
 @dataclass
 class ImageCells:
-    """What a worker hands back for one image: its size, cell tiles, factors and masks."""
+    """What a worker hands back for one image: its size, cell tiles, descriptors and masks."""
 
     image_id: str
     height: int
     width: int
     tiles: tuple[np.ndarray, ...]
     """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``)."""
-    border: np.ndarray
-    outlier: np.ndarray
+    cells: pd.DataFrame
+    """One row per cell: image_cutter.py's columns (box, area, border and outlier factors) and
+    the centroid."""
     masks: list[str]
 
 
@@ -74,11 +81,12 @@ def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: 
     tiles, rows = cut_image(image, cells, nuclei, image_id, [], recipes[0])
     others = tuple(crop_cells(image, cells, recipe)[2] for recipe in recipes[1:])
     ids = rows["mask_id"].tolist()
+    centroids = np.asarray(ndimage.center_of_mass(cells > 0, cells, ids), np.float64).reshape(-1, 2)
+    rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
     encoded = encode_cells(cells, ids)
     if save_masks is not None:
         write_label_image(save_masks / f"{image_id}.png", cells)
-    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows["border"].to_numpy(),
-                      rows["outlier"].to_numpy(), [encoded[i] for i in ids])
+    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, [encoded[i] for i in ids])
 
 
 def _classical_job(image_id: str, paths: list[Path], recipes: tuple[CropSettings, ...],
@@ -99,22 +107,40 @@ def _network_job(folder: ImageFolder, recipes: tuple[CropSettings, ...], save_ma
 class Predictor:
     """Scores each image's cells with the ensemble and keeps its submission row."""
 
-    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing) -> None:
+    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing,
+                 table: CellTable | None = None) -> None:
         self.ensemble, self.settings, self.postprocessing = ensemble, settings, postprocessing
+        self.table = table
         self.rows: dict[str, tuple[int, int, str]] = {}
 
     def __call__(self, image_id: str, cells: ImageCells) -> None:
-        scores = self.score(cells.tiles)
-        if self.settings.postprocessing and len(scores):
-            scores = postprocess(scores, cells.border, cells.outlier, self.postprocessing)
+        raw, embeddings = self.score(cells.tiles)
+        scores = raw
+        if self.settings.postprocessing and len(raw):
+            scores = postprocess(raw, cells.cells["border"].to_numpy(), cells.cells["outlier"].to_numpy(),
+                                 self.postprocessing)
         self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
+        if self.table is not None:
+            self.table.add(image_rows(cells.cells, raw, scores), embeddings)
 
-    def score(self, tiles: tuple[np.ndarray, ...]) -> np.ndarray:
-        parts = [np.zeros((0, 19), np.float32)]
+    def score(self, tiles: tuple[np.ndarray, ...]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The cells' ensemble probabilities, and each member's embeddings when the table keeps them."""
+        keep = self.table is not None and bool(self.table.members)
+        parts, vectors = [np.zeros((0, 19), np.float32)], []
         size = self.settings.batch_size
         for start in range(0, len(tiles[0]), size):
-            parts.append(self.ensemble([torch.from_numpy(t[start:start + size]) for t in tiles]))
-        return np.concatenate(parts)
+            batch = [torch.from_numpy(t[start:start + size]) for t in tiles]
+            if keep:
+                probabilities, embeddings = self.ensemble.with_embeddings(batch)
+                vectors.append(embeddings)
+            else:
+                probabilities = self.ensemble(batch)
+            parts.append(probabilities)
+        if not keep:
+            return np.concatenate(parts), None
+        widths = self.ensemble.embedding_widths
+        return np.concatenate(parts), [np.concatenate([np.zeros((0, w), np.float16), *(v[j] for v in vectors)])
+                                       for j, w in enumerate(widths)]
 
 
 def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, recipes: tuple[CropSettings, ...],
@@ -150,15 +176,20 @@ def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -
     return 0, 0
 
 
-def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSubmission | None,
-                 settings: InferSettings, options: runtime.CommonOptions) -> dict[str, str]:
-    """Write the submission for the images of ``images`` (in ``sample``'s order, when given);
-    returns {failed image: reason}."""
-    ensemble = read_ensemble(ensemble_file)
-    settings.models.check()
-    atomic.remove_abandoned(out.parent, of=out.name)
+def _clean_outputs(out: Path | None, settings: InferSettings) -> None:
+    for path in filter(None, (out, settings.cells_out)):
+        atomic.remove_abandoned(path.parent, of=path.name)
     if settings.save_masks is not None:
         atomic.remove_abandoned(settings.save_masks)
+
+
+def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: SampleSubmission | None,
+                 settings: InferSettings, options: runtime.CommonOptions) -> dict[str, str]:
+    """Write the submission (``out``; None: none) for the images of ``images`` (in ``sample``'s
+    order, when given) and the cell table when ``settings`` asks; returns {failed image: reason}."""
+    ensemble = read_ensemble(ensemble_file)
+    settings.models.check()
+    _clean_outputs(out, settings)
     folder = scan_images(images)
     order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
     ids = order if order is not None else sorted(folder.ids + list(folder.incomplete))
@@ -173,7 +204,9 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
         record_provenance(settings.save_masks, masks_provenance(backend, settings.models, options.progress),
                           keeps_others=False)
-    predictor = Predictor(loaded, settings, ensemble.postprocessing)
+    table = None if settings.cells_out is None else CellTable(
+        [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
+    predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
     reasons = folder.incomplete_reasons()
     failures = {i: reasons.get(i, f"no channel files in {images}") for i in ids if i not in set(folder.ids)}
@@ -187,7 +220,11 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path, sample: SampleSub
         else:
             failures |= _run_classical(present, folder, predictor, loaded.recipes, pool, options)
     runtime.log_failures(failures)
-    write_submission(out, _rows(ids, predictor.rows, images, sizes), order)
+    if out is not None:
+        write_submission(out, _rows(ids, predictor.rows, images, sizes), order)
+    if table is not None:
+        log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
+                 ", ".join(map(str, table.write(settings.cells_out))))
     return failures
 
 

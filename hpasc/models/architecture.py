@@ -46,7 +46,8 @@ class Architecture:
     logits; ``initialise(model, in_channels, pretrained)`` loads ImageNet weights into it (the
     4-channel stem adapted, the head left fresh) and returns where they came from, or None when it
     stays as built; ``cam_layers`` maps Grad-CAM target layer names to their module, the first
-    being the default.
+    being the default; ``head`` gives the final linear layer, whose input is the cell's pooled
+    feature vector (its embedding).
     """
 
     name: str
@@ -54,6 +55,7 @@ class Architecture:
     build: Callable[[int, int, int], nn.Module]
     initialise: Callable[[nn.Module, int, Pretrained], str | None]
     cam_layers: Mapping[str, Callable[[nn.Module], nn.Module]]
+    head: Callable[[nn.Module], nn.Module]
 
     @property
     def default_cam_layer(self) -> str:

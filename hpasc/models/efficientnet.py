@@ -57,7 +57,7 @@ _CAM_LAYERS = {"conv_head": lambda model: model._conv_head, "last_block": lambda
 
 def _entry(arch: str, default_tile_size: int) -> Architecture:
     return Architecture(arch, default_tile_size, functools.partial(_build, arch),
-                        functools.partial(_initialise, arch), _CAM_LAYERS)
+                        functools.partial(_initialise, arch), _CAM_LAYERS, lambda model: model._fc)
 
 
 ARCHITECTURES: dict[str, Architecture] = {

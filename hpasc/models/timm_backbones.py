@@ -58,4 +58,5 @@ def architecture(name: str) -> Architecture:
     config = timm.get_pretrained_cfg(name)
     tile_size = config.input_size[-1] if config is not None else _FALLBACK_TILE_SIZE
     return Architecture(f"{TIMM_PREFIX}{name}", tile_size, functools.partial(_build, name),
-                        functools.partial(_initialise, name), {"last_stage": _last_stage})
+                        functools.partial(_initialise, name), {"last_stage": _last_stage},
+                        lambda model: model.get_classifier())
