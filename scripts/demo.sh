@@ -58,7 +58,9 @@ groups:
     members: [{checkpoint: finetuned/b0-bce-8.pt}]
 postprocessing: {cell_weight: 0.7, image_weight: 0.3, border_factor: true, outlier_factor: true}
 YAML
-echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv"
-python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --overwrite
+echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv, a per-cell table, pictures"
+python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --cells-out "$out/cells.parquet" \
+    --overlays "$out/pictures" --overwrite
+echo "   the per-cell table: $out/cells.parquet; pictures of the predictions: $out/pictures/index.html"
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
 python -m hpasc.submission.metric --submission "$out/submission.csv" --truth "$out/test/truth"

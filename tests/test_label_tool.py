@@ -62,8 +62,12 @@ class Browser:
         session = _request(f"{driver_url}/session", {"capabilities": {"alwaysMatch": capabilities}})
         self.url = f"{driver_url}/session/{session['value']['sessionId']}"
 
-    def open(self, page: str) -> None:
+    def visit(self, page: str) -> None:
+        """Navigate and wait for the page's load event (the WebDriver default)."""
         _request(f"{self.url}/url", {"url": page})
+
+    def open(self, page: str) -> None:
+        self.visit(page)
         wait_until(lambda: self.script("return document.body.dataset.ready === '1';"), "the page to load", TIMEOUT_S)
 
     def script(self, code: str) -> object:

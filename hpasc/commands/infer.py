@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cells-out", type=Path, default=None, metavar="TABLE",
                         help="also write a per-cell table (.parquet or .csv): box, area, centroid, factors, "
                              "raw probabilities, confidences and top class of every cell")
+    parser.add_argument("--overlays", type=Path, default=None, metavar="DIR",
+                        help="also write DIR/{ID}.png (the image with each cell filled in the colour of its top "
+                             "class), a histogram of the confidences and DIR/index.html")
+    parser.add_argument("--overlay-threshold", type=cli.at_least(0.0, float), default=0.5,
+                        help="cells whose top confidence is below this are grey in the pictures")
     parser.add_argument("--embeddings", action="store_true",
                         help="with --cells-out: each member's pooled feature vectors, float16, in "
                              "{TABLE stem}.embeddings-{j}.npy (row i = the table's row i)")
@@ -75,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
                              tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, precision=precision_from_args(args),
-                             cells_out=args.cells_out, embeddings=args.embeddings)
+                             cells_out=args.cells_out, embeddings=args.embeddings, overlays=args.overlays,
+                             overlay_threshold=args.overlay_threshold)
     options = runtime.CommonOptions.from_args(args)
     output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder for the cell label images")
     parser.add_argument("-n", "--nuclei", type=Path, default=None,
                         help="output folder for the nucleus label images (optional)")
+    parser.add_argument("--overlays", type=Path, default=None, metavar="DIR",
+                        help="also write DIR/{ID}.png (the image with its cells outlined) and DIR/index.html, "
+                             "to check the segmentation by eye")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
                         help="images per network batch (hpa backend)")
     add_segmentation_flags(parser)
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    outputs = Outputs(cells=args.cells, nuclei=args.nuclei)
+    outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
     backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
                                      args.batch_size, runtime.CommonOptions.from_args(args),
                                      precision_from_args(args))

@@ -30,11 +30,14 @@ from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
+from hpasc.cellstore import composite
 from hpasc.inference.cell_table import CellTable, image_rows
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
+from hpasc.inference.pictures import PredictionPictures
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.precision import Precision
+from hpasc.overlays import shrink
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.provenance import record_provenance
 from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks,
@@ -59,6 +62,19 @@ class InferSettings:
     cells_out: Path | None = None
     """Also write the per-cell table here (:mod:`hpasc.inference.cell_table`)."""
     embeddings: bool = False
+    overlays: Path | None = None
+    """Also write a picture of each image's predictions here, with an index.html."""
+    overlay_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    """What a worker makes of an image besides its cells' masks: tiles per recipe, the mask file,
+    the shrunk image and mask for a picture."""
+
+    recipes: tuple[CropSettings, ...]
+    save_masks: Path | None = None
+    preview: bool = False
 
 
 @dataclass
@@ -74,34 +90,40 @@ class ImageCells:
     """One row per cell: image_cutter.py's columns (box, area, border and outlier factors) and
     the centroid."""
     masks: list[str]
+    preview: tuple[np.ndarray, np.ndarray] | None = None
+    """The colour composite and the cell mask shrunk for a picture (:mod:`hpasc.overlays`)."""
 
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
-                   recipes: tuple[CropSettings, ...], save_masks: Path | None) -> ImageCells:
-    tiles, rows = cut_image(image, cells, nuclei, image_id, [], recipes[0])
-    others = tuple(crop_cells(image, cells, recipe)[2] for recipe in recipes[1:])
+                   plan: CutPlan) -> ImageCells:
+    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0])
+    others = tuple(crop_cells(image, cells, recipe)[2] for recipe in plan.recipes[1:])
     ids = rows["mask_id"].tolist()
     centroids = np.asarray(ndimage.center_of_mass(cells > 0, cells, ids), np.float64).reshape(-1, 2)
     rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
     encoded = encode_cells(cells, ids)
-    if save_masks is not None:
-        write_label_image(save_masks / f"{image_id}.png", cells)
-    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, [encoded[i] for i in ids])
+    if plan.save_masks is not None:
+        write_label_image(plan.save_masks / f"{image_id}.png", cells)
+    preview = None
+    if plan.preview:
+        small, mask = shrink(image, cells)
+        preview = (composite(small.transpose(2, 0, 1)), mask)
+    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, [encoded[i] for i in ids],
+                      preview)
 
 
-def _classical_job(image_id: str, paths: list[Path], recipes: tuple[CropSettings, ...],
-                   save_masks: Path | None) -> ImageCells:
+def _classical_job(image_id: str, paths: list[Path], plan: CutPlan) -> ImageCells:
     image = stack_channels(image_id, paths)
     nuclei, cells = segment_classical(image)
-    return cells_of_image(image_id, image, cells, nuclei, recipes, save_masks)
+    return cells_of_image(image_id, image, cells, nuclei, plan)
 
 
-def _network_job(folder: ImageFolder, recipes: tuple[CropSettings, ...], save_masks: Path | None, image_id: str,
-                 nuclei: np.ndarray, cells: np.ndarray, geometry) -> ImageCells:
+def _network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
+                 geometry) -> ImageCells:
     nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry)
     # The image is read again here rather than sent along: it is cheaper than pickling it twice.
     image = stack_channels(image_id, folder.paths(image_id))
-    return cells_of_image(image_id, image, cell_labels, nucleus_labels, recipes, save_masks)
+    return cells_of_image(image_id, image, cell_labels, nucleus_labels, plan)
 
 
 class Predictor:
@@ -111,6 +133,8 @@ class Predictor:
                  table: CellTable | None = None) -> None:
         self.ensemble, self.settings, self.postprocessing = ensemble, settings, postprocessing
         self.table = table
+        self.pictures = None if settings.overlays is None else PredictionPictures(settings.overlays,
+                                                                                  settings.overlay_threshold)
         self.rows: dict[str, tuple[int, int, str]] = {}
 
     def __call__(self, image_id: str, cells: ImageCells) -> None:
@@ -122,6 +146,8 @@ class Predictor:
         self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
         if self.table is not None:
             self.table.add(image_rows(cells.cells, raw, scores), embeddings)
+        if self.pictures is not None and cells.preview is not None:
+            self.pictures.add(image_id, cells.preview, cells.cells["mask_id"].to_numpy(), scores)
 
     def score(self, tiles: tuple[np.ndarray, ...]) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """The cells' ensemble probabilities, and each member's embeddings when the table keeps them."""
@@ -143,14 +169,13 @@ class Predictor:
                                        for j, w in enumerate(widths)]
 
 
-def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, recipes: tuple[CropSettings, ...],
+def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, plan: CutPlan,
                    pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
     """Workers segment and cut ahead of the scoring here, ``2 × workers`` images at most."""
     failures: dict[str, str] = {}
 
     def submit(image_id: str) -> Future:
-        return pool.submit(_classical_job, image_id, folder.paths(image_id), recipes,
-                           predictor.settings.save_masks)
+        return pool.submit(_classical_job, image_id, folder.paths(image_id), plan)
 
     for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
                                      unit="image", desc="infer"):
@@ -179,8 +204,8 @@ def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -
 def _clean_outputs(out: Path | None, settings: InferSettings) -> None:
     for path in filter(None, (out, settings.cells_out)):
         atomic.remove_abandoned(path.parent, of=path.name)
-    if settings.save_masks is not None:
-        atomic.remove_abandoned(settings.save_masks)
+    for folder in filter(None, (settings.save_masks, settings.overlays)):
+        atomic.remove_abandoned(folder)
 
 
 def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: SampleSubmission | None,
@@ -210,21 +235,24 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: Sa
     present = [i for i in ids if i in set(folder.ids)]
     reasons = folder.incomplete_reasons()
     failures = {i: reasons.get(i, f"no channel files in {images}") for i in ids if i not in set(folder.ids)}
+    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
     with process_pool(options.workers) as pool:
         if backend == "hpa":
-            finish = functools.partial(_network_job, folder, loaded.recipes, settings.save_masks)
+            finish = functools.partial(_network_job, folder, plan)
             networks = load_networks(settings.models, options, settings.precision)
             pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
                                        predictor)
             failures |= pipeline.run(present)
         else:
-            failures |= _run_classical(present, folder, predictor, loaded.recipes, pool, options)
+            failures |= _run_classical(present, folder, predictor, plan, pool, options)
     runtime.log_failures(failures)
     if out is not None:
         write_submission(out, _rows(ids, predictor.rows, images, sizes), order)
     if table is not None:
         log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
                  ", ".join(map(str, table.write(settings.cells_out))))
+    if predictor.pictures is not None:
+        log.info("wrote pictures of the predictions: %s", predictor.pictures.finish())
     return failures
 
 

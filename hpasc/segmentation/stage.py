@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from hpasc import atomic, runtime
-from hpasc.images import ImageFolder, scan_images, stack_channels, write_label_image
+from hpasc.images import ImageFolder, read_label_image, scan_images, stack_channels, write_label_image, write_png
 from hpasc.models.precision import Precision
+from hpasc.overlays import OverlayIndex, mask_overlay
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.postprocess import label_cell
 from hpasc.segmentation.predict import HpaNetworks
@@ -37,10 +38,12 @@ BACKENDS = ("auto", "hpa", "classical")
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where the label images go: ``{cells}/{ID}.png`` and, if asked, ``{nuclei}/{ID}.png``."""
+    """Where the label images go: ``{cells}/{ID}.png`` and, if asked, ``{nuclei}/{ID}.png``, and
+    pictures of the cells' outlines on the image, ``{overlays}/{ID}.png``."""
 
     cells: Path
     nuclei: Path | None = None
+    overlays: Path | None = None
 
     def paths(self, image_id: str) -> list[Path]:
         folders = [self.cells] + ([self.nuclei] if self.nuclei else [])
@@ -49,11 +52,25 @@ class Outputs:
     def done(self, image_id: str) -> bool:
         return all(path.is_file() for path in self.paths(image_id))
 
-    def write(self, image_id: str, nuclei: np.ndarray, cells: np.ndarray) -> None:
+    def write(self, image_id: str, nuclei: np.ndarray, cells: np.ndarray, image: Callable[[], np.ndarray]) -> None:
+        """Write the masks (and the picture, of ``image()``: read only when one is asked for)."""
+        if self.overlays:
+            write_png(self.overlays / f"{image_id}.png", mask_overlay(image(), cells))
         # Nuclei first: an image counts as done once its cell mask exists.
         if self.nuclei:
             write_label_image(self.nuclei / f"{image_id}.png", nuclei)
         write_label_image(self.cells / f"{image_id}.png", cells)
+
+    def write_index(self, ids: list[str]) -> Path | None:
+        """The overlays' index.html over the images of ``ids`` that have a picture and a mask."""
+        if not self.overlays:
+            return None
+        index = OverlayIndex(self.overlays, "hpasc segmentation")
+        for image_id in ids:
+            if (self.overlays / f"{image_id}.png").is_file() and self.done(image_id):
+                cells = read_label_image(self.cells / f"{image_id}.png")
+                index.entries.append((image_id, f"{image_id}.png", len(np.unique(cells[cells > 0])), {}))
+        return index.write()
 
 
 @dataclass(frozen=True)
@@ -129,7 +146,7 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
     folder = scan_images(images)
-    for output in filter(None, (outputs.cells, outputs.nuclei)):
+    for output in filter(None, (outputs.cells, outputs.nuclei, outputs.overlays)):
         atomic.remove_abandoned(output)
     ids, todo = runtime.plan_work(folder.ids, outputs.done, options, "already segmented")
     backend = choose_backend(backend, models)
@@ -144,10 +161,31 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
                 failures |= _run_classical(todo, folder, outputs, pool, options)
             else:
                 pipeline = NetworkPipeline(folder, networks, batch_size, pool, options,
-                                           functools.partial(_finish_job, outputs))
+                                           functools.partial(_finish_job, outputs, folder))
                 failures |= pipeline.run(todo)
+    failures |= _missing_pictures(ids, folder, outputs, options)
     runtime.log_failures(failures)
+    index = outputs.write_index(ids)
+    if index is not None:
+        log.info("pictures of the segmentation: %s", index)
     return backend, sorted(failures)
+
+
+def _missing_pictures(ids: list[str], folder: ImageFolder, outputs: Outputs,
+                      options: runtime.CommonOptions) -> dict[str, str]:
+    """Draw the pictures of images segmented before ``--overlays`` was asked for."""
+    if not outputs.overlays:
+        return {}
+    missing = [i for i in ids if outputs.done(i) and not (outputs.overlays / f"{i}.png").is_file()]
+    if not missing:
+        return {}
+    with process_pool(options.workers) as pool:
+        return collect_failures({pool.submit(_picture_job, i, folder.paths(i), outputs): i for i in missing}, options)
+
+
+def _picture_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
+    cells = read_label_image(outputs.cells / f"{image_id}.png")
+    write_png(outputs.overlays / f"{image_id}.png", mask_overlay(stack_channels(image_id, paths), cells))
 
 
 def masks_provenance(backend: str, models: ModelFiles, progress: bool) -> Provenance:
@@ -165,8 +203,9 @@ def load_networks(models: ModelFiles, options: runtime.CommonOptions, precision:
 
 
 def _classical_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
-    nuclei, cells = segment_classical(stack_channels(image_id, paths))
-    outputs.write(image_id, nuclei, cells)
+    image = stack_channels(image_id, paths)
+    nuclei, cells = segment_classical(image)
+    outputs.write(image_id, nuclei, cells, lambda: image)
 
 
 def _prepare_job(image_id: str, paths: list[Path]) -> NetworkInput:
@@ -178,9 +217,10 @@ def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry) -> 
     return label_cell(*restore_both(nuclei, cells, geometry))
 
 
-def _finish_job(outputs: Outputs, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
+def _finish_job(outputs: Outputs, folder: ImageFolder, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
                 geometry: Geometry) -> None:
-    outputs.write(image_id, *finish_labels(nuclei, cells, geometry))
+    outputs.write(image_id, *finish_labels(nuclei, cells, geometry),
+                  lambda: stack_channels(image_id, folder.paths(image_id)))
 
 
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,

@@ -27,32 +27,27 @@ from __future__ import annotations
 
 import argparse
 import html
-import io
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from skimage.segmentation import find_boundaries
 
 from hpasc import atomic, cli, runtime
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
 from hpasc.errors import InputError
 from hpasc.images import read_label_image, scan_images, write_png
+from hpasc.overlays import mask_overlay, save_figure
 from hpasc.weblinks import href
 
 log = logging.getLogger(__name__)
 
-OVERLAY_SIDE = 1024
 # Cell tiles are often 64-128 px; enlarging them (nearest neighbour) keeps a grid viewable.
 EXAMPLE_SIDE = 128
-OUTLINE = (255, 255, 255)
 GAP = 2
 
 
@@ -132,13 +127,6 @@ def histogram_figure(values: Sequence[int], title: str, xlabel: str) -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    atomic.write_bytes(path, buffer.getvalue())
-    return path
-
-
 def label_report(labels: Mapping[str, Sequence[int]], out: Path) -> Section:
     """Write the label figures and summary.csv into ``out``."""
     summary = summary_table(labels)
@@ -208,22 +196,6 @@ def cell_report(store: CellStore, labels: Mapping[str, Sequence[int]], out: Path
     return section
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, side: int = OVERLAY_SIDE) -> np.ndarray:
-    """The colour composite of an H×W×4 image with the outlines of the H×W label image ``mask``,
-    both shrunk to at most ``side`` px a side first (the mask by nearest neighbour, so that
-    its labels stay labels and the outlines stay one pixel wide)."""
-    if mask.shape != image.shape[:2]:
-        raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image {image.shape[1]}x{image.shape[0]}")
-    scale = min(1.0, side / max(mask.shape))
-    if scale < 1.0:
-        size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    rgb = composite(image.transpose(2, 0, 1))
-    rgb[find_boundaries(mask, mode="inner")] = OUTLINE
-    return rgb
-
-
 def overlay_report(images: Path, masks: Path, suffix: str, out: Path, count: int,
                    options: runtime.CommonOptions) -> Section:
     """Write overlays/{ID}.png for the first ``count`` images (by id) that have a mask."""
@@ -237,7 +209,7 @@ def overlay_report(images: Path, masks: Path, suffix: str, out: Path, count: int
     for image_id in options.bar(with_mask[:count], desc="overlays", unit="image"):
         mask_path = masks / f"{image_id}{suffix}.png"
         try:
-            rgb = overlay(folder.read(image_id), read_label_image(mask_path))
+            rgb = mask_overlay(folder.read(image_id), read_label_image(mask_path))
         except InputError as exc:
             raise InputError(f"{image_id}: {exc}") from None
         name = f"overlays/{image_id}.png"
