@@ -61,6 +61,7 @@ YAML
 echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv, a per-cell table, pictures"
 python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --cells-out "$out/cells.parquet" \
     --overlays "$out/pictures" --overwrite
+python -m hpasc.report --cells "$out/cells.parquet"
 echo "   the per-cell table: $out/cells.parquet; pictures of the predictions: $out/pictures/index.html"
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
 python -m hpasc.submission.metric --submission "$out/submission.csv" --truth "$out/test/truth"

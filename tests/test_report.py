@@ -1,0 +1,57 @@
+"""python -m hpasc.report: a hand-made cell table gives the exact per-image quality numbers,
+worst image first, the per-class shares of confident calls, and an HTML page with its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpasc.classes import NUM_CLASSES
+from hpasc.inference.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES
+from hpasc.report import prevalence
+from tests.conftest import assert_one_line_error, run_script
+
+
+def _table(path: Path) -> pd.DataFrame:
+    rows = []
+    # image a: 4 cells, 1 cut by the border, 1 outlier; image b: 2 clean cells.
+    for image_id, k, border, outlier, confident in [("a", 1, 1.0, 1.0, 2), ("a", 2, 0.001, 1.0, 2),
+                                                     ("a", 3, 1.0, 0.001, 5), ("a", 4, 1.0, 1.0, 18),
+                                                     ("b", 1, 1.0, 1.0, 2), ("b", 2, 1.0, 1.0, 18)]:
+        confidences = np.full(NUM_CLASSES, 0.1)
+        confidences[confident] = 0.9
+        rows.append({"image_id": image_id, "cell_id": f"{image_id}_{k - 1}", "mask_id": k, "y0": 0, "x0": 0,
+                     "y1": 9, "x1": 9, "area": 50, "centroid_y": 4.0, "centroid_x": 4.0, "border": border,
+                     "outlier": outlier, **dict(zip(PROBABILITIES, confidences)),
+                     **dict(zip(CONFIDENCES, confidences)), "top_class": confident, "top_class_name": "x",
+                     "top_confidence": 0.9})
+    table = pd.DataFrame(rows)
+    assert set(DESCRIPTORS) <= set(table.columns)
+    table.to_csv(path, index=False)
+    return table
+
+
+def test_the_report_numbers_and_page(tmp_path: Path) -> None:
+    table = _table(tmp_path / "cells.csv")
+    shares = prevalence(table, 0.5)
+    assert shares[2] == 3 / 6 and shares[18] == 2 / 6 and shares[5] == 1 / 6 and shares[0] == 0
+    result = run_script("-m", "hpasc.report", "--cells", tmp_path / "cells.csv", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "cells-report"
+    assert result.stdout.strip() == f"report: {out / 'index.html'}"
+    images = pd.read_csv(out / "images.csv")
+    assert images.to_dict("records") == [
+        {"image_id": "a", "cells": 4, "cut": 1, "outliers": 1, "flagged_share": 0.5},
+        {"image_id": "b", "cells": 2, "cut": 0, "outliers": 0, "flagged_share": 0.0}]
+    page = (out / "index.html").read_text()
+    assert "2 images, 6 cells, 6 confident calls" in page
+    for figure in ("prevalence.png", "cells_per_image.png"):
+        assert (out / figure).read_bytes().startswith(b"\x89PNG") and figure in page
+
+
+def test_a_missing_or_foreign_table_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run_script("-m", "hpasc.report", "--cells", tmp_path / "none.csv"), "none.csv")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert_one_line_error(run_script("-m", "hpasc.report", "--cells", tmp_path / "other.csv"), "not a cell table")
