@@ -16,7 +16,7 @@ from hpasc.cellstore import open_cells
 from hpasc.errors import InputError
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
-from hpasc.inference.stage import cells_of_image
+from hpasc.inference.stage import CutPlan, cells_of_image
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
@@ -86,7 +86,7 @@ def test_an_ensemble_mixing_recipes_cuts_once_per_recipe(tmp_path: Path) -> None
     loaded = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"))
     assert loaded.recipes == (CropSettings(32, "resize"), CropSettings(48, "pad"))
     image, cells = two_cells()
-    found = cells_of_image("img", image, cells, None, loaded.recipes, None)
+    found = cells_of_image("img", image, cells, None, CutPlan(loaded.recipes))
     np.testing.assert_array_equal(found.tiles[0], crop_cells(image, cells, CropSettings(32, "resize"))[2])
     np.testing.assert_array_equal(found.tiles[1], crop_cells(image, cells, CropSettings(48))[2])
     scores = loaded([torch.from_numpy(t) for t in found.tiles])
