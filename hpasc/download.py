@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from hpasc import atomic
+from hpasc import atomic, runtime
 from hpasc.classes import format_labels
 from hpasc.errors import InputError
 from hpasc.http import FetchError, HttpPolicy, fetch
@@ -164,6 +164,8 @@ def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy:
     log.info("%d selected images, %d to download", len(rows), len(todo))
     failures = _download_all(todo, out, policy, options)
     _write_tables(out, rows, failures, options)
+    runtime.log_done(f"{len(todo) - len(failures)} images downloaded, {len(rows) - len(todo)} downloaded before "
+                     f"(failures listed in failures{options.shard.suffix}.csv)", len(failures), out)
     return sorted(failures)
 
 

@@ -88,6 +88,11 @@ def plan_work(ids: list[str], is_done: Callable[[str], bool], options: CommonOpt
     return mine, todo
 
 
+def log_done(what: str, failed: int, where: str | os.PathLike) -> None:
+    """A stage's last line, the one a person reads first: what was done, what failed, where."""
+    log.info("done: %s; %d failed; output in %s", what, failed, where)
+
+
 def describe_failure(error: BaseException) -> str:
     """One line for why an item failed. An unexpected error (not an InputError) is logged with
     its traceback at DEBUG level: one odd item should not end a long run, nor hide a bug."""

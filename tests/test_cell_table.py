@@ -34,6 +34,8 @@ def test_the_table_holds_the_submissions_cells(checkpoint: Path, images: Path, t
     result = run_script("infer.py", "-i", images, "-e", ensemble, "-o", out, "--cells-out", table_path,
                         "--embeddings", "--backend", "classical", "--workers", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"INFO done: 12 of 12 images predicted; 0 failed; output in {out}, {table_path}")
     table = read_cell_table(table_path)
     submission = read_submission(out)
     expected = [(image_id, mask, klass, confidence) for image_id, text in zip(submission["ID"],

@@ -59,6 +59,10 @@ def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
     metrics = pd.read_csv(models / "b0-bce-metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2]
     assert metrics["val_map"].between(0, 1).all() and (metrics["train_cells"] == 64).all()
+    best, best_map = int(metrics.loc[metrics["val_map"].idxmax(), "epoch"]), metrics["val_map"].max()
+    summary = first.stderr.strip().splitlines()[-1]
+    assert summary.endswith(f"INFO done: b0-bce trained to epoch 2 of 2 in models; best validation mAP "
+                            f"{best_map:.4f} at epoch {best} (models/b0-bce-{best}.pt)")
     args = yaml.safe_load((models / "b0-focal-args.yaml").read_text())
     assert args["loss"] == "focal" and args["augment"]["resize_p"] == 0.4
 

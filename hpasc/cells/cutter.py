@@ -124,11 +124,14 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
         futures = {pool.submit(_cut_job, i, folder.paths(i), masks,
                                (labels or {}).get(i, []), out, settings): i for i in todo}
         failures |= collect_failures(futures, options)
+    held = ""
     if cellstore.done_images(out):
         table = cellstore.merge(out)
-        log.info("the dataset holds %d cells of %d images (%d kept for training)",
-                 len(table), table["image_id"].nunique(), int(table["keep"].sum()))
+        held = (f"; the dataset holds {len(table)} cells of {table['image_id'].nunique()} images "
+                f"({int(table['keep'].sum())} kept for training)")
     runtime.log_failures(failures)
+    runtime.log_done(f"{len(set(todo) - set(failures))} images cut, {len(ids) - len(todo)} cut before{held}",
+                     len(failures), out)
     return sorted(failures)
 
 

@@ -89,8 +89,6 @@ def _run(args: argparse.Namespace) -> int:
     problems = [] if output is None else check_submission(read_submission(output), None, sample and sample.order)
     for problem in problems:
         log.error("submission check: %s", problem)
-    if output is not None:
-        log.info("wrote %s (%d images, %d failed)", output, len(read_submission(output)), len(failures))
     return cli.EXIT_SOME_FAILED if failures or problems else cli.EXIT_OK
 
 

@@ -50,6 +50,8 @@ def _run(args: argparse.Namespace) -> int:
         runtime.write_manifest(split_folder(args.input), "data_loader", args, {
             "train_images": outcome.stats["train"]["images"],
             "validation_images": outcome.stats["validation"]["images"]})
+    runtime.log_done(f"{outcome.stats['train']['images']} training and {outcome.stats['validation']['images']} "
+                     f"validation images (fold {args.fold} of {args.folds})", 0, split_folder(args.input))
     return cli.EXIT_OK
 
 

@@ -251,8 +251,9 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: Sa
     if table is not None:
         log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
                  ", ".join(map(str, table.write(settings.cells_out))))
-    if predictor.pictures is not None:
-        log.info("wrote pictures of the predictions: %s", predictor.pictures.finish())
+    pictures = None if predictor.pictures is None else predictor.pictures.finish()
+    written = [str(p) for p in (out, settings.cells_out, pictures) if p is not None]
+    runtime.log_done(f"{len(predictor.rows)} of {len(ids)} images predicted", len(failures), ", ".join(written))
     return failures
 
 

@@ -168,6 +168,8 @@ def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFi
     index = outputs.write_index(ids)
     if index is not None:
         log.info("pictures of the segmentation: %s", index)
+    runtime.log_done(f"{len(set(todo) - set(failures))} images segmented ({backend} backend), "
+                     f"{len(ids) - len(todo)} segmented before", len(failures), outputs.cells)
     return backend, sorted(failures)
 
 

@@ -78,13 +78,16 @@ class Engine:
                 batches.set_postfix(loss=f"{total.item() / cells:.4f}")
         return total.item() / max(cells, 1)
 
-    def evaluate(self, loader: DataLoader, targets: torch.Tensor) -> tuple[float, np.ndarray]:
-        """Mean loss per cell over ``loader`` and the (N, 19) probabilities, in loader order."""
+    def evaluate(self, loader: DataLoader, targets: torch.Tensor, options: CommonOptions | None = None,
+                 description: str = "validation") -> tuple[float, np.ndarray]:
+        """Mean loss per cell over ``loader`` and the (N, 19) probabilities, in loader order (with a
+        progress bar when ``options`` are given)."""
         model = self.inner
         model.eval()
         total, cells, scores = 0.0, 0, []
+        batches = loader if options is None else options.bar(loader, desc=description, unit="batch", leave=False)
         with torch.inference_mode():
-            for tiles, indices in loader:
+            for tiles, indices in batches:
                 logits = self._forward(model, self._inputs(tiles))
                 total += float(self.loss_fn(logits, targets[indices].to(self.device)).sum())
                 cells += len(indices)

@@ -190,11 +190,12 @@ def validation_loader(data: TrainingData, tile_size: int, batch_size: int, worke
                          workers)
 
 
-def validate(engine: Engine, data: TrainingData, loader: DataLoader | None) -> dict[str, Any]:
+def validate(engine: Engine, data: TrainingData, loader: DataLoader | None, options: CommonOptions,
+             description: str) -> dict[str, Any]:
     """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
     if loader is None:
         return {"val_loss": None, "val_map": None, "ap": {}}
-    loss, probabilities = engine.evaluate(loader, data.targets)
+    loss, probabilities = engine.evaluate(loader, data.targets, options, description)
     targets = data.targets[data.validation_rows].numpy()
     per_class = class_average_precision(probabilities, targets, engine.spec.outputs, data.metric)
     return {"val_loss": loss, "val_map": mean_average_precision(per_class),
@@ -282,7 +283,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         engine.scheduler.step()
         entry = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_cells": len(sample)}
         if process.is_main:
-            entry |= validate(engine, data, validating)
+            entry |= validate(engine, data, validating, runtime.options, f"validation {epoch}/{config.epochs}")
             entry["seconds"] = round(time.perf_counter() - began, 2)
             history.append(entry)
             final = _save_epoch(config, engine, epoch, history)
@@ -291,7 +292,20 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         if process.mean(float(process.is_main and stopped_early(history, config.patience))) > 0:
             log.info("early stopping: validation mAP has not improved for %d epochs", config.patience)
             break
+    if process.is_main:
+        log.info("%s", run_summary(config, history))
     return final
+
+
+def run_summary(config: TrainConfig, history: list[dict[str, Any]]) -> str:
+    """One line for a person: epochs trained, the best validation mAP and its checkpoint."""
+    scored = [e for e in history if e.get("val_map") is not None and not math.isnan(e["val_map"])]
+    done = f"done: {config.name} trained to epoch {history[-1]['epoch']} of {config.epochs} in {config.save_dir}"
+    if not scored:
+        return f"{done}; no validation mAP (no validation cell is positive for any class)"
+    best = max(scored, key=lambda e: e["val_map"])
+    return (f"{done}; best validation mAP {best['val_map']:.4f} at epoch {best['epoch']} "
+            f"({ckpt.checkpoint_path(config.save_dir, config.name, best['epoch'])})")
 
 
 def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:

@@ -77,6 +77,9 @@ def test_a_bomb_and_bad_urls_fail_their_own_image_only(mirror: Path, tmp_path: P
                         "--no-progress")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"INFO done: {len(table) - 1} images downloaded, 0 downloaded before (failures listed in failures.csv); "
+        f"3 failed; output in {out}")
     failures = pd.read_csv(out / "failures.csv")
     assert bomb.name in set(failures["ID"])
     assert len(failures) == 3 and any("exceeds the limit" in r for r in failures["reason"])
