@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cellstore  # noqa: E402
 from hpasc.cells.crop import CropSettings, crop_cells  # noqa: E402
 from hpasc.cellstore import write as cellstore_write  # noqa: E402
-from hpasc.images import CHANNELS, read_label_image, scan_images  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
+from hpasc.images import CHANNELS, read_label_image  # noqa: E402
 from hpasc.synthetic import synthesize_image  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"

@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cli, images, synthetic  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
 
@@ -32,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     # OpenCV would otherwise spread its filters over every core.
     cv2.setNumThreads(1)
-    folder = images.scan_images(REAL / "images")
+    folder = scan_images(REAL / "images")
     print(f"classical segmentation, 1 thread, best of {args.repeats} runs per image")
     seconds, scores = [], []
     for image_id in folder.ids:

@@ -26,7 +26,8 @@ from hpasc import runtime  # noqa: E402
 from hpasc.cells.crop import CropSettings, pad_to_square  # noqa: E402
 from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
-from hpasc.images import CHANNELS, read_label_image, scan_images  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
+from hpasc.images import CHANNELS, read_label_image  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 
@@ -87,7 +88,7 @@ def main() -> None:
         labels = {i: [0] for i in ids}
         options = runtime.CommonOptions(workers=args.workers, progress=False)
         start = time.perf_counter()
-        failed = cut_folder(images, MaskFolders(masks), labels, root / "dataset", CropSettings(), options)
+        failed = cut_folder(scan_images(images), MaskFolders(masks), labels, root / "dataset", CropSettings(), options)
         ours = time.perf_counter() - start
         assert not failed, failed
         ours_cells = len(open_cells(root / "dataset"))

@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import cli, runtime  # noqa: E402
 from hpasc.cells.cutter import cut_image  # noqa: E402
-from hpasc.images import CHANNELS, scan_images  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
+from hpasc.images import CHANNELS  # noqa: E402
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
 from hpasc.inference.postprocess import postprocess  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> None:
         stages = stage_times(images, loaded, settings)
         options = runtime.CommonOptions(workers=args.workers, device=device.type, progress=False)
         start = time.perf_counter()
-        failed = infer_folder(images, ensemble_file, root / "submission.csv", None, settings, options)
+        failed = infer_folder(scan_images(images), ensemble_file, root / "submission.csv", None, settings, options)
         total = (time.perf_counter() - start) / count
         assert not failed, failed
     where = (torch.cuda.get_device_name() if device.type == "cuda"

@@ -22,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc.images import scan_images  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
 from hpasc.models.precision import Precision  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402

@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from hpasc.errors import InputError
 from hpasc.runtime import Shard, setup_logging
@@ -60,6 +61,30 @@ def _device(text: str) -> str:
         return text
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
 
+
+def _channel_order(text: str) -> tuple[str | None, ...]:
+    from hpasc.multichannel import parse_channel_order  # image codecs load only when the flag is used
+
+    try:
+        return parse_channel_order(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_image_input(parser: argparse.ArgumentParser, what: str = "image folder", metavar: str | None = None) -> None:
+    """``-i/--input``, an image folder, and ``--channels`` for its multi-channel files."""
+    parser.add_argument("-i", "--input", type=Path, required=True, metavar=metavar,
+                        help=f"{what} ({{ID}}_{{red,green,blue,yellow}}.png/.tif/.tif.gz/.jpg, or one "
+                             "{ID}.tif / {ID}.ome.tif per image)")
+    add_channels_flag(parser)
+
+
+def add_channels_flag(parser: argparse.ArgumentParser) -> None:
+    """``--channels``: the plane order of multi-channel TIFF / OME-TIFF input images."""
+    parser.add_argument("--channels", type=_channel_order, default=None, metavar="R,G,B,Y",
+                        help="for images stored as one multi-channel TIFF / OME-TIFF each ({ID}.tif, "
+                             "{ID}.ome.tif): the channel of each plane in file order (R, G, B, Y; - for a "
+                             "plane to leave out), e.g. B,G,R,Y; default: the OME channel names")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import gzip
 import io
-import logging
 import os
 import re
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from PIL import Image
 from hpasc import atomic
 from hpasc.errors import InputError
 
-log = logging.getLogger(__name__)
 # A damaged file is reported by the stage's own line; OpenCV's warnings would only repeat it.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
@@ -33,7 +30,7 @@ CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 TINTS: dict[str, tuple[int, ...]] = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
 # When one channel exists in several formats, the first listed wins (lossless before lossy).
 EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".tif.gz", ".tiff.gz", ".jpg", ".jpeg")
-_NAME = re.compile(
+CHANNEL_FILE = re.compile(
     r"^(?P<id>.+)_(?P<channel>red|green|blue|yellow)(?P<ext>\.png|\.tiff?(?:\.gz)?|\.jpe?g)$",
     re.IGNORECASE,
 )
@@ -51,69 +48,10 @@ class Limits:
 LIMITS = Limits()
 
 
-def _check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
+def check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise InputError(f"{path}: {width}x{height} pixels exceeds the limit of {limits.max_pixels} "
                          "(HPASC_MAX_PIXELS raises it)")
-
-
-@dataclass(frozen=True)
-class ImageFolder:
-    """The complete 4-channel image sets of a folder, and the incomplete ones by name."""
-
-    root: Path
-    files: dict[str, dict[str, Path]]
-    incomplete: dict[str, tuple[str, ...]]
-
-    @property
-    def ids(self) -> list[str]:
-        return sorted(self.files)
-
-    def incomplete_reasons(self, select: Callable[[list[str]], list[str]] = list) -> dict[str, str]:
-        """Incomplete image → why it cannot be processed, for the IDs ``select`` picks from the
-        sorted incomplete IDs (e.g. a shard's part)."""
-        return {i: f"missing channel(s) {', '.join(self.incomplete[i])}"
-                for i in select(sorted(self.incomplete))}
-
-    def paths(self, image_id: str) -> list[Path]:
-        """The four channel files of a complete image, in channel order (R, G, B, Y)."""
-        if image_id not in self.files:
-            missing = self.incomplete.get(image_id, CHANNELS)
-            raise InputError(f"{image_id}: missing channel(s) {', '.join(missing)} in {self.root}")
-        return [self.files[image_id][c] for c in CHANNELS]
-
-    def read(self, image_id: str) -> np.ndarray:
-        """Read one complete image as uint16 H×W×4 (R, G, B, Y)."""
-        return stack_channels(image_id, self.paths(image_id))
-
-
-def scan_images(folder: str | os.PathLike) -> ImageFolder:
-    """List the image sets in ``folder``; incomplete sets are logged by name and kept aside.
-
-    A folder without a single channel file is an :class:`InputError` (a wrong path, most likely)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist or is not a folder")
-    found: dict[str, dict[str, Path]] = {}
-    for entry in os.scandir(root):
-        match = _NAME.match(entry.name)
-        if match is None or not entry.is_file() or atomic.is_temporary(entry.name):
-            continue
-        channel = match["channel"].lower()
-        ext = match["ext"].lower()
-        current = found.setdefault(match["id"], {}).get(channel)
-        if current is None or _rank(ext) < _rank(_extension(current.name)):
-            found[match["id"]][channel] = Path(entry.path)
-    if not found:
-        raise InputError(f"no images in {root}: expected files named {{ID}}_{{red,green,blue,yellow}} "
-                         f"with an extension of {', '.join(EXTENSIONS)}")
-    files = {i: ch for i, ch in found.items() if len(ch) == len(CHANNELS)}
-    incomplete = {
-        i: tuple(c for c in CHANNELS if c not in ch) for i, ch in found.items() if i not in files
-    }
-    for image_id in sorted(incomplete):
-        log.warning("%s: incomplete image, missing %s", image_id, ", ".join(incomplete[image_id]))
-    return ImageFolder(root=root, files=files, incomplete=incomplete)
 
 
 def read_image(folder: str | os.PathLike, image_id: str) -> np.ndarray:
@@ -165,7 +103,7 @@ def decode_channel(data: bytes, name: str | os.PathLike, limits: Limits = LIMITS
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of one channel file, from its header (the whole file only for ``.gz``,
+    """(width, height) of one image file, from its header (the whole file only for ``.gz``,
     which must be decompressed first)."""
     path = Path(path)
     ext = _extension(path.name)
@@ -173,8 +111,8 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         if ext.startswith(".tif"):
             data = _read_bytes(path)
             with tifffile.TiffFile(io.BytesIO(_gunzip(path, data, LIMITS) if ext.endswith(".gz") else data)) as tiff:
-                height, width = tiff.pages[0].shape[:2]
-            return width, height
+                series = tiff.series[0]  # multi-channel files too, whatever their axes' order
+                return series.shape[series.axes.index("X")], series.shape[series.axes.index("Y")]
         with Image.open(path) as image:
             return image.size
     except InputError:
@@ -230,7 +168,7 @@ def write_channel(path: str | os.PathLike, plane: np.ndarray) -> None:
         if ext.endswith(".gz"):
             data = gzip.compress(data, compresslevel=6)
     elif ext in (".jpg", ".jpeg"):
-        match = _NAME.match(path.name)
+        match = CHANNEL_FILE.match(path.name)
         if match is None:
             raise ValueError(f"{path.name}: a tinted JPG needs a {{ID}}_{{channel}}.jpg name")
         rgb = np.zeros((*plane.shape, 3), np.uint8)
@@ -271,7 +209,10 @@ def _extension(name: str) -> str:
     return next((e for e in sorted(EXTENSIONS, key=len, reverse=True) if lower.endswith(e)), "")
 
 
-def _rank(ext: str) -> int:
+def extension_rank(name: str) -> int:
+    """Where a file's format stands in :data:`EXTENSIONS` (lossless first): which file to read when
+    a channel exists in several formats."""
+    ext = _extension(name)
     return EXTENSIONS.index(ext) if ext in EXTENSIONS else len(EXTENSIONS)
 
 
@@ -303,7 +244,7 @@ def _decode_png(path: Path, data: bytes, limits: Limits = LIMITS) -> np.ndarray:
     if not data:  # OpenCV asserts on an empty buffer
         raise InputError(f"{path}: empty file (0 bytes)")
     if data.startswith(_PNG_SIGNATURE) and len(data) >= 24:  # IHDR: width, height right after
-        _check_pixels(path, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), limits)
+        check_pixels(path, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), limits)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InputError(f"{path}: corrupt or truncated image file (cannot decode)")
@@ -318,7 +259,7 @@ def _decode_tiff(path: Path, data: bytes, limits: Limits) -> np.ndarray:
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             if tiff.pages:
                 shape = tiff.pages[0].shape
-                _check_pixels(path, shape[1] if len(shape) > 1 else 1, shape[0], limits)
+                check_pixels(path, shape[1] if len(shape) > 1 else 1, shape[0], limits)
             array = tiff.asarray()
     except InputError:
         raise
@@ -333,7 +274,7 @@ def _decode_jpeg(path: Path, data: bytes, limits: Limits) -> np.ndarray:
     # PIL, not OpenCV: libjpeg in OpenCV silently returns a partial image for a truncated file.
     try:
         with Image.open(io.BytesIO(data)) as image:
-            _check_pixels(path, *image.size, limits)
+            check_pixels(path, *image.size, limits)
             image.load()
             return np.asarray(image)
     except InputError:

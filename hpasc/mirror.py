@@ -14,15 +14,15 @@ from hpasc import atomic, cli, runtime
 from hpasc.classes import format_labels, read_label_table
 from hpasc.download import LOCATION_TO_CLASS
 from hpasc.errors import InputError
-from hpasc.images import CHANNELS, scan_images, write_channel
+from hpasc.image_folder import ImageFolder, scan_images
+from hpasc.images import CHANNELS, write_channel
 
 # The first public-HPA location name of each class, for the human-readable Label column.
 _LOCATION_OF_CLASS = {c: name for name, c in reversed(LOCATION_TO_CLASS.items())}
 
 
-def make_mirror(images: Path, labels_csv: Path, out: Path, options: runtime.CommonOptions) -> Path:
-    """Write the mirror of ``images`` into ``out``; returns the path of its TSV."""
-    folder = scan_images(images)
+def make_mirror(folder: ImageFolder, labels_csv: Path, out: Path, options: runtime.CommonOptions) -> Path:
+    """Write the mirror of the images of ``folder`` into ``out``; returns the path of its TSV."""
     labels = read_label_table(labels_csv)
     unlabelled = [i for i in folder.ids if i not in labels]
     if unlabelled:
@@ -47,7 +47,8 @@ def make_mirror(images: Path, labels_csv: Path, out: Path, options: runtime.Comm
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__)
     parser.add_argument("-i", "--images", type=Path, required=True,
-                        help="Kaggle-layout image folder ({ID}_{color}.png, ...)")
+                        help="image folder ({ID}_{color}.png, ..., or one {ID}.ome.tif per image)")
+    cli.add_channels_flag(parser)
     parser.add_argument("--labels", type=Path, default=None,
                         help="ID,Label CSV of the images (default: train.csv inside --images)")
     parser.add_argument("-o", "--output", type=Path, required=True,
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     labels = args.labels or args.images / "train.csv"
-    print(make_mirror(args.images, labels, args.output, runtime.CommonOptions.from_args(args)))
+    folder = scan_images(args.images, args.channels)
+    print(make_mirror(folder, labels, args.output, runtime.CommonOptions.from_args(args)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -186,8 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     runtime.write_manifest(args.out, "pseudo_label", args, {"checkpoint_epoch": checkpoint["epoch"], **totals})
     mined = "" if rule.positive_class is None else \
         f", {totals['positives']} class-{rule.positive_class} positives"
-    log.info("%d %s cells: %d negative pseudo-labels in %d classes%s; wrote %s", totals["cells"], args.cells,
-             totals["negatives"], int((summary["negatives"] > 0).sum()), mined, args.out)
+    runtime.log_done(f"{totals['cells']} {args.cells} cells scored: {totals['negatives']} negative pseudo-labels in "
+                     f"{int((summary['negatives'] > 0).sum())} classes{mined}", 0, args.out)
     return cli.EXIT_OK
 
 

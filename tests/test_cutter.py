@@ -17,7 +17,8 @@ import pytest
 from hpasc.cells.split import read_split
 from hpasc.cellstore import open_cells
 from hpasc.classes import read_label_table
-from hpasc.images import read_label_image, scan_images, write_channel, write_label_image
+from hpasc.image_folder import scan_images
+from hpasc.images import read_label_image, write_channel, write_label_image
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 SIZE = 64  # small tiles keep the tests fast; the cutting code is the same for 512

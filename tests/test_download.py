@@ -18,7 +18,8 @@ import tifffile
 
 from hpasc.download import Selection, map_locations, read_public_csv, select_rows
 from hpasc.errors import InputError
-from hpasc.images import CHANNELS, scan_images, write_png
+from hpasc.image_folder import scan_images
+from hpasc.images import CHANNELS, write_png
 from tests.conftest import assert_one_line_error, run_script
 
 TIMEOUT = 0.4

@@ -12,7 +12,8 @@ import tifffile
 
 from hpasc import atomic
 from hpasc.errors import InputError
-from hpasc.images import (CHANNELS, read_channel, read_image, read_label_image, scan_images, write_channel,
+from hpasc.image_folder import scan_images
+from hpasc.images import (CHANNELS, read_channel, read_image, read_label_image, write_channel,
                           write_label_image, write_png)
 from hpasc.synthetic import synthesize_image
 
@@ -57,7 +58,7 @@ def test_round_trip_every_format(tmp_path: Path, fmt: str, synthetic_image: np.n
     found = scan_images(tmp_path)
     read = found.read("img-1")
 
-    assert found.ids == ["img-1"] and found.incomplete == {}
+    assert found.ids == ["img-1"] and found.unusable == {}
     assert read.dtype == np.uint16 and read.shape == (160, 224, 4)
     if fmt == "jpg":  # lossy: each channel lands in its own plane, within JPEG error
         levels = np.abs(read.astype(int) - expected(image, fmt).astype(int)) / 257
@@ -72,7 +73,7 @@ def test_round_trip_every_format(tmp_path: Path, fmt: str, synthetic_image: np.n
 
 def test_round_trip_real_samples(tmp_path: Path, hpa_real: Path) -> None:
     real = scan_images(hpa_real / "images")
-    assert len(real.ids) == 4 and real.incomplete == {}
+    assert len(real.ids) == 4 and real.unusable == {}
     image = real.read(real.ids[0])
     raw_green = cv2.imread(str(hpa_real / "images" / f"{real.ids[0]}_green.png"), cv2.IMREAD_UNCHANGED)
     assert image.shape == (2048, 2048, 4) and image.dtype == np.uint16
@@ -95,8 +96,8 @@ def test_incomplete_sets_are_reported_by_name(tmp_path: Path, caplog) -> None:
         found = scan_images(tmp_path)
 
     assert found.ids == ["whole"]
-    assert found.incomplete == {"part": ("blue", "yellow")}
-    assert "part: incomplete image, missing blue, yellow" in caplog.text
+    assert found.unusable == {"part": "missing channel(s) blue, yellow"}
+    assert "part: unusable image, missing channel(s) blue, yellow" in caplog.text
     with pytest.raises(InputError, match="part: missing channel.*blue, yellow"):
         found.read("part")
     with pytest.raises(InputError, match="part: missing channel blue"):

@@ -211,7 +211,10 @@ def test_command_writes_what_the_rule_gives(dataset: Path, checkpoint: Path, tmp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "pseudo_label" and manifest["cells"] == len(cell_ids)
     assert manifest["negatives"] == negatives and manifest["arguments"]["positive_class"] == 11
-    assert f"{len(cell_ids)} all cells: {negatives} negative pseudo-labels" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"INFO done: {len(cell_ids)} all cells scored: {negatives} negative pseudo-labels in "
+        f"{int((expected.summary()['negatives'] > 0).sum())} classes, {expected.positive[:, 11].sum()} class-11 "
+        f"positives; 0 failed; output in {out}")
 
     again = pseudo_label(*common, cwd=tmp_path)
     assert_one_line_error(again, str(out), "already holds label files", "--overwrite")

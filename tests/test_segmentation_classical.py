@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hpasc import images, synthetic
+from hpasc.image_folder import scan_images
 from hpasc.segmentation.classical import segment_classical
 from hpasc.submission.matching import match_instances
 
@@ -22,7 +23,7 @@ MIN_REAL_MEAN_F1 = 0.85
 @pytest.fixture(scope="module")
 def real(hpa_real: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """ID -> (image, HPA's cell mask) of the real samples."""
-    folder = images.scan_images(hpa_real / "images")
+    folder = scan_images(hpa_real / "images")
     assert len(folder.ids) == 4, folder.ids
     return {i: (folder.read(i), images.read_label_image(hpa_real / "masks" / f"{i}_cellmask.png"))
             for i in folder.ids}

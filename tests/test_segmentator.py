@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.images import read_label_image, scan_images
+from hpasc.image_folder import scan_images
+from hpasc.images import read_label_image
 from hpasc.submission.matching import match_instances
 from tests.conftest import REPO, assert_one_line_error, run_script
 

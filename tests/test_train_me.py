@@ -76,6 +76,9 @@ def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
                             "-b", "32", flag, "--workers", "1", "--no-progress", cwd=workdir,
                             env=offline_env(workdir))
         assert result.returncode == 0, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert f"INFO done: b0-{loss}-2.pt fine-tuned on " in last and " relabelled), train loss " in last
+        assert last.endswith(f"; 0 failed; output in finetuned/b0-{loss}-2.pt")
     tuned = load_checkpoint(workdir / "finetuned" / "b0-bce-2.pt")
     assert tuned["metrics"][-1]["stage"] == "finetune" and tuned["args"]["finetune"]["lr"] == 3e-5
     before, after = checkpoint["model_state"], tuned["model_state"]
@@ -83,6 +86,8 @@ def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
     again = run_script("finetuner.py", "-l", "models/b0-bce-2.pt", "-s", "finetuned", "--no-progress",
                        cwd=workdir, env=offline_env(workdir))
     assert again.returncode == 0 and "exists, skipped" in again.stderr
+    assert again.stderr.strip().endswith("done: 0 checkpoints fine-tuned, 1 fine-tuned before; 0 failed; "
+                                         "output in finetuned/b0-bce-2.pt")
 
 
 def fourth_place_folder(root: Path) -> Path:

@@ -40,7 +40,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from hpasc import runtime  # noqa: E402
-from hpasc.images import read_label_image, scan_images  # noqa: E402
+from hpasc.image_folder import scan_images  # noqa: E402
+from hpasc.images import read_label_image  # noqa: E402
 from hpasc.inference import stage as infer_stage  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
@@ -245,8 +246,8 @@ def segmentator(results: Results, work: Path, workers: int, batch_sizes: list[in
             options = runtime.CommonOptions(workers=workers, device=DEVICE, overwrite=True, progress=False)
             with busy.sampling():
                 start = time.perf_counter()
-                _, failed = seg_stage.segment_folder(images, seg_stage.Outputs(out), "hpa", models, batch_size,
-                                                     options, Precision(dtype))
+                _, failed = seg_stage.segment_folder(scan_images(images), seg_stage.Outputs(out), "hpa", models,
+                                                     batch_size, options, Precision(dtype))
                 seconds = time.perf_counter() - start
             assert not failed, failed
             cells = np.mean([read_label_image(p).max() for p in sorted(out.glob("*.png"))[:8]])
@@ -362,8 +363,8 @@ def inference(results: Results, work: Path, runs: list[tuple[int, int]], dtype: 
             options = runtime.CommonOptions(workers=workers, device=DEVICE, progress=False)
             with busy.sampling():
                 start = time.perf_counter()
-                failed = infer_stage.infer_folder(images, ensemble, work / f"sub-{workers}.csv", None, settings,
-                                                  options)
+                failed = infer_stage.infer_folder(scan_images(images), ensemble, work / f"sub-{workers}.csv", None,
+                                                  settings, options)
                 seconds = time.perf_counter() - start
             assert not failed, failed
             results.add("inference", f"infer_folder, {members} x B0 512 px + HPA seg, {workers} workers, {dtype}",

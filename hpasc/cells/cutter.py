@@ -20,7 +20,8 @@ from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
-from hpasc.images import read_label_image, scan_images, stack_channels
+from hpasc.image_folder import ImageFolder, ImageSource
+from hpasc.images import read_label_image
 from hpasc.segmentation.provenance import UNKNOWN, read_provenance, record_provenance
 from hpasc.workers import collect_failures, process_pool
 
@@ -79,9 +80,8 @@ def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, i
     return tiles, rows
 
 
-def _cut_job(image_id: str, paths: list[Path], masks: MaskFolders, labels: list[int], out: Path,
-             settings: CropSettings) -> int:
-    image = stack_channels(image_id, paths)
+def _cut_job(source: ImageSource, masks: MaskFolders, labels: list[int], out: Path, settings: CropSettings) -> int:
+    image_id, image = source.image_id, source.read()
     cells, nuclei = masks.read(image_id, image.shape[:2])
     tiles, rows = cut_image(image, cells, nuclei, image_id, labels, settings)
     cellstore.write_image(out, image_id, tiles, rows, tile_recipe(settings))
@@ -104,10 +104,9 @@ def find_labels_csv(images: Path) -> Path:
                      "pass --labels CSV, or --no-labels for unlabelled images")
 
 
-def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
+def cut_folder(folder: ImageFolder, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
                settings: CropSettings, options: runtime.CommonOptions) -> list[str]:
-    """Cut the images of ``images`` that the store in ``out`` lacks; returns the failed IDs."""
-    folder = scan_images(images)
+    """Cut the images of ``folder`` that the store in ``out`` lacks; returns the failed IDs."""
     cellstore.check_cut(out, settings.size, tile_recipe(settings))
     atomic.remove_abandoned(out)
     done = cellstore.done_images(out)
@@ -116,12 +115,12 @@ def cut_folder(images: Path, masks: MaskFolders, labels: dict[str, list[int]] | 
     if unlabelled:
         log.warning("%d images have no labels in the labels CSV (e.g. %s); their cells get none",
                     len(unlabelled), unlabelled[0])
-    failures = folder.incomplete_reasons(options.shard.select)
+    failures = folder.failures(options.shard.select)
     if todo:  # the store keeps which segmentation its cell ids refer to
         record_provenance(out, read_provenance(masks.cells) or UNKNOWN, keeps_others=len(todo) < len(ids))
     log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
     with process_pool(options.workers) as pool:
-        futures = {pool.submit(_cut_job, i, folder.paths(i), masks,
+        futures = {pool.submit(_cut_job, folder.source(i), masks,
                                (labels or {}).get(i, []), out, settings): i for i in todo}
         failures |= collect_failures(futures, options)
     held = ""

@@ -14,11 +14,12 @@ from pathlib import Path
 from hpasc import cli, runtime
 from hpasc.cells.crop import MODES, ZEROING, CropSettings
 from hpasc.cells.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
+from hpasc.image_folder import scan_images
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__, flags=("workers", "overwrite", "shard"))
-    parser.add_argument("-i", "--input", type=Path, required=True, help="image folder")
+    cli.add_image_input(parser)
     parser.add_argument("-m", "--masks", type=Path, required=True,
                         help="cell mask folder ({ID}.png, as segmentator.py -c writes)")
     parser.add_argument("-n", "--nuclei", type=Path, default=None,
@@ -56,8 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     nuclei = args.nuclei or default_nuclei_folder(args.masks)
     labels = read_labels(args.input, args.labels, args.no_labels)
     settings = CropSettings(size=args.size, mode=args.mode, context=args.context, zero=args.zero)
-    failed = cut_folder(args.input, MaskFolders(args.masks, nuclei), labels, args.output, settings,
-                        runtime.CommonOptions.from_args(args))
+    failed = cut_folder(scan_images(args.input, args.channels), MaskFolders(args.masks, nuclei), labels,
+                        args.output, settings, runtime.CommonOptions.from_args(args))
     runtime.write_manifest(args.output, "image_cutter", args,
                        {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK

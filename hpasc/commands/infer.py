@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpasc import cli, runtime
 from hpasc.errors import InputError
+from hpasc.image_folder import scan_images
 from hpasc.inference.cell_table import check_table_path
 from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.models.precision import add_precision_flag, precision_from_args
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite"))
-    parser.add_argument("-i", "--input", type=Path, required=True, metavar="TEST_DIR",
-                        help="test image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
+    cli.add_image_input(parser, "test image folder", "TEST_DIR")
     parser.add_argument("-e", "--ensemble", type=Path, required=True,
                         help="ensemble file (YAML/JSON: groups of checkpoints with weights, "
                              "post-processing settings) or a single checkpoint .pt")
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     options = runtime.CommonOptions.from_args(args)
     output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
-    failures = infer_folder(args.input, args.ensemble, output, sample, settings, options)
+    failures = infer_folder(scan_images(args.input, args.channels), args.ensemble, output, sample, settings, options)
     problems = [] if output is None else check_submission(read_submission(output), None, sample and sample.order)
     for problem in problems:
         log.error("submission check: %s", problem)

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
+from hpasc.image_folder import scan_images
 from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(__doc__, flags=("workers", "device", "overwrite", "shard"))
-    parser.add_argument("-i", "--input", type=Path, required=True,
-                        help="image folder ({ID}_{red,green,blue,yellow}.png/.tif/.tif.gz/.jpg)")
+    cli.add_image_input(parser)
     parser.add_argument("-c", "--cells", type=Path, required=True,
                         help="output folder for the cell label images")
     parser.add_argument("-n", "--nuclei", type=Path, default=None,
@@ -35,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
-    backend, failed = segment_folder(args.input, outputs, args.backend, model_files_from_args(args),
-                                     args.batch_size, runtime.CommonOptions.from_args(args),
-                                     precision_from_args(args))
+    models = model_files_from_args(args)
+    models.check()  # a mistyped weights path is reported before the images are looked at
+    folder = scan_images(args.input, args.channels)
+    backend, failed = segment_folder(folder, outputs, args.backend, models, args.batch_size,
+                                     runtime.CommonOptions.from_args(args), precision_from_args(args))
     for folder in filter(None, (args.cells, args.nuclei)):
         runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK

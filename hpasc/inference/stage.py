@@ -29,7 +29,8 @@ from hpasc import atomic, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
-from hpasc.images import ImageFolder, read_channel, scan_images, stack_channels, write_label_image
+from hpasc.image_folder import ImageFolder, ImageSource
+from hpasc.images import read_image_size, write_label_image
 from hpasc.cellstore import composite
 from hpasc.inference.cell_table import CellTable, image_rows
 from hpasc.inference.ensemble import LoadedEnsemble
@@ -112,17 +113,17 @@ def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: 
                       preview)
 
 
-def _classical_job(image_id: str, paths: list[Path], plan: CutPlan) -> ImageCells:
-    image = stack_channels(image_id, paths)
+def _classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
+    image = source.read()
     nuclei, cells = segment_classical(image)
-    return cells_of_image(image_id, image, cells, nuclei, plan)
+    return cells_of_image(source.image_id, image, cells, nuclei, plan)
 
 
 def _network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
                  geometry) -> ImageCells:
     nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry)
     # The image is read again here rather than sent along: it is cheaper than pickling it twice.
-    image = stack_channels(image_id, folder.paths(image_id))
+    image = folder.read(image_id)
     return cells_of_image(image_id, image, cell_labels, nucleus_labels, plan)
 
 
@@ -175,7 +176,7 @@ def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, pl
     failures: dict[str, str] = {}
 
     def submit(image_id: str) -> Future:
-        return pool.submit(_classical_job, image_id, folder.paths(image_id), plan)
+        return pool.submit(_classical_job, folder.source(image_id), plan)
 
     for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
                                      unit="image", desc="infer"):
@@ -188,14 +189,14 @@ def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, pl
 
 
 def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -> tuple[int, int]:
-    """(width, height) of an image that failed: from the sample submission, else from any of its
-    channel files that reads as an image, else (0, 0)."""
+    """(width, height) of an image that failed: from the sample submission, else from the header
+    of any of its files that has one, else (0, 0)."""
     if image_id in sizes:
         return sizes[image_id]
-    for path in sorted(folder.glob(f"{glob.escape(image_id)}_*")):
+    name = glob.escape(image_id)
+    for path in sorted([*folder.glob(f"{name}_*"), *folder.glob(f"{name}.*")]):
         try:
-            height, width = read_channel(path).shape[:2]
-            return width, height
+            return read_image_size(path)
         except (InputError, OSError):
             continue
     return 0, 0
@@ -208,18 +209,17 @@ def _clean_outputs(out: Path | None, settings: InferSettings) -> None:
         atomic.remove_abandoned(folder)
 
 
-def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: SampleSubmission | None,
+def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sample: SampleSubmission | None,
                  settings: InferSettings, options: runtime.CommonOptions) -> dict[str, str]:
-    """Write the submission (``out``; None: none) for the images of ``images`` (in ``sample``'s
+    """Write the submission (``out``; None: none) for the images of ``folder`` (in ``sample``'s
     order, when given) and the cell table when ``settings`` asks; returns {failed image: reason}."""
     ensemble = read_ensemble(ensemble_file)
     settings.models.check()
     _clean_outputs(out, settings)
-    folder = scan_images(images)
     order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
-    ids = order if order is not None else sorted(folder.ids + list(folder.incomplete))
+    ids = order if order is not None else sorted(folder.ids + list(folder.unusable))
     if not ids:
-        raise InputError(f"{images}: no images to predict")
+        raise InputError(f"{folder.root}: no images to predict")
     backend = choose_backend(settings.backend, settings.models)
     device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
@@ -233,8 +233,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: Sa
         [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
     predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
-    reasons = folder.incomplete_reasons()
-    failures = {i: reasons.get(i, f"no channel files in {images}") for i in ids if i not in set(folder.ids)}
+    failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
     plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
     with process_pool(options.workers) as pool:
         if backend == "hpa":
@@ -247,7 +246,7 @@ def infer_folder(images: Path, ensemble_file: Path, out: Path | None, sample: Sa
             failures |= _run_classical(present, folder, predictor, plan, pool, options)
     runtime.log_failures(failures)
     if out is not None:
-        write_submission(out, _rows(ids, predictor.rows, images, sizes), order)
+        write_submission(out, _rows(ids, predictor.rows, folder.root, sizes), order)
     if table is not None:
         log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
                  ", ".join(map(str, table.write(settings.cells_out))))

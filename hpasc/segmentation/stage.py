@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from hpasc import atomic, runtime
-from hpasc.images import ImageFolder, read_label_image, scan_images, stack_channels, write_label_image, write_png
+from hpasc.image_folder import ImageFolder, ImageSource
+from hpasc.images import read_label_image, write_label_image, write_png
 from hpasc.models.precision import Precision
 from hpasc.overlays import OverlayIndex, mask_overlay
 from hpasc.segmentation.classical import segment_classical
@@ -140,18 +141,17 @@ def choose_backend(requested: str, models: ModelFiles) -> str:
     return "classical"
 
 
-def segment_folder(images: Path, outputs: Outputs, backend: str, models: ModelFiles,
+def segment_folder(folder: ImageFolder, outputs: Outputs, backend: str, models: ModelFiles,
                    batch_size: int, options: runtime.CommonOptions,
                    precision: Precision = Precision()) -> tuple[str, list[str]]:
-    """Segment the images of ``images`` that are not done yet; returns (backend, failed IDs)."""
+    """Segment the images of ``folder`` that are not done yet; returns (backend, failed IDs)."""
     models.check()
-    folder = scan_images(images)
     for output in filter(None, (outputs.cells, outputs.nuclei, outputs.overlays)):
         atomic.remove_abandoned(output)
     ids, todo = runtime.plan_work(folder.ids, outputs.done, options, "already segmented")
     backend = choose_backend(backend, models)
     log.info("%d images, %d to segment with the %s backend", len(ids), len(todo), backend)
-    failures = folder.incomplete_reasons(options.shard.select)
+    failures = folder.failures(options.shard.select)
     if todo:
         record_provenance(outputs.cells, masks_provenance(backend, models, options.progress),
                           keeps_others=len(todo) < len(ids))
@@ -182,12 +182,12 @@ def _missing_pictures(ids: list[str], folder: ImageFolder, outputs: Outputs,
     if not missing:
         return {}
     with process_pool(options.workers) as pool:
-        return collect_failures({pool.submit(_picture_job, i, folder.paths(i), outputs): i for i in missing}, options)
+        return collect_failures({pool.submit(_picture_job, folder.source(i), outputs): i for i in missing}, options)
 
 
-def _picture_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
-    cells = read_label_image(outputs.cells / f"{image_id}.png")
-    write_png(outputs.overlays / f"{image_id}.png", mask_overlay(stack_channels(image_id, paths), cells))
+def _picture_job(source: ImageSource, outputs: Outputs) -> None:
+    cells = read_label_image(outputs.cells / f"{source.image_id}.png")
+    write_png(outputs.overlays / f"{source.image_id}.png", mask_overlay(source.read(), cells))
 
 
 def masks_provenance(backend: str, models: ModelFiles, progress: bool) -> Provenance:
@@ -204,14 +204,14 @@ def load_networks(models: ModelFiles, options: runtime.CommonOptions, precision:
                        load_hpa_model(paths[CELL_WEIGHTS], device), device, precision)
 
 
-def _classical_job(image_id: str, paths: list[Path], outputs: Outputs) -> None:
-    image = stack_channels(image_id, paths)
+def _classical_job(source: ImageSource, outputs: Outputs) -> None:
+    image = source.read()
     nuclei, cells = segment_classical(image)
-    outputs.write(image_id, nuclei, cells, lambda: image)
+    outputs.write(source.image_id, nuclei, cells, lambda: image)
 
 
-def _prepare_job(image_id: str, paths: list[Path]) -> NetworkInput:
-    return prepare(stack_channels(image_id, paths))
+def _prepare_job(source: ImageSource) -> NetworkInput:
+    return prepare(source.read())
 
 
 def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
@@ -222,12 +222,12 @@ def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry) -> 
 def _finish_job(outputs: Outputs, folder: ImageFolder, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
                 geometry: Geometry) -> None:
     outputs.write(image_id, *finish_labels(nuclei, cells, geometry),
-                  lambda: stack_channels(image_id, folder.paths(image_id)))
+                  folder.source(image_id).read)
 
 
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
                    pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
-    futures = {pool.submit(_classical_job, i, folder.paths(i), outputs): i for i in todo}
+    futures = {pool.submit(_classical_job, folder.source(i), outputs): i for i in todo}
     return collect_failures(futures, options)
 
 
@@ -255,7 +255,7 @@ class NetworkPipeline:
         groups: dict[tuple[int, ...], list[tuple[str, NetworkInput]]] = {}
 
         def submit(image_id: str) -> Future:
-            return self.pool.submit(_prepare_job, image_id, self.folder.paths(image_id))
+            return self.pool.submit(_prepare_job, self.folder.source(image_id))
 
         for image_id, job in bounded_map(submit, todo, self.window):
             reason = failure_reason(job)

@@ -38,7 +38,8 @@ from pycocotools import mask as coco_mask
 
 from hpasc import cli, runtime
 from hpasc.classes import NUM_CLASSES
-from hpasc.images import CHANNELS, read_image_size, scan_images
+from hpasc.image_folder import scan_images
+from hpasc.multichannel import ChannelOrder
 from hpasc.submission.rle import text_to_rle
 from hpasc.submission.rows import COLUMNS, parse_prediction_string, read_sample_submission, read_submission
 
@@ -182,11 +183,11 @@ def _mask_problems(masks: list[str], names: list[str], width: int, height: int) 
     return problems
 
 
-def read_image_sizes(folder: str | os.PathLike) -> dict[str, ImageSize]:
-    """Image ID → (width, height) of each complete image in ``folder``, from the header of its
-    first channel file (the whole file only for ``.gz``, which must be decompressed)."""
-    found = scan_images(folder)
-    return {image_id: read_image_size(found.files[image_id][CHANNELS[0]]) for image_id in found.ids}
+def read_image_sizes(folder: str | os.PathLike, channels: ChannelOrder | None = None) -> dict[str, ImageSize]:
+    """Image ID → (width, height) of each usable image in ``folder``, from a file header (the whole
+    file only for ``.gz``, which must be decompressed)."""
+    found = scan_images(folder, channels)
+    return {image_id: found.source(image_id).size() for image_id in found.ids}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("submission", type=Path, help="the submission.csv to check")
     parser.add_argument("--images", type=Path,
                         help="test image folder: the rows must cover its images at their sizes")
+    cli.add_channels_flag(parser)
     parser.add_argument("--sample-submission", type=Path,
                         help="sample submission CSV: the rows must have its IDs in its order")
     return parser
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     submission = read_submission(args.submission)
-    sizes = None if args.images is None else read_image_sizes(args.images)
+    sizes = None if args.images is None else read_image_sizes(args.images, args.channels)
     order = None if args.sample_submission is None else read_sample_submission(args.sample_submission).order
     result = check(submission, sizes, order, runtime.CommonOptions.from_args(args))
     for problem in result.problems[:MAX_PRINTED]:

@@ -40,7 +40,8 @@ from hpasc import atomic, cli, runtime
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
 from hpasc.errors import InputError
-from hpasc.images import read_label_image, scan_images, write_png
+from hpasc.image_folder import ImageFolder, scan_images
+from hpasc.images import read_label_image, write_png
 from hpasc.overlays import mask_overlay, save_figure
 from hpasc.weblinks import href
 
@@ -196,15 +197,14 @@ def cell_report(store: CellStore, labels: Mapping[str, Sequence[int]], out: Path
     return section
 
 
-def overlay_report(images: Path, masks: Path, suffix: str, out: Path, count: int,
+def overlay_report(folder: ImageFolder, masks: Path, suffix: str, out: Path, count: int,
                    options: runtime.CommonOptions) -> Section:
     """Write overlays/{ID}.png for the first ``count`` images (by id) that have a mask."""
     if not masks.is_dir():
         raise InputError(f"mask folder {masks} does not exist or is not a folder")
-    folder = scan_images(images)
     with_mask = [i for i in folder.ids if (masks / f"{i}{suffix}.png").is_file()]
     if not with_mask:
-        log.warning("no image in %s has a mask %s/{ID}%s.png; no overlays", images, masks, suffix)
+        log.warning("no image in %s has a mask %s/{ID}%s.png; no overlays", folder.root, masks, suffix)
     section = Section("Segmentation overlays")
     for image_id in options.bar(with_mask[:count], desc="overlays", unit="image"):
         mask_path = masks / f"{image_id}{suffix}.png"
@@ -234,7 +234,7 @@ def render_index(sections: Sequence[Section], title: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def explore(labels_path: Path, out: Path, dataset: Path | None = None, images: Path | None = None,
+def explore(labels_path: Path, out: Path, dataset: Path | None = None, images: ImageFolder | None = None,
             masks: Path | None = None, mask_suffix: str = "", examples: int = 4, overlays: int = 4,
             options: runtime.CommonOptions | None = None) -> list[Path]:
     """Write the report into ``out``; returns the PNGs written, in index order."""
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=Path, help="cell dataset folder (image_cutter.py's output)")
     parser.add_argument("--images", type=Path, help="image folder for segmentation overlays (with --masks)")
     parser.add_argument("--masks", type=Path, help="cell mask folder for overlays (with --images)")
+    cli.add_channels_flag(parser)
     parser.add_argument("--mask-suffix", default="", help="mask file name is {ID}{suffix}.png")
     parser.add_argument("--examples", type=cli.positive_int, default=4, help="example cells per class")
     parser.add_argument("--overlays", type=cli.positive_int, default=4, help="images with overlays")
@@ -272,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
-    written = explore(args.labels, args.out, args.dataset, args.images, args.masks, args.mask_suffix,
+    images = None if args.images is None else scan_images(args.images, args.channels)
+    written = explore(args.labels, args.out, args.dataset, images, args.masks, args.mask_suffix,
                       args.examples, args.overlays, runtime.CommonOptions.from_args(args))
     figures = [p.relative_to(args.out).as_posix() for p in written]
     runtime.write_manifest(args.out, "explore", args, {"figures": figures})

@@ -22,6 +22,7 @@ from hpasc import atomic
 from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
+from hpasc.runtime import log_done
 from hpasc.training.augment import AugmentSettings
 from hpasc.training.data import EpochBatches, TileDataset, check_tiles_for, create_loader, load_cells
 from hpasc.training.engine import Engine, place_model
@@ -69,6 +70,7 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
     atomic.remove_abandoned(config.save_dir)
     if out.exists() and not runtime.options.overwrite:
         log.info("%s exists, skipped (--overwrite to redo it)", out)
+        log_done("0 checkpoints fine-tuned, 1 fine-tuned before", 0, out)
         return None
     source = ckpt.load_checkpoint(config.checkpoint)
     args = source["args"]
@@ -112,7 +114,8 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
         finetuned = {**args, "finetune": {**config.to_dict(), "loss": loss, "augment": augment.to_dict()}}
         ckpt.save_checkpoint(out, ckpt.make_checkpoint(engine.model, spec, source["epoch"],
                                                        [*source["metrics"], entry], finetuned))
-        log.info("fine-tuned: train loss %.4f; wrote %s", train_loss, out)
+        log_done(f"{Path(config.checkpoint).name} fine-tuned on {rows.size} cells ({relabelled.size} relabelled), "
+                 f"train loss {train_loss:.4f}", 0, out)
     runtime.process.barrier()
     return out
 

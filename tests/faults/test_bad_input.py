@@ -124,17 +124,19 @@ def test_broken_channels_fail_alone_and_never_get_a_bad_row(checkpoint: Path, tm
     for channel in CHANNELS:
         (images / f"{ids[2]}_{channel}.png").unlink()
         tifffile.imwrite(images / f"BAD_{channel}.tif", np.ones((256, 256), np.float32))
+        (images / f"NOSIZE_{channel}.png").write_bytes(b"")
     out = tmp_path / "submission.csv"
     result = run_script("infer.py", "-i", images, "-e", checkpoint, "-o", out, "--backend",
                         "classical", "--workers", "2", "--no-progress")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "WARN" not in result.stderr and "libpng" not in result.stderr
     assert f"{ids[0]}: failed:" in result.stderr and "empty file" in result.stderr
-    assert "BAD: failed:" in result.stderr and "BAD: left out of the submission" in result.stderr
+    assert "BAD: failed:" in result.stderr and "NOSIZE: left out of the submission" in result.stderr
     rows = pd.read_csv(out, keep_default_na=False)
-    assert "BAD" not in set(rows["ID"]) and (rows["ImageWidth"] > 0).all()
-    assert set(rows["ID"]) == set(ids) - {ids[2]}
+    assert "NOSIZE" not in set(rows["ID"]) and (rows["ImageWidth"] > 0).all()
+    assert set(rows["ID"]) == set(ids) - {ids[2]} | {"BAD"}
     kept = rows.set_index("ID")
+    assert tuple(kept.loc["BAD", ["ImageWidth", "ImageHeight", "PredictionString"]]) == (256, 256, "")
     assert kept.loc[ids[0], "PredictionString"] == "" and kept.loc[ids[3], "PredictionString"] != ""
 
     again = run_script("infer.py", "-i", images, "-e", checkpoint, "-o", out, "--backend",
