@@ -227,7 +227,7 @@ def test_closing_matches_skimage(seed):
     labels = random_labels(rng, (90, 123), 300 if seed < 3 else 70000, int(rng.integers(3, 12)))
     sizes = np.bincount(labels.ravel())
     expected = closing(remove_small_objects(labels, max_size=29), disk(6))
-    got = postprocess._close_labels(labels, 30)
+    got = postprocess._close_labels(labels, 30, postprocess.CLOSING_RADIUS)
     assert np.array_equal(got, expected)
     assert sizes.size < 2 ** 16 or got.dtype == np.float32
 

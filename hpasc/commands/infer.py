@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
                              tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, precision=precision_from_args(args),
                              cells_out=args.cells_out, embeddings=args.embeddings, overlays=args.overlays,
-                             overlay_threshold=args.overlay_threshold)
+                             overlay_threshold=args.overlay_threshold, label_scale=args.label_scale)
     options = runtime.CommonOptions.from_args(args)
     output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)

@@ -39,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     models.check()  # a mistyped weights path is reported before the images are looked at
     folder = scan_images(args.input, args.channels)
     backend, failed = segment_folder(folder, outputs, args.backend, models, args.batch_size,
-                                     runtime.CommonOptions.from_args(args), precision_from_args(args))
+                                     runtime.CommonOptions.from_args(args), precision_from_args(args),
+                                     args.label_scale)
     for folder in filter(None, (args.cells, args.nuclei)):
         runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK

@@ -41,8 +41,8 @@ from hpasc.models.precision import Precision
 from hpasc.overlays import shrink
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.provenance import record_provenance
-from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, choose_backend, finish_labels, load_networks,
-                                      masks_provenance)
+from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, check_label_scale, choose_backend, finish_labels,
+                                      load_networks, masks_provenance)
 from hpasc.submission.rle import encode_cells
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
@@ -66,16 +66,19 @@ class InferSettings:
     overlays: Path | None = None
     """Also write a picture of each image's predictions here, with an index.html."""
     overlay_threshold: float = 0.5
+    label_scale: float = 1.0
+    """HPA's post-processing at this scale (:mod:`hpasc.segmentation.rescaled`)."""
 
 
 @dataclass(frozen=True)
 class CutPlan:
-    """What a worker makes of an image besides its cells' masks: tiles per recipe, the mask file,
-    the shrunk image and mask for a picture."""
+    """What a worker makes of an image: its masks at HPA's ``label_scale`` (hpa backend), tiles per
+    recipe, the mask file, the shrunk image and mask for a picture."""
 
     recipes: tuple[CropSettings, ...]
     save_masks: Path | None = None
     preview: bool = False
+    label_scale: float = 1.0
 
 
 @dataclass
@@ -121,7 +124,7 @@ def _classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
 
 def _network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
                  geometry) -> ImageCells:
-    nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry)
+    nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry, plan.label_scale)
     # The image is read again here rather than sent along: it is cheaper than pickling it twice.
     image = folder.read(image_id)
     return cells_of_image(image_id, image, cell_labels, nucleus_labels, plan)
@@ -221,20 +224,21 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     if not ids:
         raise InputError(f"{folder.root}: no images to predict")
     backend = choose_backend(settings.backend, settings.models)
+    check_label_scale(backend, settings.label_scale)
     device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
     log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
              backend, "; ".join(f"{r.size} px {r.mode} context {r.context} zero {r.zero}" for r in loaded.recipes),
              device)
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
-        record_provenance(settings.save_masks, masks_provenance(backend, settings.models, options.progress),
-                          keeps_others=False)
+        made_by = masks_provenance(backend, settings.models, options.progress, settings.label_scale)
+        record_provenance(settings.save_masks, made_by, keeps_others=False)
     table = None if settings.cells_out is None else CellTable(
         [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
     predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
-    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
+    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None, settings.label_scale)
     with process_pool(options.workers) as pool:
         if backend == "hpa":
             finish = functools.partial(_network_job, folder, plan)

@@ -50,6 +50,8 @@ zeroed by HPA's predictor; all "/255" comparisons are done on exactly HPA's floa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from skimage import filters, measure, segmentation
@@ -62,8 +64,8 @@ except ImportError:  # pragma: no cover - a scikit-image that moved it: use the 
 
 __all__ = ["BORDER_THRESHOLD", "CELL_MIN_SIZE", "CELL_THRESHOLD_FLOOR", "CLOSING_RADIUS",
            "MARKER_MIN_SIZE", "NUCLEUS_HOLE_SIZE", "NUCLEUS_MARKER_ADJUSTMENT", "NUCLEUS_MASK_MIN_SIZE",
-           "NUCLEUS_MIN_SIZE", "NUCLEUS_THRESHOLD", "OTSU_FACTOR", "cell_threshold", "interior",
-           "label_cell"]
+           "NUCLEUS_MIN_SIZE", "NUCLEUS_THRESHOLD", "OTSU_FACTOR", "HPA_SIZES", "Sizes", "cell_threshold",
+           "foreground_levels", "interior", "label_cell", "watershed_in_frame"]
 
 NUCLEUS_THRESHOLD = 0.4            # nucleus mask: nuclei_pred[..., 2] / 255 > 0.4
 NUCLEUS_MARKER_ADJUSTMENT = -0.25  # nucleus markers: nuclei_pred[..., 2] / 255 > 0.4 + (-0.25)
@@ -78,8 +80,31 @@ CELL_MIN_SIZE = 5500               # cells smaller than this are dropped (twice)
 CLOSING_RADIUS = 6                 # grey closing of the cell labels with disk(6)
 
 _LEVELS = np.arange(256, dtype=np.uint8) / 255  # HPA's float64 value of each uint8 level
-_DISK = disk(CLOSING_RADIUS).astype(np.uint8)
 _CROSS_OFFSETS = (-1, 0), (0, -1), (0, 1), (1, 0)  # skimage's order of the 4-neighbourhood
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """HPA's object sizes in pixels: the areas under which markers, holes, specks, nuclei and
+    cells are dropped or filled, and the closing's disk radius."""
+
+    marker: int = MARKER_MIN_SIZE
+    nucleus_hole: int = NUCLEUS_HOLE_SIZE
+    nucleus_speck: int = NUCLEUS_MASK_MIN_SIZE
+    nucleus: int = NUCLEUS_MIN_SIZE
+    cell: int = CELL_MIN_SIZE
+    closing_radius: int = CLOSING_RADIUS
+
+    @classmethod
+    def at_scale(cls, scale: float) -> Sizes:
+        """The sizes for maps shrunk by ``scale`` per side: areas × scale², the radius × scale."""
+        full = cls()
+        return cls(*(max(1, round(getattr(full, name) * scale ** 2))
+                     for name in ("marker", "nucleus_hole", "nucleus_speck", "nucleus", "cell")),
+                   closing_radius=max(1, round(full.closing_radius * scale)))
+
+
+HPA_SIZES = Sizes()
 
 
 def _first_level(above: np.ndarray) -> int:
@@ -98,8 +123,10 @@ _GREEN_LEVEL = _first_level(_LEVELS > BORDER_THRESHOLD)  # 13
 _BORDER_SUM = _first_level(~(1 - np.arange(511) / 255.0 > BORDER_THRESHOLD)) - 1
 
 
-def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nucleus and cell instance labels from HPA's two softmax maps, as HPA's ``label_cell``.
+def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray,
+               sizes: Sizes = HPA_SIZES) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus and cell instance labels from HPA's two softmax maps, as HPA's ``label_cell``
+    (with HPA's :class:`Sizes`; others for maps of another scale, see :mod:`.rescaled`).
 
     ``nuclei_pred`` and ``cell_pred`` are uint8 H×W×3 maps in HPA's convention (channel 1 border,
     channel 2 interior). Returns ``(nuclei, cells)``: label images (0 = background), the cells
@@ -112,21 +139,21 @@ def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray) -> tuple[np.ndarr
         raise ValueError(f"nuclei_pred {nuclei_pred.shape} and cell_pred {cell_pred.shape} differ in shape")
     cell_border = np.ascontiguousarray(cell_pred[..., 1])
     nuclei = _label_nuclei(np.ascontiguousarray(nuclei_pred[..., 1]),
-                           np.ascontiguousarray(nuclei_pred[..., 2]), cell_border)
+                           np.ascontiguousarray(nuclei_pred[..., 2]), cell_border, sizes)
 
     cell_interior = np.ascontiguousarray(cell_pred[..., 2])
     cell_mask = cell_interior >= np.uint16(_first_level(_LEVELS > cell_threshold(cell_interior)))
     landscape = _pad(cell_interior, np.float64)  # HPA floods -clip(c, 255 t, c), which is -c
     np.negative(landscape, out=landscape)
     cells = _watershed(landscape, nuclei, cell_mask)
-    seeds = _components(_fill_holes(_close_labels(cells, CELL_MIN_SIZE)), 4)[0]
+    seeds = _components(_fill_holes(_close_labels(cells, sizes.cell, sizes.closing_radius)), 4)[0]
 
     cells = _watershed(landscape, seeds, (cell_border >= _GREEN_LEVEL) | (seeds > 0))
-    cells, _ = _keep_components(_fill_holes(cells), 8, CELL_MIN_SIZE)
-    out_type = np.uint16 if cells.size // CELL_MIN_SIZE <= np.iinfo(np.uint16).max else np.int32
+    cells, _ = _keep_components(_fill_holes(cells), 8, sizes.cell)
+    out_type = np.uint16 if cells.size // sizes.cell <= np.iinfo(np.uint16).max else np.int32
     cells = cells.astype(out_type)
 
-    inside = _drop_small((nuclei > 0) & (cells > 0), 8, NUCLEUS_MIN_SIZE)
+    inside = _drop_small((nuclei > 0) & (cells > 0), 8, sizes.nucleus)
     return np.where(inside, cells, 0).astype(out_type), cells
 
 
@@ -147,6 +174,19 @@ def cell_threshold(cell_interior: np.ndarray) -> float:
     return max(CELL_THRESHOLD_FLOOR, otsu * OTSU_FACTOR)
 
 
+def foreground_levels(cell_interior: np.ndarray) -> tuple[int, int, int]:
+    """The uint8 levels from which a pixel is cell (interior map, HPA's Otsu-based threshold of
+    ``cell_interior``), cell border zone (border map) and nucleus (nucleus interior map)."""
+    return _first_level(_LEVELS > cell_threshold(cell_interior)), _GREEN_LEVEL, _NUCLEUS_LEVEL
+
+
+def watershed_in_frame(cell_interior: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """HPA's cell watershed (of ``-cell_interior``, 4-connected, no lines) from ``markers`` in ``mask``."""
+    landscape = _pad(cell_interior, np.float64)
+    np.negative(landscape, out=landscape)
+    return _watershed(landscape, markers, mask)
+
+
 def _check_pred(pred: np.ndarray, name: str) -> np.ndarray:
     pred = np.asarray(pred)
     if pred.ndim != 3 or pred.shape[-1] != 3 or pred.dtype != np.uint8:
@@ -154,26 +194,27 @@ def _check_pred(pred: np.ndarray, name: str) -> np.ndarray:
     return pred
 
 
-def _label_nuclei(border: np.ndarray, interior: np.ndarray, cell_border: np.ndarray) -> np.ndarray:
+def _label_nuclei(border: np.ndarray, interior: np.ndarray, cell_border: np.ndarray,
+                  sizes: Sizes = HPA_SIZES) -> np.ndarray:
     """Steps 1-3: int32 nuclei numbered as ``measure.label`` numbers them."""
     # saturating uint8 sum: the same verdict as the exact sum, as the limit (242) is below 255
     markers = (cv2.add(border, cell_border) <= _BORDER_SUM) & (interior >= _MARKER_LEVEL)
-    labels, sizes = _sized_components(markers, 4)
-    small = sizes < MARKER_MIN_SIZE
+    labels, counts = _sized_components(markers, 4)
+    small = counts < sizes.marker
     small[0] = True
     if small[1:].any():
         labels = np.where(small[labels], 0, labels)
 
     mask = interior >= _NUCLEUS_LEVEL
-    holes, sizes = _sized_components(~mask, 4)
-    small = sizes < NUCLEUS_HOLE_SIZE
+    holes, counts = _sized_components(~mask, 4)
+    small = counts < sizes.nucleus_hole
     small[0] = False
     if small.any():
         mask |= small[holes]
-    mask = _drop_small(mask, 4, NUCLEUS_MASK_MIN_SIZE)
+    mask = _drop_small(mask, 4, sizes.nucleus_speck)
 
     nuclei = _watershed(_pad(mask, np.float64), labels, mask, line=True)
-    nuclei = _drop_small_labels(nuclei, NUCLEUS_MIN_SIZE)
+    nuclei = _drop_small_labels(nuclei, sizes.nucleus)
     # regions of equal value, 8-connected (a watershed label can come out in pieces)
     return measure.label(nuclei).astype(np.int32, copy=False)
 
@@ -232,8 +273,8 @@ def _drop_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels) if small.any() else labels
 
 
-def _close_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Labels under ``min_size`` px dropped, then a grey closing with disk(6) and reflected edges.
+def _close_labels(labels: np.ndarray, min_size: int, radius: int) -> np.ndarray:
+    """Labels under ``min_size`` px dropped, then a grey closing with disk(radius), reflected edges.
 
     As ``remove_small_objects`` then ``skimage.morphology.closing`` (HPA's uint8 cast left out).
     OpenCV's max/min filters are exact on uint16 and, below 2**24, on float32.
@@ -243,8 +284,9 @@ def _close_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     lut = np.arange(sizes.size, dtype=np.float32 if wide else np.uint16)
     lut[sizes < min_size] = 0
     work = lut[labels]
-    work = cv2.dilate(work, _DISK, borderType=cv2.BORDER_REFLECT)
-    return cv2.erode(work, _DISK, borderType=cv2.BORDER_REFLECT)
+    shape = disk(radius).astype(np.uint8)
+    work = cv2.dilate(work, shape, borderType=cv2.BORDER_REFLECT)
+    return cv2.erode(work, shape, borderType=cv2.BORDER_REFLECT)
 
 
 def interior(labels: np.ndarray) -> np.ndarray:

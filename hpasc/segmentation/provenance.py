@@ -29,17 +29,21 @@ class Provenance:
 
     backend: str
     weights: dict[str, str] = field(default_factory=dict)
+    label_scale: float = 1.0
+    """HPA's post-processing ran on maps shrunk by this (``--label-scale``; 1: HPA's exact masks)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "weights": dict(sorted(self.weights.items()))}
+        scale = {} if self.label_scale == 1 else {"label_scale": self.label_scale}
+        return {"backend": self.backend, "weights": dict(sorted(self.weights.items())), **scale}
 
     def describe(self) -> str:
+        scale = "" if self.label_scale == 1 else f" labelled at scale {self.label_scale:g}"
         return {"hpa": "HPA's segmentation", "classical": "the classical backend",
-                "unknown": "masks of unknown origin"}[self.backend]
+                "unknown": "masks of unknown origin"}[self.backend] + scale
 
 
 HPA_PUBLISHED = Provenance("hpa")
@@ -57,7 +61,8 @@ def read_provenance(folder: str | os.PathLike) -> Provenance | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Provenance(str(data["backend"]), {str(k): str(v) for k, v in data.get("weights", {}).items()})
+        return Provenance(str(data["backend"]), {str(k): str(v) for k, v in data.get("weights", {}).items()},
+                          float(data.get("label_scale", 1.0)))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: not a readable segmentation record ({exc})") from None
 
@@ -67,7 +72,7 @@ def same_cells(made_on: Provenance, used_on: Provenance) -> bool:
     files of theirs agreeing), or the same record. Unknown origins cannot be told apart."""
     if UNKNOWN in (made_on, used_on):
         return True
-    if made_on.backend == used_on.backend == "hpa":
+    if made_on.backend == used_on.backend == "hpa" and made_on.label_scale == used_on.label_scale:
         common = set(made_on.weights) & set(used_on.weights)
         return all(made_on.weights[name] == used_on.weights[name] for name in common)
     return made_on == used_on
