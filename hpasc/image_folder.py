@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def scan_images(folder: str | os.PathLike, channels: ChannelOrder | None = None)
             sources[image_id] = ImageSource(image_id, tuple(files[c] for c in CHANNELS))
         elif image_id not in stacks:
             unusable[image_id] = f"missing channel(s) {', '.join(c for c in CHANNELS if c not in files)}"
-    orders: dict[str, int] = {}
+    orders: Counter[str] = Counter()
     for image_id, path in stacks.items():
         if image_id in sources:
             log.warning("%s: has both four channel files and %s; reading the channel files", image_id, path.name)
@@ -104,7 +105,7 @@ def scan_images(folder: str | os.PathLike, channels: ChannelOrder | None = None)
             unusable[image_id] = str(exc)
             continue
         sources[image_id] = ImageSource(image_id, (path,), order)
-        orders[format_channel_order(order)] = orders.get(format_channel_order(order), 0) + 1
+        orders[format_channel_order(order)] += 1
     found = ImageFolder(root, sources, unusable)
     _report(found, orders, channels)
     if not sources:
@@ -135,7 +136,7 @@ def _list_files(root: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]
     return channel_files, stacks
 
 
-def _report(found: ImageFolder, orders: dict[str, int], channels: ChannelOrder | None) -> None:
+def _report(found: ImageFolder, orders: Counter[str], channels: ChannelOrder | None) -> None:
     """Log what the scan found: how many images of each layout, and the planes' channel order."""
     stacked = sum(orders.values())
     parts = [f"{len(found.sources) - stacked} as four channel files"] if len(found.sources) > stacked else []

@@ -142,9 +142,8 @@ def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray,
                            np.ascontiguousarray(nuclei_pred[..., 2]), cell_border, sizes)
 
     cell_interior = np.ascontiguousarray(cell_pred[..., 2])
-    cell_mask = cell_interior >= np.uint16(_first_level(_LEVELS > cell_threshold(cell_interior)))
-    landscape = _pad(cell_interior, np.float64)  # HPA floods -clip(c, 255 t, c), which is -c
-    np.negative(landscape, out=landscape)
+    cell_mask = cell_interior >= np.uint16(_cell_level(cell_interior))
+    landscape = _landscape(cell_interior)
     cells = _watershed(landscape, nuclei, cell_mask)
     seeds = _components(_fill_holes(_close_labels(cells, sizes.cell, sizes.closing_radius)), 4)[0]
 
@@ -174,17 +173,27 @@ def cell_threshold(cell_interior: np.ndarray) -> float:
     return max(CELL_THRESHOLD_FLOOR, otsu * OTSU_FACTOR)
 
 
+def _cell_level(cell_interior: np.ndarray) -> int:
+    """The least uint8 level above :func:`cell_threshold`: the cell mask is ``interior >= it``."""
+    return _first_level(_LEVELS > cell_threshold(cell_interior))
+
+
 def foreground_levels(cell_interior: np.ndarray) -> tuple[int, int, int]:
     """The uint8 levels from which a pixel is cell (interior map, HPA's Otsu-based threshold of
     ``cell_interior``), cell border zone (border map) and nucleus (nucleus interior map)."""
-    return _first_level(_LEVELS > cell_threshold(cell_interior)), _GREEN_LEVEL, _NUCLEUS_LEVEL
+    return _cell_level(cell_interior), _GREEN_LEVEL, _NUCLEUS_LEVEL
+
+
+def _landscape(cell_interior: np.ndarray) -> np.ndarray:
+    """What HPA's cell watersheds flood, framed: ``-clip(c, 255 t, c)``, which is ``-c``."""
+    landscape = _pad(cell_interior, np.float64)
+    np.negative(landscape, out=landscape)
+    return landscape
 
 
 def watershed_in_frame(cell_interior: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """HPA's cell watershed (of ``-cell_interior``, 4-connected, no lines) from ``markers`` in ``mask``."""
-    landscape = _pad(cell_interior, np.float64)
-    np.negative(landscape, out=landscape)
-    return _watershed(landscape, markers, mask)
+    return _watershed(_landscape(cell_interior), markers, mask)
 
 
 def _check_pred(pred: np.ndarray, name: str) -> np.ndarray:
