@@ -4,9 +4,10 @@ give the same labels.
 
 Inputs: prediction maps built from synthetic masks (hpasc.synthetic), with the real HPA samples
 present from the four real cell masks of ../shared/data/hpa_real (nuclei: the Otsu-bright part of
-the blue channel inside each cell), and from a grid of 361 cells (more than HPA's uint8 labels
-hold). HPA's code is looked for on sys.path, then under --hpa-path DIR or $HPA_CELLSEG_PATH (a
-folder holding the hpacellseg package: a checkout, or a copy of its utils.py). HPA's output is only
+the blue channel inside each cell, smoothed by --nucleus-smoothing px first), and from a grid of
+361 cells (more than HPA's uint8 labels hold). HPA's code is looked for on sys.path, then under
+--hpa-path DIR or $HPA_CELLSEG_PATH (a folder holding the hpacellseg package: a checkout, or a copy
+of its utils.py). HPA's output is only
 expected to agree where its uint8 bugs cannot bite: fewer than 256 nuclei, and no pixel where
 nuclei_pred[..., 1] + cell_pred[..., 1] wraps past 255 to flip a nucleus-marker pixel. Inputs
 outside that are timed but marked "n/a" for agreement. On scikit-image 0.26.0, HPA's code needs
@@ -18,6 +19,7 @@ maps, side by side: its time, its speed-up over our full-scale label_cell, and i
 full-scale cells (matched at IoU >= 0.6), per input and pooled over all.
 
 Usage: python bench/label_cell.py [--images 5] [--repeats 1] [--hpa-path DIR] [--no-real] [--label-scale S]
+                                  [--nucleus-smoothing PX]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from hpasc import cli, images, synthetic  # noqa: E402
 from hpasc.segmentation import postprocess  # noqa: E402
 from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
-from hpasc.synthetic.predictions import predictions_from_masks  # noqa: E402
+from hpasc.synthetic.predictions import nuclei_from_blue, predictions_from_masks  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
 SIZE = 2048
@@ -62,16 +64,15 @@ def synthetic_inputs(count: int):
         yield f"synthetic {index}", contiguous(maps)
 
 
-def real_inputs():
+def real_inputs(smoothing: float):
     for mask_path in sorted((REAL / "masks").glob("*_cellmask.png")):
         image_id = mask_path.name.removesuffix("_cellmask.png")
         cells = images.read_label_image(mask_path).astype(np.int32)
         blue = cv2.imread(str(REAL / "images" / f"{image_id}_blue.png"), cv2.IMREAD_GRAYSCALE)
         if cells.shape != (SIZE, SIZE) or blue is None:
             continue
-        level, _ = cv2.threshold(blue, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-        nuclei = np.where(blue > level, cells, 0)
-        maps = predictions_from_masks(cells, nuclei, np.random.default_rng(len(image_id)))
+        maps = predictions_from_masks(cells, nuclei_from_blue(cells, blue, smoothing),
+                                      np.random.default_rng(len(image_id)))
         yield f"real {image_id[:8]}", contiguous(maps)
 
 
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--hpa-path", default=os.environ.get("HPA_CELLSEG_PATH"),
                         help="folder holding HPA's hpacellseg package (default: $HPA_CELLSEG_PATH)")
     parser.add_argument("--no-real", action="store_true", help="skip the real-mask inputs")
+    parser.add_argument("--nucleus-smoothing", type=float, default=2.0,
+                        help="px of Gaussian smoothing of a real sample's blue channel before its nuclei are "
+                             "thresholded (0: the raw Otsu threshold, hundreds of specks)")
     parser.add_argument("--label-scale", type=float, default=0.25, help="scale of the scaled path (1: skip it)")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core, as HPA's figure
@@ -134,7 +138,7 @@ def main() -> None:
         print(f"HPA's hpacellseg.utils not importable ({why}): timing ours only")
     inputs = list(synthetic_inputs(args.images))
     if not args.no_real and (REAL / "masks").is_dir():
-        inputs += list(real_inputs())
+        inputs += list(real_inputs(args.nucleus_smoothing))
     inputs.append(tiled_input())
     postprocess.label_cell(*inputs[0][1])  # warm-up
 

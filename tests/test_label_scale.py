@@ -17,7 +17,7 @@ from hpasc.segmentation import postprocess
 from hpasc.segmentation.postprocess import Sizes, label_cell
 from hpasc.segmentation.rescaled import label_cell_at_scale
 from hpasc.submission.matching import iou_matrix, match_instances
-from hpasc.synthetic.predictions import predictions_from_masks
+from hpasc.synthetic.predictions import nuclei_from_blue, predictions_from_masks
 from tests.conftest import run_script
 
 
@@ -28,15 +28,13 @@ def maps(seed: int, size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
 
 
 def real_maps(hpa_real: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Maps made from the real samples' reference masks (nuclei: the Otsu-bright blue in each cell)."""
+    """Maps made from the real samples' reference masks (nuclei: from the blue channel)."""
     found = []
     for mask in sorted((hpa_real / "masks").glob("*_cellmask.png"))[:2]:
         cells = read_label_image(mask).astype(np.int32)
         blue = cv2.imread(str(hpa_real / "images" / mask.name.replace("_cellmask", "_blue")), cv2.IMREAD_GRAYSCALE)
-        level, _ = cv2.threshold(blue, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-        nuclei = np.where(blue > level, cells, 0)
-        found.append(tuple(np.ascontiguousarray(m) for m in predictions_from_masks(cells, nuclei,
-                                                                                   np.random.default_rng(1))))
+        maps = predictions_from_masks(cells, nuclei_from_blue(cells, blue), np.random.default_rng(1))
+        found.append(tuple(np.ascontiguousarray(m) for m in maps))
     return found
 
 
@@ -82,10 +80,10 @@ def test_quarter_scale_finds_the_same_cells_with_smooth_edges(hpa_real: Path) ->
         blocks = cv2.resize(small, full.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
         assert mean_iou(full, cells) > mean_iou(full, blocks)  # the refined edges follow the full maps
         scores.append(counts(full, cells))
-    # Cells near HPA's size limits are where the scales differ (a small cell of a real sample whose
-    # nucleus falls under the scaled limit): measured 0.93-1.0 per image, 0.98 over all.
+    # Measured 1.0 on each of these five; where the scales differ is a thin bridge of a cell that
+    # fades when the maps are averaged (bench/label_cell.py: 2 of 25 inputs lose a lobe, F1 0.97).
     matched, total = np.sum(scores, axis=0)
-    assert matched / total >= 0.97 and min(m / t for m, t in scores) >= 0.9, scores
+    assert matched / total >= 0.98 and min(m / t for m, t in scores) >= 0.95, scores
 
 
 def test_the_flag_on_the_command_line(tmp_path: Path, random_weights: Path) -> None:

@@ -23,6 +23,20 @@ def predictions_from_masks(cells: np.ndarray, nuclei: np.ndarray, rng: np.random
     return (_softmax_map(nuclei, 4, blur, noise, rng), _softmax_map(cells, 8, blur, noise, rng))
 
 
+def nuclei_from_blue(cells: np.ndarray, blue: np.ndarray, smoothing: float = 2.0) -> np.ndarray:
+    """Nucleus labels for an image whose cell labels are known but not its nuclei: the Otsu-bright
+    part of its nucleus (blue) channel inside each cell, each pixel carrying its cell's id.
+
+    The channel is smoothed by a Gaussian of ``smoothing`` px first, as a nucleus network's output
+    is smooth: thresholded raw, the real samples' DNA texture leaves 360-2,800 specks per 2048² image
+    where a network would see 10-40 nuclei.
+    """
+    if smoothing > 0:
+        blue = cv2.GaussianBlur(blue, (0, 0), smoothing)
+    level, _ = cv2.threshold(blue, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return np.where(blue > level, cells, 0)
+
+
 def _softmax_map(labels: np.ndarray, band: int, blur: float, noise: float,
                  rng: np.random.Generator) -> np.ndarray:
     height, width = labels.shape
