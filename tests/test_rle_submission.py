@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
+from scipy import ndimage
 
 from hpasc.errors import InputError
 from hpasc.submission import rle
@@ -74,6 +75,8 @@ def test_encode_cells_equals_encode_mask_per_cell() -> None:
     for labels in cases:
         encoded = rle.encode_cells(labels)
         assert sorted(encoded) == sorted(set(np.unique(labels)) - {0})
+        boxes = {i + 1: box for i, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+        assert rle.encode_cells(labels, None, boxes) == encoded  # the caller's boxes: the same strings
         for cell, text in encoded.items():
             assert text == rle.encode_mask(labels == cell)
             np.testing.assert_array_equal(rle.decode_mask(text, *labels.shape), labels == cell)

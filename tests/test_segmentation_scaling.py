@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage import transform
+from skimage import transform, util
 
-from hpasc.segmentation.scaling import Geometry, prepare, restore, restore_both, stretch_bit_depth
+from hpasc.segmentation.scaling import Geometry, bit_depth_gain, prepare, restore, restore_both
 from hpasc.synthetic import synthesize_image
 
 
@@ -28,6 +28,17 @@ def test_prepare_is_hpas_computation() -> None:
     np.testing.assert_allclose(prepared.cells, reference.transpose(2, 0, 1), atol=1e-6)
     np.testing.assert_array_equal(prepared.nuclei, np.repeat(prepared.cells[2:], 3, axis=0))
     assert prepared.geometry == Geometry((512, 512), (128, 128), padded=False)
+
+
+@pytest.mark.parametrize("shape", [(434, 602), (130, 100), (2050, 1990), (6, 10)])
+def test_any_size_is_rescaled_as_scikit_image_does(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(shape[0]).integers(0, 65536, (*shape, 4), dtype=np.uint16)
+    reference = transform.rescale(image[..., [0, 3, 2]] / 65535, 0.25, channel_axis=-1)
+    rows, cols = reference.shape[:2]
+    cells = prepare(image).cells
+    if (rows, cols) != cells.shape[1:]:  # padded to multiples of 32
+        cells = cells[:, 32:32 + rows, 32:32 + cols]
+    np.testing.assert_allclose(cells, reference.transpose(2, 0, 1), atol=2e-7)
 
 
 def test_sides_not_a_multiple_of_32_are_padded_like_hpa() -> None:
@@ -65,15 +76,24 @@ def test_restore_values_are_hpas_ubyte(value: float) -> None:
         assert np.all(restored[..., 1:] == expected) and not restored[..., 0].any()
 
 
-def test_stretch_bit_depth() -> None:
+def test_probabilities_become_img_as_ubytes_values() -> None:
+    halves = (np.arange(256, dtype=np.float32) + 0.5) / 255  # every tie of the rounding
+    probabilities = np.concatenate([halves, np.linspace(0, 1, 1001), [1.0000001]]).astype(np.float32)
+    geometry = Geometry((1, probabilities.size), (1, probabilities.size), False)
+    restored = restore(np.repeat(probabilities[None, None], 3, axis=0), geometry, ubyte_first=True)
+    np.testing.assert_array_equal(restored[0, :, 1], util.img_as_ubyte(np.clip(probabilities, 0, 1)))
+
+
+def test_bit_depth_gain() -> None:
     image = eight_bit_image((256, 256))
-    assert stretch_bit_depth(image) is image  # 8-bit data: untouched
+    assert bit_depth_gain(image) == 1  # 8-bit data: untouched
     full = (image // 257).astype(np.uint16) * 256 + 255
-    assert stretch_bit_depth(full) is full  # uses all 16 bits: untouched
+    assert bit_depth_gain(full) == 1  # uses all 16 bits: untouched
     twelve_bit = (image // 257).astype(np.uint16) * 16  # a 12-bit camera's range
-    np.testing.assert_array_equal(stretch_bit_depth(twelve_bit), twelve_bit * 16)
-    dark = np.zeros((8, 8, 4), np.uint16)
-    assert not stretch_bit_depth(dark).any()
+    assert bit_depth_gain(twelve_bit) == 16
+    twelve_bit.flat[0] = 257 * 16  # 13 bits, its peak a multiple of 257 but not the rest
+    assert bit_depth_gain(twelve_bit) == 8
+    assert bit_depth_gain(np.zeros((8, 8, 4), np.uint16)) == 256
 
 
 def test_sixteen_bit_data_at_a_lower_depth_looks_like_its_eight_bit_version() -> None:

@@ -16,6 +16,7 @@ checkpoint, so that inference cuts tiles the way the model was trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +26,7 @@ from scipy import ndimage as ndi
 MODES = ("pad", "resize")
 ZEROING = ("outside", "others")
 THEIR_MARGIN = 16  # px around the squared box in the 4th place's crop
+Region = tuple[slice, slice]  # a label's box as ndi.find_objects gives it
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,27 @@ class Box:
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
 
-def cell_boxes(cells: np.ndarray) -> dict[int, Box]:
-    """Mask id → bounding box, for every id present in the label image (one pass)."""
+def cell_boxes(cells: np.ndarray, regions: Sequence[Region | None] | None = None) -> dict[int, Box]:
+    """Mask id → bounding box, for every id present in the label image (one pass, or none when
+    ``regions``, its ``ndi.find_objects``, is given)."""
     boxes = {}
-    for index, found in enumerate(ndi.find_objects(cells), start=1):
+    for index, found in enumerate(ndi.find_objects(cells) if regions is None else regions, start=1):
         if found is not None:
             rows, cols = found
             boxes[index] = Box(rows.start, cols.start, rows.stop, cols.stop)
     return boxes
+
+
+def cell_centroids(cells: np.ndarray, boxes: dict[int, Box], ids: Sequence[int]) -> np.ndarray:
+    """(row, column) of each cell's centre of mass (N×2 float64), from its box alone: the pixel
+    sums of OpenCV's moments, exact integers, rather than ``ndimage.center_of_mass`` over the
+    whole image (130 ms per 2048² image against a few)."""
+    centroids = np.zeros((len(ids), 2))
+    for index, mask_id in enumerate(ids):
+        box = boxes[mask_id]
+        moments = cv2.moments((cells[box.slices] == mask_id).view(np.uint8), binaryImage=True)
+        centroids[index] = (box.y0 + moments["m01"] / moments["m00"], box.x0 + moments["m10"] / moments["m00"])
+    return centroids
 
 
 def crop_cell(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box,
@@ -101,12 +116,12 @@ def crop_cell(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box,
     if settings.zero == "others":
         return _their_crop(image, cells, mask_id, box, settings.size)
     window = box.grown(settings.context, cells.shape)
-    inside = cells[window.slices] == mask_id
+    inside = (cells[window.slices] == mask_id).view(np.uint8)
     if settings.context:
         diameter = 2 * settings.context + 1
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
-        inside = cv2.dilate(inside.view(np.uint8), disk).view(bool)
-    crop = np.where(inside[..., None], image[window.slices], 0).astype(np.uint16)
+        inside = cv2.dilate(inside, disk)
+    crop = _masked(image[window.slices], inside)
     if settings.mode == "pad":
         crop = pad_to_square(crop)
     return resize_tile(crop, settings.size).transpose(2, 0, 1)
@@ -121,9 +136,15 @@ def _their_crop(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box, si
                  min(box.y1 + rows[1] + THEIR_MARGIN, cells.shape[0]),
                  min(box.x1 + cols[1] + THEIR_MARGIN, cells.shape[1]))
     labels = cells[window.slices]
-    crop = np.where(((labels == 0) | (labels == mask_id))[..., None], image[window.slices], 0).astype(np.uint16)
+    crop = _masked(image[window.slices], ((labels == 0) | (labels == mask_id)).view(np.uint8))
     square = pad_to_square(crop)
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1).transpose(2, 0, 1)
+
+
+def _masked(window: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """A copy of the H×W×C ``window`` with the pixels outside the uint8 mask ``inside`` zeroed
+    (OpenCV's masked copy into a zeroed array: 10x faster than ``np.where`` here)."""
+    return cv2.copyTo(window, inside).reshape(window.shape)
 
 
 def pad_to_square(crop: np.ndarray) -> np.ndarray:
@@ -131,7 +152,8 @@ def pad_to_square(crop: np.ndarray) -> np.ndarray:
     height, width = crop.shape[:2]
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
-    return np.pad(crop, ((top, side - height - top), (left, side - width - left), (0, 0)))
+    return cv2.copyMakeBorder(crop, top, side - height - top, left, side - width - left,
+                              cv2.BORDER_CONSTANT, value=0).reshape(side, side, -1)
 
 
 def resize_tile(crop: np.ndarray, size: int) -> np.ndarray:
@@ -144,10 +166,11 @@ def resize_tile(crop: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interpolation).reshape(size, size, -1)
 
 
-def crop_cells(image: np.ndarray, cells: np.ndarray,
-               settings: CropSettings) -> tuple[list[int], dict[int, Box], np.ndarray]:
-    """All tiles of an image: (mask ids in ascending order, their boxes, tiles N×4×S×S)."""
-    boxes = cell_boxes(cells)
+def crop_cells(image: np.ndarray, cells: np.ndarray, settings: CropSettings,
+               regions: Sequence[Region | None] | None = None) -> tuple[list[int], dict[int, Box], np.ndarray]:
+    """All tiles of an image: (mask ids in ascending order, their boxes, tiles N×4×S×S);
+    ``regions`` as :func:`cell_boxes` takes them."""
+    boxes = cell_boxes(cells, regions)
     ids = sorted(boxes)
     tiles = np.zeros((len(ids), image.shape[2], settings.size, settings.size), np.uint16)
     for index, mask_id in enumerate(ids):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
 from hpasc import atomic, cellstore, runtime
 from hpasc.cells.crop import CropSettings, crop_cells
@@ -61,9 +62,10 @@ def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, i
               labels: list[int], settings: CropSettings) -> tuple[np.ndarray, pd.DataFrame]:
     """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
     computed from the cell masks."""
-    ids, boxes, tiles = crop_cells(image, cells, settings)
+    regions = ndi.find_objects(cells)  # one pass over the cells for the tiles and the factors
+    ids, boxes, tiles = crop_cells(image, cells, settings, regions)
     border = border_factors(cells if nuclei is None else nuclei, image[..., 2], ids)
-    outlier = outlier_factors(cells, image, ids, border)
+    outlier = outlier_factors(cells, image, ids, border, regions)
     areas = np.bincount(cells.ravel(), minlength=max(ids, default=0) + 1)[ids]
     rows = pd.DataFrame({
         "cell_id": [f"{image_id}_{mask_id - 1}" for mask_id in ids],

@@ -16,10 +16,13 @@ Sums are over the channels as floats in [0, 1] (x / 65535), as in the 4th place'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from hpasc.cells.crop import Region
 from hpasc.classes import MITOTIC_SPINDLE
 
 CLEAN = 1.0
@@ -44,13 +47,16 @@ def _edge_factor(ratio: float) -> float:
     return CUT
 
 
-def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int]) -> np.ndarray:
+def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int],
+                 boxes: Sequence[Region | None] | None = None) -> np.ndarray:
     """Sums of each channel of ``planes`` (H×W×C uint16) / 65535 over each label of ``ids``: N×C.
 
     Summed inside each label's bounding box (OpenCV's masked mean × pixel count, all channels in
     one pass), which touches each pixel about once instead of copying the image per channel.
+    ``boxes``: ``ndi.find_objects(labels)`` when the caller has it already.
     """
-    boxes = ndi.find_objects(labels, max_label=max(ids, default=0))
+    if boxes is None:
+        boxes = ndi.find_objects(labels, max_label=max(ids, default=0))
     sums = np.zeros((len(ids), planes.shape[2]), np.float64)
     for index, mask_id in enumerate(ids):
         box = boxes[mask_id - 1]
@@ -79,14 +85,15 @@ def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int]) -> np.n
     return factors
 
 
-def outlier_factors(cells: np.ndarray, image: np.ndarray, ids: list[int],
-                    border: np.ndarray) -> np.ndarray:
-    """The outlier factor of each cell id in ``ids`` of a uint16 H×W×4 (R, G, B, Y) image."""
+def outlier_factors(cells: np.ndarray, image: np.ndarray, ids: list[int], border: np.ndarray,
+                    boxes: Sequence[Region | None] | None = None) -> np.ndarray:
+    """The outlier factor of each cell id in ``ids`` of a uint16 H×W×4 (R, G, B, Y) image
+    (``boxes``: as :func:`channel_sums` takes them)."""
     candidates = border > NO_NUCLEUS
     factors = np.full(len(ids), CLEAN)
     if not candidates.any():
         return factors
-    sums = channel_sums(cells, image, ids)
+    sums = channel_sums(cells, image, ids, boxes)
     red, blue_yellow = sums[:, 0], sums[:, 2] * sums[:, 3]
     faint = (red < RED_SHARE * red[candidates].mean()) | \
         (blue_yellow < BLUE_YELLOW_SHARE * blue_yellow[candidates].mean())

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from hpasc import atomic, runtime
-from hpasc.cells.crop import CropSettings, crop_cells
+from hpasc.cells.crop import Box, CropSettings, cell_centroids, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
 from hpasc.image_folder import ImageFolder, ImageSource
@@ -102,18 +101,26 @@ def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: 
                    plan: CutPlan) -> ImageCells:
     tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0])
     others = tuple(crop_cells(image, cells, recipe)[2] for recipe in plan.recipes[1:])
-    ids = rows["mask_id"].tolist()
-    centroids = np.asarray(ndimage.center_of_mass(cells > 0, cells, ids), np.float64).reshape(-1, 2)
-    rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
-    encoded = encode_cells(cells, ids)
+    rows, encoded = describe_cells(cells, rows)
     if plan.save_masks is not None:
         write_label_image(plan.save_masks / f"{image_id}.png", cells)
     preview = None
     if plan.preview:
         small, mask = shrink(image, cells)
         preview = (composite(small.transpose(2, 0, 1)), mask)
-    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, [encoded[i] for i in ids],
-                      preview)
+    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, encoded, preview)
+
+
+def describe_cells(cells: np.ndarray, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The cut's rows with each cell's centroid, and each cell's mask string, from the boxes in
+    the rows (no pass over the whole image)."""
+    ids = rows["mask_id"].tolist()
+    boxes = {mask_id: Box(*corners) for mask_id, *corners in
+             zip(ids, rows["y0"].tolist(), rows["x0"].tolist(), rows["y1"].tolist(), rows["x1"].tolist())}
+    centroids = cell_centroids(cells, boxes, ids)
+    rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
+    encoded = encode_cells(cells, ids, {mask_id: box.slices for mask_id, box in boxes.items()})
+    return rows, [encoded[mask_id] for mask_id in ids]
 
 
 def _classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
