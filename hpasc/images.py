@@ -68,7 +68,7 @@ def read_image(folder: str | os.PathLike, image_id: str) -> np.ndarray:
 
 def stack_channels(image_id: str, paths: list[Path]) -> np.ndarray:
     """Read the four channel files and stack them, checking that their sizes agree."""
-    planes = [_decode_grey(_read_bytes(Path(p)), p) for p in paths]
+    planes = [_read_grey(p) for p in paths]
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:
         sizes = ", ".join(f"{c} {p.shape[1]}x{p.shape[0]}" for c, p in zip(CHANNELS, planes))
@@ -84,7 +84,12 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
     Colour files (HPA's tinted JPGs) become the per-pixel maximum over their colour planes: a
     tint puts the signal in one or two planes (yellow = red + green) and zeros elsewhere.
     """
-    return decode_channel(_read_bytes(Path(path)), path)
+    return to_uint16(_read_grey(path), path)
+
+
+def _read_grey(path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_channel` before the conversion to uint16."""
+    return _decode_grey(_read_bytes(Path(path)), path)
 
 
 def decode_channel(data: bytes, name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:

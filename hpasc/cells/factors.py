@@ -48,15 +48,14 @@ def _edge_factor(ratio: float) -> float:
 
 
 def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int],
-                 boxes: Sequence[Region | None] | None = None) -> np.ndarray:
+                 regions: Sequence[Region | None] | None = None) -> np.ndarray:
     """Sums of each channel of ``planes`` (H×W×C uint16) / 65535 over each label of ``ids``: N×C.
 
     Summed inside each label's bounding box (OpenCV's masked mean × pixel count, all channels in
     one pass), which touches each pixel about once instead of copying the image per channel.
-    ``boxes``: ``ndi.find_objects(labels)`` when the caller has it already.
+    ``regions``: ``ndi.find_objects(labels)`` when the caller has it already.
     """
-    if boxes is None:
-        boxes = ndi.find_objects(labels, max_label=max(ids, default=0))
+    boxes = ndi.find_objects(labels, max_label=max(ids, default=0)) if regions is None else regions
     sums = np.zeros((len(ids), planes.shape[2]), np.float64)
     for index, mask_id in enumerate(ids):
         box = boxes[mask_id - 1]
@@ -86,14 +85,14 @@ def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int]) -> np.n
 
 
 def outlier_factors(cells: np.ndarray, image: np.ndarray, ids: list[int], border: np.ndarray,
-                    boxes: Sequence[Region | None] | None = None) -> np.ndarray:
+                    regions: Sequence[Region | None] | None = None) -> np.ndarray:
     """The outlier factor of each cell id in ``ids`` of a uint16 H×W×4 (R, G, B, Y) image
-    (``boxes``: as :func:`channel_sums` takes them)."""
+    (``regions``: as :func:`channel_sums` takes them)."""
     candidates = border > NO_NUCLEUS
     factors = np.full(len(ids), CLEAN)
     if not candidates.any():
         return factors
-    sums = channel_sums(cells, image, ids, boxes)
+    sums = channel_sums(cells, image, ids, regions)
     red, blue_yellow = sums[:, 0], sums[:, 2] * sums[:, 3]
     faint = (red < RED_SHARE * red[candidates].mean()) | \
         (blue_yellow < BLUE_YELLOW_SHARE * blue_yellow[candidates].mean())
