@@ -43,14 +43,17 @@ from hpasc.synthetic import synthesize_image  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
 SIZE = 512
-# Blosc settings tried as alternatives to cellstore.CODEC (name, cname, clevel, shuffle).
-ALTERNATIVES = [("zstd L1 bit-shuffle", "zstd", 1, "bitshuffle"),
-                ("zstd L3 bit-shuffle", "zstd", 3, "bitshuffle"),
-                ("zstd L5 bit-shuffle", "zstd", 5, "bitshuffle"),
-                ("zstd L3 byte-shuffle", "zstd", 3, "shuffle"),
-                ("zstd L5 byte-shuffle", "zstd", 5, "shuffle"),
-                ("zstd L7 byte-shuffle", "zstd", 7, "shuffle"),
-                ("lz4 L5 byte-shuffle", "lz4", 5, "shuffle")]
+# Blosc settings tried as alternatives to cellstore.CODEC (name, cname, clevel, shuffle, blocksize;
+# blocksize 0: Blosc chooses, as the store did before issue 16).
+AUTO, BLOCK = 0, 1 << 18
+ALTERNATIVES = [("zstd L4 byte-shuffle, auto blocks (before)", "zstd", 4, "shuffle", AUTO),
+                ("zstd L1 byte-shuffle, auto blocks", "zstd", 1, "shuffle", AUTO),
+                ("zstd L2 byte-shuffle", "zstd", 2, "shuffle", BLOCK),
+                ("zstd L3 byte-shuffle", "zstd", 3, "shuffle", BLOCK),
+                ("zstd L5 byte-shuffle", "zstd", 5, "shuffle", BLOCK),
+                ("zstd L1 bit-shuffle", "zstd", 1, "bitshuffle", BLOCK),
+                ("zstd L5 bit-shuffle, auto blocks", "zstd", 5, "bitshuffle", AUTO),
+                ("lz4 L5 byte-shuffle", "lz4", 5, "shuffle", BLOCK)]
 
 
 def cell_tiles(count: int) -> list[tuple[str, np.ndarray, str]]:
@@ -157,10 +160,12 @@ def main() -> None:
         png_rate = rate(lambda i: read_png(pngs, *cells[i][:2]), order, args.passes)
 
         chosen = f"{cellstore.CODEC['cname']} L{cellstore.CODEC['clevel']} " \
-                 f"{'byte' if cellstore.CODEC['shuffle'] == 'shuffle' else 'bit'}-shuffle"
+                 f"{'byte' if cellstore.CODEC['shuffle'] == 'shuffle' else 'bit'}-shuffle, " \
+                 f"{cellstore.CODEC['blocksize'] // 1024} KiB blocks"
         variants = [(f"store: {chosen} (chosen)", cellstore.CODEC)] + [
-            (f"store: {name}", {**cellstore.CODEC, "cname": cname, "clevel": level, "shuffle": shuffle})
-            for name, cname, level, shuffle in ALTERNATIVES]
+            (f"store: {name}", {**cellstore.CODEC, "cname": cname, "clevel": level, "shuffle": shuffle,
+                                "blocksize": blocksize})
+            for name, cname, level, shuffle, blocksize in ALTERNATIVES]
         for label, codec in variants:
             root = tmp / label.replace(" ", "_").replace(":", "")
             write_s = write_store(root, images, codec)
@@ -196,12 +201,12 @@ def main() -> None:
     def kib(sizes: np.ndarray, mask: np.ndarray | None = None) -> str:
         return f"{(sizes if mask is None else sizes[mask]).mean() / 1024:6.0f}"
 
-    print(f"{'layout':36s} {'tiles/s':>8s} {'vs PNG':>7s} {'KiB/tile':>9s} {'real':>6s} "
+    print(f"{'layout':52s} {'tiles/s':>8s} {'vs PNG':>7s} {'KiB/tile':>9s} {'real':>6s} "
           f"{'synth':>6s} {'vs PNG':>7s} {'write ms/tile':>14s}")
     for label, reads, sizes, write_s in [("4 x 16-bit PNG (4th place)", png_rate, png_sizes, None),
                                          *results]:
         write = f"{write_s * 1000:14.1f}" if write_s is not None else f"{'':14s}"
-        print(f"{label:36s} {reads:8.0f} {reads / png_rate:6.1f}x {kib(sizes):>9s} "
+        print(f"{label:52s} {reads:8.0f} {reads / png_rate:6.1f}x {kib(sizes):>9s} "
               f"{kib(sizes, sources['real'])} {kib(sizes, sources['synthetic'])} "
               f"{sizes.mean() / png_sizes.mean():6.2f}x {write}")
     print(f"\nstore metadata (zarr.json, rows.csv, image.json, cells.csv, store.json): "

@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from hpasc.errors import InputError
-from hpasc.runtime import Shard, setup_logging
+from hpasc.runtime import Shard, setup_logging, usable_cores
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_INPUT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 COMMON_FLAGS = ("workers", "device", "overwrite", "shard")
@@ -32,10 +32,6 @@ def parse_shard(text: str) -> Shard:
     if shard.count < 1 or not 0 <= shard.index < shard.count:
         raise argparse.ArgumentTypeError(f"need 0 <= K < N, got {text!r}")
     return shard
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
@@ -106,7 +102,7 @@ def stage_parser(description: str | None, flags: Iterable[str] = ()) -> argparse
         raise ValueError(f"unknown common flags {sorted(unknown)}")
     group = parser.add_argument_group("common options")
     if "workers" in flags:
-        group.add_argument("--workers", type=positive_int, default=default_workers(),
+        group.add_argument("--workers", type=positive_int, default=usable_cores(),
                            help="parallel worker processes or threads")
     if "device" in flags:
         group.add_argument("--device", type=_device, default="auto",

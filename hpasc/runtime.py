@@ -75,6 +75,11 @@ class CommonOptions:
         return tqdm(iterable, disable=not self.progress, dynamic_ncols=True, **kwargs)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which batch schedulers set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def plan_work(ids: list[str], is_done: Callable[[str], bool], options: CommonOptions,
               done_words: str) -> tuple[list[str], list[str]]:
     """This shard's part of ``ids`` and, of that, the items still to do (all with --overwrite).

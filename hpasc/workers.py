@@ -1,7 +1,9 @@
 """Process pools for the CPU-bound stages.
 
 Spawned, not forked: a parent that holds CUDA state or threads (OpenCV's, torch's) cannot be
-forked safely. Each worker runs OpenCV single-threaded, because the pool provides the parallelism.
+forked safely. Each worker runs OpenCV single-threaded, because the pool provides the parallelism,
+and gives Blosc (the cell store's compression) its share of the cores: all of them for one
+worker, one each when there are as many workers as cores.
 A worker that dies (e.g. killed for memory) breaks the pool, which cli.run reports in one line.
 
 Stopping: Ctrl-C reaches the main process only (workers start with SIGINT blocked), which
@@ -56,7 +58,8 @@ class _Pool(ProcessPoolExecutor):
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A spawn pool for the block; an exception (^C included) leaving the block stops it at once."""
-    pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),))
+    pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                 initargs=(os.getpid(), max(1, runtime.usable_cores() // workers)))
     try:
         yield pool
     except BaseException:
@@ -65,8 +68,10 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown()
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int, blosc_threads: int) -> None:
     cv2.setNumThreads(1)
+    # Read by c-blosc at every call; otherwise each worker starts min(cores, 8) threads of its own.
+    os.environ["BLOSC_NTHREADS"] = str(blosc_threads)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
 
 

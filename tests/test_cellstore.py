@@ -138,6 +138,27 @@ def test_default_512_tiles_round_trip(tmp_path: Path) -> None:
     assert meta["codec"]["cname"] == "zstd"
 
 
+def test_images_written_with_the_earlier_codec_read_alongside_new_ones(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before issue 16 the store wrote zstd level 4 in Blosc's automatic blocks; its chunks must
+    # keep reading, through this module and through zarr, in a store that new images join.
+    earlier = {"name": "blosc", "cname": "zstd", "clevel": 4, "shuffle": "shuffle", "typesize": 2, "blocksize": 0}
+    monkeypatch.setattr(write, "CODEC", earlier)
+    old_tiles, old_rows = make_image("old", 3)
+    cellstore.write_image(tmp_path, "old", old_tiles, old_rows)
+    monkeypatch.undo()
+    new_tiles, new_rows = make_image("new", 2)
+    cellstore.write_image(tmp_path, "new", new_tiles, new_rows)
+    cellstore.merge(tmp_path)
+    store = cellstore.open_cells(tmp_path)
+    for image_id, tiles in (("old", old_tiles), ("new", new_tiles)):
+        rows = store.table[store.table["image_id"] == image_id]
+        for cell_id, k in zip(rows["cell_id"], rows["tile_index"]):
+            np.testing.assert_array_equal(store.read(cell_id), tiles[k])
+        np.testing.assert_array_equal(cellstore.open_tiles(tmp_path, image_id)[:], tiles)
+    assert json.loads((tmp_path / "images" / "old" / "image.json").read_text())["codec"]["clevel"] == 4
+
+
 def test_merge_sorts_by_image_then_mask_and_lists_empty_images(tmp_path: Path) -> None:
     write_all(tmp_path, list(IMAGES))
     table = cellstore.merge(tmp_path)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from hpasc.cells.crop import Box, CropSettings, cell_boxes, cell_centroids, crop_cell, crop_cells, pad_to_square
+from hpasc.cells.crop import (Box, CropSettings, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells,
+                              pad_to_square)
 from hpasc.cells.factors import (CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training,
                                  outlier_factors)
 
@@ -24,13 +25,14 @@ def test_boxes_and_ids() -> None:
     assert cell_boxes(cells) == {1: Box(1, 2, 4, 7), 3: Box(5, 0, 9, 3)}
 
 
-def test_centroids_are_the_centres_of_mass() -> None:
+def test_centroids_and_areas_are_the_whole_image_figures() -> None:
     cells = np.random.default_rng(0).integers(0, 5, (40, 50)).astype(np.uint16)
     cells[30:, 40:] = 7  # a cell whose box holds others' pixels too
     boxes = cell_boxes(cells)
     ids = sorted(boxes)
     expected = ndi.center_of_mass(cells > 0, cells, ids)
     np.testing.assert_allclose(cell_centroids(cells, boxes, ids), expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(cell_areas(cells, boxes, ids), np.bincount(cells.ravel())[ids])
 
 
 def test_tile_is_the_masked_padded_crop_when_no_resize_happens() -> None:

@@ -1,12 +1,15 @@
-"""bounded_map: results in item order, never more than the window in flight, failures passed on."""
+"""bounded_map: results in item order, never more than the window in flight, failures passed on;
+the process pool's workers share the cores out to Blosc."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from hpasc.workers import bounded_map, failure_reason
+from hpasc.runtime import usable_cores
+from hpasc.workers import bounded_map, failure_reason, process_pool
 
 
 def test_bounded_map_keeps_order_and_its_window() -> None:
@@ -38,3 +41,10 @@ def test_bounded_map_keeps_order_and_its_window() -> None:
     assert dict(seen)[4] == 16 and dict(seen)[5] == "ValueError: five is bad"
     assert most[0] <= 3
     assert list(bounded_map(submit, [], window=3)) == []
+
+
+def test_pool_workers_share_the_cores_with_blosc() -> None:
+    cores = usable_cores()
+    for workers, expected in ((1, cores), (cores, 1), (cores + 1, 1)):
+        with process_pool(workers) as pool:
+            assert pool.submit(os.getenv, "BLOSC_NTHREADS").result() == str(expected)

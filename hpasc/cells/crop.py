@@ -98,6 +98,12 @@ def cell_boxes(cells: np.ndarray, regions: Sequence[Region | None] | None = None
     return boxes
 
 
+def cell_areas(cells: np.ndarray, boxes: dict[int, Box], ids: Sequence[int]) -> np.ndarray:
+    """The pixel count of each cell of ``ids``, counted inside its box (a whole-image bincount
+    costs 10-20 ms per 2048² image, the boxes about 1)."""
+    return np.array([cv2.countNonZero((cells[boxes[i].slices] == i).view(np.uint8)) for i in ids], np.int64)
+
+
 def cell_centroids(cells: np.ndarray, boxes: dict[int, Box], ids: Sequence[int]) -> np.ndarray:
     """(row, column) of each cell's centre of mass (N×2 float64), from its box alone: the pixel
     sums of OpenCV's moments, exact integers, rather than ``ndimage.center_of_mass`` over the

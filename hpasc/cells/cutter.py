@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hpasc import atomic, cellstore, runtime
-from hpasc.cells.crop import CropSettings, crop_cells
+from hpasc.cells.crop import CropSettings, cell_areas, crop_cells
 from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
@@ -64,16 +64,16 @@ def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, i
     computed from the cell masks."""
     regions = ndi.find_objects(cells)  # one pass over the cells for the tiles and the factors
     ids, boxes, tiles = crop_cells(image, cells, settings, regions)
-    border = border_factors(cells if nuclei is None else nuclei, image[..., 2], ids)
+    border = border_factors(cells, image[..., 2], ids, regions) if nuclei is None else \
+        border_factors(nuclei, image[..., 2], ids)
     outlier = outlier_factors(cells, image, ids, border, regions)
-    areas = np.bincount(cells.ravel(), minlength=max(ids, default=0) + 1)[ids]
     rows = pd.DataFrame({
         "cell_id": [f"{image_id}_{mask_id - 1}" for mask_id in ids],
         "image_id": image_id,
         "mask_id": ids,
         "y0": [boxes[i].y0 for i in ids], "x0": [boxes[i].x0 for i in ids],
         "y1": [boxes[i].y1 for i in ids], "x1": [boxes[i].x1 for i in ids],
-        "area": areas,
+        "area": cell_areas(cells, boxes, ids),
         "border": border,
         "outlier": outlier,
         "keep": keep_for_training(border, outlier, labels),

@@ -66,9 +66,11 @@ def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int],
     return sums / 65535.0
 
 
-def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int]) -> np.ndarray:
-    """The border factor of each cell id in ``ids``; ``nuclei`` carries the cells' ids."""
-    boxes = ndi.find_objects(nuclei, max_label=max(ids, default=0))
+def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int],
+                   regions: Sequence[Region | None] | None = None) -> np.ndarray:
+    """The border factor of each cell id in ``ids``; ``nuclei`` carries the cells' ids
+    (``regions``: ``ndi.find_objects(nuclei)`` when the caller has it already)."""
+    boxes = ndi.find_objects(nuclei, max_label=max(ids, default=0)) if regions is None else regions
     factors = np.full(len(ids), NO_NUCLEUS)
     for index, mask_id in enumerate(ids):
         box = boxes[mask_id - 1]

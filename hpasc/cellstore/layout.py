@@ -21,6 +21,13 @@ REQUIRED_COLUMNS = ("cell_id", "image_id", "mask_id")
 TILE_INDEX = "tile_index"
 
 
+def chunk_file(tiles: Path, tile_index: int) -> Path:
+    """The zarr v3 chunk file of tile ``tile_index`` in an image's ``tiles`` array (chunks of one
+    tile, "/" separators): written and read without zarr's API, whose per-chunk work costs more
+    than a tile's compression."""
+    return tiles / "c" / str(tile_index) / "0" / "0" / "0"
+
+
 def is_temporary(name: str) -> bool:
     return name.startswith(".")
 

@@ -16,7 +16,7 @@ from numcodecs import blosc
 from zarr.storage import LocalStore
 
 from hpasc.cellstore.layout import (FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX, TILES, VERSION,
-                                    done_images, image_done, parse_table, read_json, read_text)
+                                    chunk_file, done_images, image_done, parse_table, read_json, read_text)
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
 
@@ -93,8 +93,7 @@ class CellStore:
     def chunk_path(self, index: int) -> Path:
         """The file that holds the tile of row ``index``."""
         row = self._row(index)
-        return self.root / IMAGES / self._image_ids[row] / TILES / "c" / str(self._tile_index[row]) \
-            / "0" / "0" / "0"
+        return chunk_file(self.root / IMAGES / self._image_ids[row] / TILES, int(self._tile_index[row]))
 
     def _row(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or isinstance(index, (bool, np.bool_)):
