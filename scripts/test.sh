@@ -16,4 +16,6 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         exit 1
     fi
 fi
-python -m pytest "$@"
+# Two processes, each running whole test files (module fixtures are built once); `-n 0` after the
+# command runs everything in this process, `-n auto` uses every core.
+python -m pytest -n 2 --dist loadfile "$@"
