@@ -9,6 +9,7 @@ of all complete images, which copies no tiles.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hpasc import atomic, cellstore, runtime
-from hpasc.cells.crop import CropSettings, cell_areas, crop_cells
+from hpasc.cells.crop import CropSettings, Region, cell_areas, crop_cells
 from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
@@ -59,10 +60,12 @@ def tile_recipe(settings: CropSettings) -> dict:
 
 
 def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, image_id: str,
-              labels: list[int], settings: CropSettings) -> tuple[np.ndarray, pd.DataFrame]:
+              labels: list[int], settings: CropSettings,
+              regions: Sequence[Region | None] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
-    computed from the cell masks."""
-    regions = ndi.find_objects(cells)  # one pass over the cells for the tiles and the factors
+    computed from the cell masks. ``regions``: ``ndi.find_objects(cells)``, when the caller has it."""
+    if regions is None:  # one pass over the cells for the tiles and the factors
+        regions = ndi.find_objects(cells)
     ids, boxes, tiles = crop_cells(image, cells, settings, regions)
     border = border_factors(cells, image[..., 2], ids, regions) if nuclei is None else \
         border_factors(nuclei, image[..., 2], ids)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage as ndi
 
 from hpasc import atomic, runtime
 from hpasc.cells.crop import Box, CropSettings, cell_centroids, crop_cells
@@ -99,8 +100,9 @@ class ImageCells:
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
                    plan: CutPlan) -> ImageCells:
-    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0])
-    others = tuple(crop_cells(image, cells, recipe)[2] for recipe in plan.recipes[1:])
+    regions = ndi.find_objects(cells)  # one pass over the cells for every recipe's tiles
+    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0], regions)
+    others = tuple(crop_cells(image, cells, recipe, regions)[2] for recipe in plan.recipes[1:])
     rows, encoded = describe_cells(cells, rows)
     if plan.save_masks is not None:
         write_label_image(plan.save_masks / f"{image_id}.png", cells)
