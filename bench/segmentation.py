@@ -2,10 +2,11 @@
 
 1. the classical backend: s/image on one core and its F1 against HPA's masks (bench/classical.py);
 2. label_cell: ours, and HPA's side by side when its code is importable (bench/label_cell.py);
-3. HPA backend, CPU work per image in a worker (HPA's scaling + restoring + label_cell);
-4. the DPN-UNet networks on the CPU: ms/image at batch 1, float32 (slow). Their speed does not
+3. the DPN-UNet networks on the CPU: ms/image at batch 1, float32 (slow). Their speed does not
    depend on their weights, so random weights are used. The CUDA figures (batch sizes, autocast
    dtypes, channels-last) are bench/gpu/'s.
+The HPA backend's CPU work per image, stage by stage (read, scaling, restoring, label_cell, cut,
+RLE), is bench/infer.py's table.
 Usage: python bench/segmentation.py [--hpa-path DIR] [--skip-components]
 """
 
@@ -26,9 +27,8 @@ from hpasc.image_folder import scan_images  # noqa: E402
 from hpasc.models.precision import Precision  # noqa: E402
 from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402
-from hpasc.segmentation.postprocess import label_cell  # noqa: E402
 from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
-from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402
+from hpasc.segmentation.scaling import prepare  # noqa: E402
 from hpasc.synthetic.predictions import predictions_from_masks  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real" / "images"
@@ -49,27 +49,6 @@ def stand_in_output(image: np.ndarray, network_shape: tuple[int, int]) -> tuple[
                  .astype(np.float32) / 255 for m in maps)
 
 
-def cpu_work_per_image() -> None:
-    """One worker's share of the HPA backend for each real image, on one thread."""
-    cv2.setNumThreads(1)
-    folder = scan_images(REAL)
-    print("\n## HPA backend: CPU work per 2048² image in one worker (1 thread)")
-    for image_id in folder.ids:
-        image = folder.read(image_id)
-        start = time.perf_counter()
-        prepared = prepare(image)
-        prepared_at = time.perf_counter()
-        nuclei, cells = stand_in_output(image, prepared.cells.shape[1:])
-        output_at = time.perf_counter()
-        restored = restore_both(nuclei, cells, prepared.geometry)
-        restored_at = time.perf_counter()
-        label_cell(*restored)
-        done = time.perf_counter()
-        total = (prepared_at - start) + (done - output_at)
-        print(f"{image_id}  prepare {prepared_at - start:5.2f} s  restore {restored_at - output_at:5.2f} s"
-              f"  label_cell {done - restored_at:5.2f} s  total {total:5.2f} s")
-
-
 def network_speed() -> None:
     print("\n## DPN-UNet nuclei + cell networks on the CPU, 512² inputs (a 2048² image at scale 0.25)")
     prepared = prepare(scan_images(REAL).read(scan_images(REAL).ids[0]))
@@ -85,12 +64,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hpa-path", default=None, help="folder holding HPA's hpacellseg package")
     parser.add_argument("--skip-components", action="store_true",
-                        help="only the HPA-backend CPU work and network timings")
+                        help="only the network timings")
     args = parser.parse_args()
     if not args.skip_components:
         component("classical.py", "--synthetic", "0")
         component("label_cell.py", *(["--hpa-path", args.hpa_path] if args.hpa_path else []))
-    cpu_work_per_image()
     network_speed()
 
 
