@@ -169,7 +169,9 @@ def test_scores_undo_and_resume_in_the_browser(dataset: Path, browser: Browser, 
         assert browser.script("return document.getElementById('score').textContent;") == "3"
         browser.press("ArrowRight")
         wait_until(lambda: browser.shown_cell() == second, "ArrowRight to reach the second cell", TIMEOUT_S)
-        assert browser.script("return document.getElementById('tile').naturalWidth;") == 32
+        # The cell's id is shown before its tile has loaded (slower while other tests run beside).
+        wait_until(lambda: browser.script("return document.getElementById('tile').naturalWidth;") == 32,
+                   "the second cell's 32 px tile to load", TIMEOUT_S)
         browser.screenshot(tmp_path / "label_tool.png")
     finally:
         tool.stop()
