@@ -138,15 +138,29 @@ def test_default_512_tiles_round_trip(tmp_path: Path) -> None:
     assert meta["codec"]["cname"] == "zstd"
 
 
-def test_images_written_with_the_earlier_codec_read_alongside_new_ones(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # Before issue 16 the store wrote zstd level 4 in Blosc's automatic blocks; its chunks must
-    # keep reading, through this module and through zarr, in a store that new images join.
+def _nest_chunks(tiles: Path) -> None:
+    """Give an image's tiles the layout written before 2026-11-24: chunk keys with "/" separators
+    (``c/{k}/0/0/0``), in the files and in the array's metadata."""
+    for chunk in tiles.glob("c.*"):
+        nested = tiles.joinpath(*chunk.name.split("."))
+        nested.parent.mkdir(parents=True)
+        chunk.rename(nested)
+    meta = json.loads((tiles / "zarr.json").read_text())
+    meta["chunk_key_encoding"]["configuration"]["separator"] = "/"
+    (tiles / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_images_written_with_the_earlier_codec_and_layout_read_alongside_new_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before issue 16 the store wrote zstd level 4 in Blosc's automatic blocks, each chunk in
+    # folders of its own; such images must keep reading, through this module and through zarr,
+    # in a store that new images join.
     earlier = {"name": "blosc", "cname": "zstd", "clevel": 4, "shuffle": "shuffle", "typesize": 2, "blocksize": 0}
     monkeypatch.setattr(write, "CODEC", earlier)
     old_tiles, old_rows = make_image("old", 3)
     cellstore.write_image(tmp_path, "old", old_tiles, old_rows)
     monkeypatch.undo()
+    _nest_chunks(tmp_path / "images" / "old" / "tiles")
     new_tiles, new_rows = make_image("new", 2)
     cellstore.write_image(tmp_path, "new", new_tiles, new_rows)
     cellstore.merge(tmp_path)
@@ -157,6 +171,16 @@ def test_images_written_with_the_earlier_codec_read_alongside_new_ones(tmp_path:
             np.testing.assert_array_equal(store.read(cell_id), tiles[k])
         np.testing.assert_array_equal(cellstore.open_tiles(tmp_path, image_id)[:], tiles)
     assert json.loads((tmp_path / "images" / "old" / "image.json").read_text())["codec"]["clevel"] == 4
+    old_row = store.index("old_1")
+    k = str(store.table["tile_index"].iat[old_row])
+    assert store.chunk_path(old_row) == tmp_path / "images" / "old" / "tiles" / "c" / k / "0" / "0" / "0"
+    # A new image's tiles are files of one folder, one per tile.
+    assert sorted(p.name for p in (tmp_path / "images" / "new" / "tiles").iterdir()) == \
+        ["c.0.0.0.0", "c.1.0.0.0", "zarr.json"]
+    store.chunk_path(old_row).unlink()
+    with pytest.raises(InputError, match=rf"old/tiles/c\.{k}\.0\.0\.0: cannot read the tile of cell old_1 "
+                                         r"\(No such file"):
+        store.read("old_1")
 
 
 def test_merge_sorts_by_image_then_mask_and_lists_empty_images(tmp_path: Path) -> None:

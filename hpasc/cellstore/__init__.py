@@ -6,7 +6,8 @@ Layout of a dataset folder ``ROOT`` (format version 1)::
     ROOT/cells.csv                    the merged table: every complete image's rows, sorted by
                                       image id then mask id, plus ``tile_index`` (see below)
     ROOT/images/{ID}/tiles/           a zarr v3 array (n_cells, 4, S, S) uint16, one chunk per
-                                      tile (``tiles/c/{k}/0/0/0``), Blosc zstd with byte shuffle
+                                      tile (``tiles/c.{k}.0.0.0``; ``tiles/c/{k}/0/0/0`` in images
+                                      cut before 2026-11-24), Blosc zstd with byte shuffle
     ROOT/images/{ID}/rows.csv         the image's rows, in the order of its tiles
     ROOT/images/{ID}/image.json       cell count, tile size, column kinds, codec, format version
     ROOT/images/.{ID}~{writer}~{pid}~{token}.tmp/   an image being written (ignored by readers)

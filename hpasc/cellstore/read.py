@@ -15,8 +15,9 @@ import zarr
 from numcodecs import blosc
 from zarr.storage import LocalStore
 
-from hpasc.cellstore.layout import (FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX, TILES, VERSION,
-                                    chunk_file, done_images, image_done, parse_table, read_json, read_text)
+from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX,
+                                    TILES, VERSION, chunk_file, done_images, image_done, parse_table, read_json,
+                                    read_text)
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
 
@@ -91,9 +92,14 @@ class CellStore:
         return out
 
     def chunk_path(self, index: int) -> Path:
-        """The file that holds the tile of row ``index``."""
-        row = self._row(index)
-        return chunk_file(self.root / IMAGES / self._image_ids[row] / TILES, int(self._tile_index[row]))
+        """The file that holds the tile of row ``index`` (where it would be, if it is missing)."""
+        paths = self._chunk_files(self._row(index))
+        return next((p for p in paths if p.is_file()), paths[0])
+
+    def _chunk_files(self, row: int) -> list[Path]:
+        """Where the tile of ``row`` may be: with each chunk key separator, the current first."""
+        tiles = self.root / IMAGES / self._image_ids[row] / TILES
+        return [chunk_file(tiles, int(self._tile_index[row]), s) for s in CHUNK_SEPARATORS]
 
     def _row(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or isinstance(index, (bool, np.bool_)):
@@ -106,12 +112,7 @@ class CellStore:
     def _read_into(self, row: int, out: np.ndarray) -> None:
         """Decode the chunk of ``row`` into ``out``: the zarr v3 chunk file of an array whose
         codecs are ``bytes`` (little-endian) then ``blosc``, as :func:`write_image` writes it."""
-        path = self.chunk_path(row)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read the tile of cell {self.table['cell_id'].iat[row]} "
-                             f"({exc.strerror or exc})") from None
+        path, data = self._read_chunk(row)
         # The Blosc header carries the decoded size at bytes 4-8; it must be exactly one tile.
         if len(data) < _BLOSC_HEADER or int.from_bytes(data[4:8], "little") != out.nbytes:
             raise InputError(f"{path}: corrupt tile (not a {out.nbytes}-byte Blosc chunk)")
@@ -121,6 +122,22 @@ class CellStore:
             raise InputError(f"{path}: corrupt tile ({exc})") from None
         if sys.byteorder != "little":  # pragma: no cover - the chunk is little-endian
             out.byteswap(inplace=True)
+
+    def _read_chunk(self, row: int) -> tuple[Path, bytes]:
+        """The chunk file of ``row`` and its bytes: one open for current images, a second
+        (after a missing file) for images written with the earlier separator."""
+        paths = self._chunk_files(row)
+        for path in paths:
+            try:
+                return path, path.read_bytes()
+            except FileNotFoundError as exc:
+                failure = paths[0], exc  # a missing tile is reported where current images keep it
+            except OSError as exc:
+                failure = path, exc
+                break
+        path, exc = failure
+        raise InputError(f"{path}: cannot read the tile of cell {self.table['cell_id'].iat[row]} "
+                         f"({exc.strerror or exc})") from None
 
 
 def open_cells(path: str | os.PathLike) -> CellStore:

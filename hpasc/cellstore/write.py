@@ -18,9 +18,9 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from hpasc import atomic, locks
-from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE, TILE_INDEX,
-                                    TILES, VERSION, chunk_file, done_images, parse_table, read_image_meta, read_json,
-                                    read_text)
+from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS,
+                                    TABLE, TILE_INDEX, TILES, VERSION, chunk_file, done_images, parse_table,
+                                    read_image_meta, read_json, read_text)
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
@@ -149,15 +149,14 @@ def _write_tile_array(path: Path, tiles: np.ndarray) -> None:
     zarr.create_array(
         LocalStore(path), shape=tiles.shape, dtype="uint16", chunks=(1, len(CHANNELS), size, size),
         serializer=BytesCodec(endian="little"), compressors=BloscCodec(**codec), fill_value=0,
-        chunk_key_encoding={"name": "default", "separator": "/"}, zarr_format=3,
+        chunk_key_encoding={"name": "default", "separator": CHUNK_SEPARATORS[0]}, zarr_format=3,
         dimension_names=("cell", "channel", "y", "x"), attributes={"channels": list(CHANNELS)},
     )
     little = tiles.astype("<u2", copy=False)
     for index, tile in enumerate(little):  # every tile gets its file, zeros too: a missing one is damage
-        chunk = chunk_file(path, index)
-        chunk.parent.mkdir(parents=True)
-        chunk.write_bytes(blosc.compress(np.ascontiguousarray(tile), codec["cname"].encode(), codec["clevel"],
-                                         _SHUFFLES[codec["shuffle"]], codec["blocksize"]))
+        chunk_file(path, index).write_bytes(blosc.compress(
+            np.ascontiguousarray(tile), codec["cname"].encode(), codec["clevel"], _SHUFFLES[codec["shuffle"]],
+            codec["blocksize"]))
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -244,7 +243,8 @@ def _merge(root: Path, stale_after: float) -> pd.DataFrame:
         raise InputError(f"{root}: cell id {duplicated.iloc[0]} occurs more than once")
     meta = {"format": FORMAT, "version": VERSION, "tile_size": sizes.pop(),
             "channels": list(CHANNELS), "dtype": "uint16", "codec": CODEC,
-            "chunks": "images/{image_id}/tiles/c/{tile_index}/0/0/0, one tile each",
+            "chunks": "images/{image_id}/tiles/c.{tile_index}.0.0.0, one tile each (c/{tile_index}/0/0/0 in "
+                      "images cut before 2026-11-24)",
             "columns": {**kinds, TILE_INDEX: "int"}, "n_cells": len(table),
             "images": {m["image_id"]: m["n_cells"] for m in metas}, "recipe": metas[0].get("recipe")}
     atomic.write_text(root / TABLE, table.to_csv(index=False, lineterminator="\n"))
