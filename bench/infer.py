@@ -43,7 +43,8 @@ from hpasc.images import CHANNELS  # noqa: E402
 from hpasc.inference.ensemble import LoadedEnsemble  # noqa: E402
 from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
 from hpasc.inference.postprocess import postprocess  # noqa: E402
-from hpasc.inference.stage import InferSettings, describe_cells, infer_folder  # noqa: E402
+from hpasc.inference.jobs import describe_cells  # noqa: E402
+from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402

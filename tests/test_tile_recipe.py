@@ -16,7 +16,7 @@ from hpasc.cellstore import open_cells
 from hpasc.errors import InputError
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
-from hpasc.inference.stage import CutPlan, cells_of_image
+from hpasc.inference.jobs import CutPlan, cells_of_image
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec

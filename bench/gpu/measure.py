@@ -48,6 +48,7 @@ from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.segmentation import stage as seg_stage  # noqa: E402
+from hpasc.segmentation.jobs import Outputs  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402
 from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
 from hpasc.segmentation.scaling import NetworkInput, prepare  # noqa: E402
@@ -246,7 +247,7 @@ def segmentator(results: Results, work: Path, workers: int, batch_sizes: list[in
             options = runtime.CommonOptions(workers=workers, device=DEVICE, overwrite=True, progress=False)
             with busy.sampling():
                 start = time.perf_counter()
-                _, failed = seg_stage.segment_folder(scan_images(images), seg_stage.Outputs(out), "hpa", models,
+                _, failed = seg_stage.segment_folder(scan_images(images), Outputs(out), "hpa", models,
                                                      batch_size, options, Precision(dtype))
                 seconds = time.perf_counter() - start
             assert not failed, failed

@@ -16,9 +16,8 @@ from hpasc import cli, runtime
 from hpasc.errors import InputError
 from hpasc.image_folder import scan_images
 from hpasc.inference.cell_table import check_table_path
-from hpasc.inference.stage import InferSettings, infer_folder
 from hpasc.models.precision import add_precision_flag, precision_from_args
-from hpasc.segmentation.stage import add_segmentation_flags, model_files_from_args
+from hpasc.segmentation.flags import add_segmentation_flags
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
 
@@ -76,6 +75,10 @@ def _outputs(args: argparse.Namespace, overwrite: bool) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
+    from hpasc.inference.stage import InferSettings, infer_folder
+    from hpasc.segmentation.stage import model_files_from_args
+
     settings = InferSettings(backend=args.backend, models=model_files_from_args(args),
                              batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
                              tta=args.tta, postprocessing=not args.no_postprocessing,

@@ -13,7 +13,8 @@ from pathlib import Path
 from hpasc import cli, runtime
 from hpasc.image_folder import scan_images
 from hpasc.models.precision import add_precision_flag, precision_from_args
-from hpasc.segmentation.stage import Outputs, add_segmentation_flags, model_files_from_args, segment_folder
+from hpasc.segmentation.flags import add_segmentation_flags
+from hpasc.segmentation.jobs import Outputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
+    from hpasc.segmentation.stage import model_files_from_args, segment_folder
+
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
     models = model_files_from_args(args)
     models.check()  # a mistyped weights path is reported before the images are looked at

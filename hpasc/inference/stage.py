@@ -1,14 +1,14 @@
 """infer.py's run: test images → cells → ensemble scores → submission.csv.
 
-Pipelined: worker processes read each image, segment it (the classical backend entirely in the
-worker; with HPA's networks the worker prepares the input, the networks run here on batches, and
-a worker restores their output and runs ``label_cell``), cut its cells with image_cutter.py's own
-function (tiles, border and outlier factors) and RLE-encode the masks. The main process scores the
-tiles with the ensemble (on the GPU when there is one) and post-processes them, image by image in
-submission order, while the workers already work on the next images: at most a bounded window of
-images is in flight, which bounds memory (a 3072² image with 100 cells holds ~200 MB of 512 px
-tiles). An image that fails (a missing channel, an unreadable file) is logged and gets a row
-without predictions; the others are predicted.
+Pipelined: worker processes (their jobs: :mod:`hpasc.inference.jobs`) read each image, segment it
+(the classical backend entirely in the worker; with HPA's networks the worker prepares the input,
+the networks run here on batches, and a worker restores their output and runs ``label_cell``), cut
+its cells with image_cutter.py's own function (tiles, border and outlier factors) and RLE-encode
+the masks. The main process scores the tiles with the ensemble (on the GPU when there is one) and
+post-processes them, image by image in submission order, while the workers already work on the
+next images: at most a bounded window of images is in flight, which bounds memory (a 3072² image
+with 100 cells holds ~200 MB of 512 px tiles). An image that fails (a missing channel, an
+unreadable file) is logged and gets a row without predictions; the others are predicted.
 """
 
 from __future__ import annotations
@@ -21,29 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy import ndimage as ndi
 
 from hpasc import atomic, runtime
-from hpasc.cells.crop import Box, CropSettings, cell_centroids, crop_cells
-from hpasc.cells.cutter import cut_image
 from hpasc.errors import InputError
-from hpasc.image_folder import ImageFolder, ImageSource
-from hpasc.images import read_image_size, write_label_image
-from hpasc.cellstore import composite
+from hpasc.image_folder import ImageFolder
+from hpasc.images import read_image_size
 from hpasc.inference.cell_table import CellTable, image_rows
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
+from hpasc.inference.jobs import CutPlan, ImageCells, classical_job, network_job
 from hpasc.inference.pictures import PredictionPictures
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.precision import Precision
-from hpasc.overlays import shrink
-from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.provenance import record_provenance
-from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, check_label_scale, choose_backend, finish_labels,
-                                      load_networks, masks_provenance)
-from hpasc.submission.rle import encode_cells
+from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, check_label_scale, choose_backend, load_networks,
+                                      masks_provenance)
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import bounded_map, failure_reason, process_pool
 
@@ -68,75 +61,6 @@ class InferSettings:
     overlay_threshold: float = 0.5
     label_scale: float = 1.0
     """HPA's post-processing at this scale (:mod:`hpasc.segmentation.rescaled`)."""
-
-
-@dataclass(frozen=True)
-class CutPlan:
-    """What a worker makes of an image: its masks at HPA's ``label_scale`` (hpa backend), tiles per
-    recipe, the mask file, the shrunk image and mask for a picture."""
-
-    recipes: tuple[CropSettings, ...]
-    save_masks: Path | None = None
-    preview: bool = False
-    label_scale: float = 1.0
-
-
-@dataclass
-class ImageCells:
-    """What a worker hands back for one image: its size, cell tiles, descriptors and masks."""
-
-    image_id: str
-    height: int
-    width: int
-    tiles: tuple[np.ndarray, ...]
-    """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``)."""
-    cells: pd.DataFrame
-    """One row per cell: image_cutter.py's columns (box, area, border and outlier factors) and
-    the centroid."""
-    masks: list[str]
-    preview: tuple[np.ndarray, np.ndarray] | None = None
-    """The colour composite and the cell mask shrunk for a picture (:mod:`hpasc.overlays`)."""
-
-
-def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
-                   plan: CutPlan) -> ImageCells:
-    regions = ndi.find_objects(cells)  # one pass over the cells for every recipe's tiles
-    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0], regions)
-    others = tuple(crop_cells(image, cells, recipe, regions)[2] for recipe in plan.recipes[1:])
-    rows, encoded = describe_cells(cells, rows)
-    if plan.save_masks is not None:
-        write_label_image(plan.save_masks / f"{image_id}.png", cells)
-    preview = None
-    if plan.preview:
-        small, mask = shrink(image, cells)
-        preview = (composite(small.transpose(2, 0, 1)), mask)
-    return ImageCells(image_id, image.shape[0], image.shape[1], (tiles, *others), rows, encoded, preview)
-
-
-def describe_cells(cells: np.ndarray, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The cut's rows with each cell's centroid, and each cell's mask string, from the boxes in
-    the rows (no pass over the whole image)."""
-    ids = rows["mask_id"].tolist()
-    boxes = {mask_id: Box(*corners) for mask_id, *corners in
-             zip(ids, rows["y0"].tolist(), rows["x0"].tolist(), rows["y1"].tolist(), rows["x1"].tolist())}
-    centroids = cell_centroids(cells, boxes, ids)
-    rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
-    encoded = encode_cells(cells, ids, {mask_id: box.slices for mask_id, box in boxes.items()})
-    return rows, [encoded[mask_id] for mask_id in ids]
-
-
-def _classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
-    image = source.read()
-    nuclei, cells = segment_classical(image)
-    return cells_of_image(source.image_id, image, cells, nuclei, plan)
-
-
-def _network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
-                 geometry) -> ImageCells:
-    nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry, plan.label_scale)
-    # The image is read again here rather than sent along: it is cheaper than pickling it twice.
-    image = folder.read(image_id)
-    return cells_of_image(image_id, image, cell_labels, nucleus_labels, plan)
 
 
 class Predictor:
@@ -188,7 +112,7 @@ def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, pl
     failures: dict[str, str] = {}
 
     def submit(image_id: str) -> Future:
-        return pool.submit(_classical_job, folder.source(image_id), plan)
+        return pool.submit(classical_job, folder.source(image_id), plan)
 
     for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
                                      unit="image", desc="infer"):
@@ -250,7 +174,7 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None, settings.label_scale)
     with process_pool(options.workers) as pool:
         if backend == "hpa":
-            finish = functools.partial(_network_job, folder, plan)
+            finish = functools.partial(network_job, folder, plan)
             networks = load_networks(settings.models, options, settings.precision)
             pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
                                        predictor)

@@ -1,9 +1,9 @@
 """The segmentator stage: every image of a folder → uint16 cell and nucleus label PNGs.
 
 CPU work (reading, HPA's scaling, restoring the network output, ``label_cell``, writing) runs in a
-spawn process pool; the networks run in the main process on batches of same-sized images. Bounded
-queues keep both sides busy: while the GPU works on one batch, workers prepare the next images and
-post-process the previous batch.
+spawn process pool (its jobs: :mod:`hpasc.segmentation.jobs`); the networks run in the main
+process on batches of same-sized images. Bounded queues keep both sides busy: while the GPU works
+on one batch, workers prepare the next images and post-process the previous batch.
 """
 
 from __future__ import annotations
@@ -17,61 +17,18 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from hpasc import atomic, runtime
-from hpasc.image_folder import ImageFolder, ImageSource
-from hpasc.images import read_label_image, write_label_image, write_png
+from hpasc.image_folder import ImageFolder
 from hpasc.models.precision import Precision
-from hpasc.overlays import OverlayIndex, mask_overlay
-from hpasc.segmentation.classical import segment_classical
+from hpasc.segmentation.jobs import Outputs, classical_job, finish_job, picture_job, prepare_job
 from hpasc.segmentation.predict import HpaNetworks
 from hpasc.segmentation.provenance import Provenance, record_provenance
-from hpasc.segmentation.rescaled import label_cell_at_scale
-from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
+from hpasc.segmentation.scaling import NetworkInput
 from hpasc.segmentation.weights import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, load_hpa_model, resolve_weights
 from hpasc.weights_cache import sha256
 from hpasc.workers import bounded_map, collect_failures, failure_reason, process_pool
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "hpa", "classical")
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where the label images go: ``{cells}/{ID}.png`` and, if asked, ``{nuclei}/{ID}.png``, and
-    pictures of the cells' outlines on the image, ``{overlays}/{ID}.png``."""
-
-    cells: Path
-    nuclei: Path | None = None
-    overlays: Path | None = None
-
-    def paths(self, image_id: str) -> list[Path]:
-        folders = [self.cells] + ([self.nuclei] if self.nuclei else [])
-        return [folder / f"{image_id}.png" for folder in folders]
-
-    def done(self, image_id: str) -> bool:
-        return all(path.is_file() for path in self.paths(image_id))
-
-    def write(self, image_id: str, nuclei: np.ndarray, cells: np.ndarray, image: Callable[[], np.ndarray]) -> None:
-        """Write the masks (and the picture, of ``image()``: read only when one is asked for)."""
-        if self.overlays:
-            write_png(self.overlays / f"{image_id}.png", mask_overlay(image(), cells))
-        # Nuclei first: an image counts as done once its cell mask exists.
-        if self.nuclei:
-            write_label_image(self.nuclei / f"{image_id}.png", nuclei)
-        write_label_image(self.cells / f"{image_id}.png", cells)
-
-    def write_index(self, ids: list[str]) -> Path | None:
-        """The overlays' index.html over the images of ``ids`` that have a picture and a mask."""
-        if not self.overlays:
-            return None
-        index = OverlayIndex(self.overlays, "hpasc segmentation")
-        for image_id in ids:
-            if (self.overlays / f"{image_id}.png").is_file() and self.done(image_id):
-                cells = read_label_image(self.cells / f"{image_id}.png")
-                index.entries.append((image_id, f"{image_id}.png", len(np.unique(cells[cells > 0])), {}))
-        return index.write()
 
 
 @dataclass(frozen=True)
@@ -106,37 +63,6 @@ class ModelFiles:
         return {name: resolve_weights(name, path, self.cache, download=True, base_url=self.url,
                                       progress=progress)
                 for name, path in self.choices().items()}
-
-
-def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
-    """--backend and where HPA's weights come from (segmentator.py, infer.py)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="segmentation: hpa (HPA's networks), classical (no weights), auto (hpa "
-                             "when its weights are present, else classical)")
-    parser.add_argument("--nuclei-model", type=Path, default=None,
-                        help="HPA nuclei weights (dpn_unet_nuclei_v1.pth; default: from the cache)")
-    parser.add_argument("--cell-model", type=Path, default=None,
-                        help="HPA cell weights (dpn_unet_cell_3ch_v1.pth; default: from the cache)")
-    parser.add_argument("--weights-dir", type=Path, default=None,
-                        help="cache folder of HPA's weights (default: $HPASC_CACHE/segmentation "
-                             "or ~/.cache/hpasc/segmentation)")
-    parser.add_argument("--weights-url", default=None, metavar="URL",
-                        help="download missing weights from URL/{file name} (a mirror) "
-                             "instead of Zenodo record 4665863")
-    parser.add_argument("--label-scale", type=_label_scale, default=1.0, metavar="S",
-                        help="hpa backend: run HPA's post-processing on its maps shrunk by S (e.g. 0.25: "
-                             "about 8x less CPU per image), cell edges refined at full size; 1 = HPA's "
-                             "exact masks")
-
-
-def _label_scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.05 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a scale between 0.05 and 1, got {value:g}")
-    return value
 
 
 def check_label_scale(backend: str, label_scale: float) -> None:
@@ -182,7 +108,7 @@ def segment_folder(folder: ImageFolder, outputs: Outputs, backend: str, models: 
                 failures |= _run_classical(todo, folder, outputs, pool, options)
             else:
                 pipeline = NetworkPipeline(folder, networks, batch_size, pool, options,
-                                           functools.partial(_finish_job, outputs, folder, label_scale))
+                                           functools.partial(finish_job, outputs, folder, label_scale))
                 failures |= pipeline.run(todo)
     failures |= _missing_pictures(ids, folder, outputs, options)
     runtime.log_failures(failures)
@@ -203,12 +129,7 @@ def _missing_pictures(ids: list[str], folder: ImageFolder, outputs: Outputs,
     if not missing:
         return {}
     with process_pool(options.workers) as pool:
-        return collect_failures({pool.submit(_picture_job, folder.source(i), outputs): i for i in missing}, options)
-
-
-def _picture_job(source: ImageSource, outputs: Outputs) -> None:
-    cells = read_label_image(outputs.cells / f"{source.image_id}.png")
-    write_png(outputs.overlays / f"{source.image_id}.png", mask_overlay(source.read(), cells))
+        return collect_failures({pool.submit(picture_job, folder.source(i), outputs): i for i in missing}, options)
 
 
 def masks_provenance(backend: str, models: ModelFiles, progress: bool, label_scale: float = 1.0) -> Provenance:
@@ -226,31 +147,9 @@ def load_networks(models: ModelFiles, options: runtime.CommonOptions, precision:
                        load_hpa_model(paths[CELL_WEIGHTS], device), device, precision)
 
 
-def _classical_job(source: ImageSource, outputs: Outputs) -> None:
-    image = source.read()
-    nuclei, cells = segment_classical(image)
-    outputs.write(source.image_id, nuclei, cells, lambda: image)
-
-
-def _prepare_job(source: ImageSource) -> NetworkInput:
-    return prepare(source.read())
-
-
-def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry,
-                  label_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Raw network outputs → (nucleus labels, cell labels) at the image's size."""
-    return label_cell_at_scale(*restore_both(nuclei, cells, geometry), label_scale)
-
-
-def _finish_job(outputs: Outputs, folder: ImageFolder, label_scale: float, image_id: str, nuclei: np.ndarray,
-                cells: np.ndarray, geometry: Geometry) -> None:
-    outputs.write(image_id, *finish_labels(nuclei, cells, geometry, label_scale),
-                  folder.source(image_id).read)
-
-
 def _run_classical(todo: list[str], folder: ImageFolder, outputs: Outputs,
                    pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
-    futures = {pool.submit(_classical_job, folder.source(i), outputs): i for i in todo}
+    futures = {pool.submit(classical_job, folder.source(i), outputs): i for i in todo}
     return collect_failures(futures, options)
 
 
@@ -278,7 +177,7 @@ class NetworkPipeline:
         groups: dict[tuple[int, ...], list[tuple[str, NetworkInput]]] = {}
 
         def submit(image_id: str) -> Future:
-            return self.pool.submit(_prepare_job, self.folder.source(image_id))
+            return self.pool.submit(prepare_job, self.folder.source(image_id))
 
         for image_id, job in bounded_map(submit, todo, self.window):
             reason = failure_reason(job)
