@@ -28,6 +28,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 # The RGB planes in which HPA's website tints each channel.
 TINTS: dict[str, tuple[int, ...]] = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
+Region = tuple[slice, slice]  # one label's box in a label image, as scipy.ndimage.find_objects gives it
 # When one channel exists in several formats, the first listed wins (lossless before lossy).
 EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".tif.gz", ".tiff.gz", ".jpg", ".jpeg")
 CHANNEL_FILE = re.compile(

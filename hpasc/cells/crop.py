@@ -23,10 +23,11 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from hpasc.images import Region
+
 MODES = ("pad", "resize")
 ZEROING = ("outside", "others")
 THEIR_MARGIN = 16  # px around the squared box in the 4th place's crop
-Region = tuple[slice, slice]  # a label's box as ndi.find_objects gives it
 
 
 @dataclass(frozen=True)

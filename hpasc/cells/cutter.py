@@ -18,12 +18,12 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hpasc import atomic, cellstore, runtime
-from hpasc.cells.crop import CropSettings, Region, cell_areas, crop_cells
+from hpasc.cells.crop import CropSettings, cell_areas, crop_cells
 from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
 from hpasc.image_folder import ImageFolder, ImageSource
-from hpasc.images import read_label_image
+from hpasc.images import Region, read_label_image
 from hpasc.segmentation.provenance import UNKNOWN, read_provenance, record_provenance
 from hpasc.workers import collect_failures, process_pool
 

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from hpasc.cells.crop import Region
 from hpasc.classes import MITOTIC_SPINDLE
+from hpasc.images import Region
 
 CLEAN = 1.0
 NO_NUCLEUS = 0.01

@@ -31,12 +31,13 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
+from hpasc.images import Region
+
 __all__ = ["cell_rles", "decode_mask", "encode_cells", "encode_mask", "rle_to_text", "run_lengths",
            "text_to_rle"]
 
 # A COCO RLE object as pycocotools takes it: {"size": [H, W], "counts": bytes}.
 Rle = dict
-Region = tuple[slice, slice]  # a cell's bounding box as ndimage.find_objects gives it
 
 _FIRST_CHAR, _CHAR_RANGE = 48, 64
 _MORE, _NEGATIVE, _DATA = 0x20, 0x10, 0x1F
