@@ -14,7 +14,6 @@ from hpasc import cli, runtime
 from hpasc.image_folder import scan_images
 from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.segmentation.flags import add_segmentation_flags
-from hpasc.segmentation.jobs import Outputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
+    # Imported here: the pool's spawned workers re-import this entry point and must not load torch,
+    # and --help need not load the image stack (1.3 s).
+    from hpasc.segmentation.jobs import Outputs
     from hpasc.segmentation.stage import model_files_from_args, segment_folder
 
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)

@@ -22,6 +22,7 @@ from hpasc.images import write_label_image
 from hpasc.overlays import shrink
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.jobs import finish_labels
+from hpasc.segmentation.scaling import Geometry
 from hpasc.submission.rle import encode_cells
 
 
@@ -87,7 +88,7 @@ def classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
 
 
 def network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
-                 geometry) -> ImageCells:
+                geometry: Geometry) -> ImageCells:
     nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry, plan.label_scale)
     # The image is read again here rather than sent along: it is cheaper than pickling it twice.
     image = folder.read(image_id)
