@@ -40,6 +40,7 @@ from hpasc.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.errors import InputError
 from hpasc.segmentation.provenance import label_folder_made_on
 from hpasc.labels.folders import LabelSet, write_label_folder
+from hpasc.models.precision import add_precision_flag, precision_from_args
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def rule_from_args(args: argparse.Namespace) -> PseudoRule:
 
 def _run(args: argparse.Namespace) -> int:
     # torch is only needed from here on: --help and flag mistakes answer without its 3 s import.
-    from hpasc.models.checkpoint import build_model, load_checkpoint
+    from hpasc.models.runner import ModelRunner
     from hpasc.training.data import load_cells
     from hpasc.training.predict import score_rows
 
@@ -161,9 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     rule = rule_from_args(args)
     check_out_folder(args.out, options.overwrite)
     atomic.remove_abandoned(args.out)
-    device = runtime.resolve_device(options.device)
-    checkpoint = load_checkpoint(args.checkpoint)
-    model, spec = build_model(checkpoint, device)
+    runner = ModelRunner.load(args.checkpoint, runtime.resolve_device(options.device), precision_from_args(args))
+    spec = runner.spec
     if rule.positive_class is not None and rule.positive_class not in spec.outputs:
         raise InputError(f"{args.checkpoint}: the model has no output for --positive-class "
                          f"{rule.positive_class}")
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = cells.kept_rows(args.cells, split)
     if not rows.size:
         raise InputError(f"{args.dataset}: no kept cells in the {args.cells} images")
-    probabilities = score_rows(model, spec, cells, rows, args.batch_size, options, device)
+    probabilities = score_rows(runner, cells, rows, args.batch_size, options)
     cell_ids, image_labels = cells.cell_ids, cells.image_labels  # properties that build whole lists
     result = pseudo_labels([cell_ids[i] for i in rows], [image_labels[i] for i in rows], probabilities, rule,
                            spec.outputs)
@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     atomic.write_text(args.out / SUMMARY, summary.to_csv(index=False, lineterminator="\n"))
     totals = {"cells": int(rows.size), "negatives": int(summary["negatives"].sum()),
               "positives": int(summary["positives"].sum())}
-    runtime.write_manifest(args.out, "pseudo_label", args, {"checkpoint_epoch": checkpoint["epoch"], **totals})
+    runtime.write_manifest(args.out, "pseudo_label", args, {"checkpoint_epoch": runner.checkpoint["epoch"], **totals})
     mined = "" if rule.positive_class is None else \
         f", {totals['positives']} class-{rule.positive_class} positives"
     runtime.log_done(f"{totals['cells']} {args.cells} cells scored: {totals['negatives']} negative pseudo-labels in "
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the soft label written for a mined positive (default: "
                              f"{DEFAULT_POSITIVE_VALUE}; needs --positive-class)")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=64, help="cells per batch")
+    add_precision_flag(parser)
     return parser
 
 

@@ -29,6 +29,7 @@ from typing import TypeVar
 import cv2
 
 from hpasc import runtime
+from hpasc.shared_arrays import release_unclaimed
 
 T = TypeVar("T")
 PARENT_POLL_S = 0.5
@@ -65,6 +66,8 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     except BaseException:
         pool.stop_now()
         raise
+    finally:  # results handed over in shared memory that no one took (a stage stopped early)
+        release_unclaimed()
     pool.shutdown()
 
 

@@ -68,3 +68,28 @@ def test_the_readme_layout_names_every_module() -> None:
     assert not missing, f"README's folder layout does not name {missing}"
     folders = {path.parent.name for path in (REPO / "hpasc").rglob("__init__.py")} - {"hpasc"}
     assert all(f"{folder}/" in layout for folder in folders)
+
+
+# Every command that runs a network: segmentation's, a trained model's, or both.
+MODEL_COMMANDS = ("hpasc-segment", "hpasc-infer", "hpasc-train", "hpasc-finetune", "hpasc-pseudo-label",
+                  "hpasc-cell-eval", "hpasc-gradcam", "hpasc-label-tool")
+
+
+@pytest.mark.parametrize("name", MODEL_COMMANDS)
+def test_every_command_that_runs_a_model_takes_precision(name: str, capsys) -> None:
+    module, _ = SCRIPTS[name].split(":")
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(["--help"])
+    assert exited.value.code == 0
+    assert "--precision {float16,bfloat16,float32}" in capsys.readouterr().out
+
+
+def test_the_model_commands_are_all_that_load_a_model() -> None:
+    """A module that loads a checkpoint or segments belongs to one of MODEL_COMMANDS (a new tool that
+    runs a model must take --precision too)."""
+    users = {".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / "hpasc").rglob("*.py")
+             if "ModelRunner.load(" in path.read_text() or "Segmenter(" in path.read_text()}
+    covered = {"hpasc.segmentation.stage", "hpasc.inference.stage", "hpasc.inference.ensemble",
+               "hpasc.training.finetune", "hpasc.pseudo_label", "hpasc.training.cell_eval", "hpasc.tools.gradcam",
+               "hpasc.tools.label_tool"}
+    assert users <= covered, sorted(users - covered)

@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from hpasc.image_folder import scan_images
 from hpasc.images import CHANNELS, read_label_image, write_png
+from hpasc.inference.ensemble import LoadedEnsemble
+from hpasc.inference.ensemble_file import read_ensemble
+from hpasc.inference.jobs import CutPlan, cells_of_image
+from hpasc.inference.stage import InferSettings, Predictor
+from hpasc.models.checkpoint import load_checkpoint, save_checkpoint
+from hpasc.segmentation.classical import segment_classical
 from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
@@ -126,3 +134,65 @@ def test_hpa_backend_through_the_network_pipeline(checkpoint, random_weights, tm
     submission = read_submission(out)
     assert len(submission) == 3 and (submission["ImageWidth"] == 300).all()
     assert (submission["ImageHeight"] == 200).all() and check_submission(submission, None, None) == []
+
+
+def with_segmentation(checkpoint: Path, out: Path, segmentation: dict | None) -> Path:
+    """A copy of ``checkpoint`` whose model spec records ``segmentation`` (None: no record at all, as
+    in checkpoints written before it was recorded)."""
+    content = load_checkpoint(checkpoint)
+    spec = dict(content["model_spec"])
+    spec.pop("segmentation", None)
+    if segmentation is not None:
+        spec["segmentation"] = segmentation
+    save_checkpoint(out, {**content, "model_spec": spec})
+    return out
+
+
+HPA_MADE = {"backend": "hpa", "weights": {"dpn_unet_cell_3ch_v1.pth": "ab" * 32, "dpn_unet_nuclei_v1.pth": "cd" * 32}}
+
+
+def test_a_model_trained_on_hpa_masks_refuses_classical_ones(checkpoint, test_images, tmp_path) -> None:
+    images, sample = test_images
+    hpa_trained = with_segmentation(checkpoint, tmp_path / "hpa-trained.pt", HPA_MADE)
+    out = tmp_path / "submission.csv"
+    run = ("infer.py", "-i", images, "-e", hpa_trained, "-o", out, "--sample-submission", sample,
+           "--backend", "classical", "--workers", "1", "--no-progress")
+    assert_one_line_error(run_script(*run), "hpa-trained.pt", "HPA's segmentation", "the classical backend",
+                          "--allow-other-segmentation")
+    assert not out.exists()
+    allowed = run_script(*run, "--allow-other-segmentation")
+    assert allowed.returncode == 1, allowed.stderr  # the broken image, as without a record
+    assert "WARNING" in allowed.stderr and "trained on cells of HPA's segmentation" in allowed.stderr
+    assert check_submission(read_submission(out), None, None) == []
+
+
+def test_the_pipeline_changes_no_result_and_old_checkpoints_infer_identically(checkpoint, test_images,
+                                                                             tmp_path) -> None:
+    """infer.py's workers hand tiles over in shared memory: the submission is exactly what scoring each
+    image's cells in one process gives, and a checkpoint without a segmentation record (written
+    before it was recorded) gives the same submission."""
+    images, sample = test_images
+    old = with_segmentation(checkpoint, tmp_path / "old.pt", None)
+    outputs = {}
+    for name, model in (("new", checkpoint), ("old", old)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        result = run_script("infer.py", "-i", images, "-e", model, "-o", outputs[name], "--sample-submission",
+                            sample, "--backend", "classical", "--workers", "2", "--no-progress")
+        assert result.returncode == 1, result.stderr  # the broken image
+    new, old_rows = (read_submission(outputs[n]).set_index("ID")["PredictionString"] for n in ("new", "old"))
+    assert (new == old_rows).all()
+    reference = rows_in_one_process(checkpoint, images)
+    assert set(reference) and {i: new[i] for i in reference} == reference
+
+
+def rows_in_one_process(checkpoint: Path, images: Path) -> dict[str, str]:
+    """Each readable image's prediction string, segmented, cut and scored here, image by image."""
+    folder = scan_images(images)
+    ensemble = read_ensemble(checkpoint)
+    loaded = LoadedEnsemble(ensemble, torch.device("cpu"))
+    predictor = Predictor(loaded, InferSettings(), ensemble.postprocessing)
+    for image_id in folder.ids:
+        image = folder.read(image_id)
+        nuclei, cells = segment_classical(image)
+        predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.recipes)).shared(None))
+    return {image_id: text for image_id, (_, _, text) in predictor.rows.items()}

@@ -101,4 +101,5 @@ def test_the_flag_on_the_command_line(tmp_path: Path, random_weights: Path) -> N
     assert classical.returncode == 0 and "--label-scale 0.5 has no effect with the classical backend" in \
         classical.stderr
     bad = run_script(*common, "-c", tmp_path / "bad", "--label-scale", "2")
-    assert bad.returncode == 2 and "argument --label-scale: expected a scale between 0.05 and 1, got 2" in bad.stderr
+    assert bad.returncode == 2
+    assert "argument --label-scale: expected a label scale between 0.05 and 1, got 2" in bad.stderr

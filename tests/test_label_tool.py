@@ -252,7 +252,7 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
     # p_C = 0.95, 0.1, 0.45, 0.8, ... over the cells in cell-id order; the rows scored are checked.
     wanted = np.resize([0.95, 0.1, 0.45, 0.8, 0.6], len(by_id)).astype(np.float32)
 
-    def fake_scores(model, spec, cells, rows, batch_size, options, device) -> np.ndarray:
+    def fake_scores(runner, cells, rows, batch_size, options) -> np.ndarray:
         assert list(rows) == [c.row for c in by_id]
         scores = np.zeros((len(rows), 19), np.float32)
         scores[:, CLASS] = wanted

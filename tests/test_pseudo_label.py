@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from hpasc.cells.split import read_split
-from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
+from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
+from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
@@ -161,9 +162,8 @@ def recompute(checkpoint: Path, dataset: Path, which: str) -> tuple[list[str], l
     images = {"train": split.train_images, "validation": split.validation_images}
     rows = np.flatnonzero(keep) if which == "all" else \
         np.intersect1d(cells.rows_of_images(images[which]), np.flatnonzero(keep))
-    model, spec = build_model(load_checkpoint(checkpoint))
     options = CommonOptions(workers=0, progress=False)
-    probabilities = score_rows(model, spec, cells, rows, BATCH, options, "cpu")
+    probabilities = score_rows(ModelRunner.load(checkpoint), cells, rows, BATCH, options)
     cell_ids, image_labels = cells.cell_ids, cells.image_labels
     return [cell_ids[i] for i in rows], [image_labels[i] for i in rows], probabilities
 

@@ -20,7 +20,7 @@ from hpasc.inference.jobs import CutPlan, cells_of_image
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
-from hpasc.training.data import check_tiles_for, warn_enlarging
+from hpasc.models.runner import check_tiles_for, warn_enlarging
 from tests.conftest import run_script
 
 RESIZE = {"mode": "resize", "context": 0, "zero": "outside"}

@@ -5,15 +5,17 @@ Sections (each appends its rows to --results, a JSON-lines file; ``--table`` pri
 - ``networks``: HPA's nuclei + cell DPN-UNets (random weights: their speed does not depend on
   them) on 512² inputs (a 2048² image at HPA's scale 0.25), images/s per batch size, per autocast
   dtype, channels-last on and off; host-to-device input and device-to-host softmax included.
-- ``segmentator``: the segmentator stage (``segment_folder``) over 64 images with 16 workers; the
-  networks run for real, then their output is swapped for realistic maps made from each image's
-  known masks (``hpasc.synthetic.predictions``), so ``label_cell`` does a real image's work.
-  GPU busy % sampled through NVML.
+- ``segmentator``: the segmentator stage (``segment_folder``) over --images images (559, Kaggle's
+  test set) with 16 workers, at each --label-scales; the networks run for real, then their output
+  is swapped for realistic maps made from each image's known masks (``hpasc.synthetic.predictions``),
+  so ``label_cell`` does a real image's work. The whole run's images/s (start-up included), the
+  time to the first image and the steady state after it; GPU busy % sampled through NVML.
 - ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
   channels-last, torch.compile), of the Engine's step (uint16 tiles in, augmentation on the GPU),
   and of the loader alone with 16 workers over a cell store cut from the synthetic images.
 - ``inference``: ``infer_folder`` with HPA's segmentation (as in ``segmentator``) and 7 B0
-  checkpoints at 512 px, seconds per 2048² image with 16 and with 2 workers.
+  checkpoints at 512 px, seconds per 2048² image with 16 workers (--images) and with 2 (a twelfth
+  of them), at each --label-scales, with the same start-up / steady-state split.
 
 Usage: python bench/gpu/measure.py SECTION... --work DIR --results FILE | --table FILE
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -33,7 +36,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -47,12 +49,14 @@ from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E4
 from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
+from hpasc.segmentation import segmenter  # noqa: E402
 from hpasc.segmentation import stage as seg_stage  # noqa: E402
+from hpasc.segmentation.settings import ModelFiles, SegmentationSettings  # noqa: E402
 from hpasc.segmentation.jobs import Outputs  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402
 from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
-from hpasc.segmentation.scaling import NetworkInput, prepare  # noqa: E402
-from hpasc.synthetic.predictions import predictions_from_masks  # noqa: E402
+from hpasc.segmentation.scaling import prepare  # noqa: E402
+from hpasc.synthetic.predictions import network_sized_maps  # noqa: E402
 from hpasc.training.augment import AugmentSettings  # noqa: E402
 from hpasc.training.distributed import Process  # noqa: E402
 from hpasc.training.engine import Engine, place_model  # noqa: E402
@@ -164,23 +168,28 @@ def synthetic_images(work: Path, count: int) -> Path:
     return folder
 
 
-def _key(prepared: NetworkInput) -> bytes:
-    return hashlib.sha1(np.ascontiguousarray(prepared.nuclei[0, ::17, ::13]).tobytes()).digest()
+def _key(planes: np.ndarray) -> bytes:
+    """An image's network input (3×h×w: red, yellow, blue), recognised by a sample of its blue plane."""
+    return hashlib.sha1(np.ascontiguousarray(planes[2, ::17, ::13]).tobytes()).digest()
+
+
+def folder_maps(images: Path, truth: Path) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
+    """Network-sized softmax stand-ins of each image of ``images`` (its known masks in ``truth``
+    and ``truth/nuclei``), keyed by its prepared input."""
+    folder, maps = scan_images(images), {}
+    for image_id in folder.ids:
+        prepared = prepare(folder.read(image_id))
+        cells = read_label_image(truth / f"{image_id}.png")
+        nuclei = read_label_image(truth / "nuclei" / f"{image_id}.png")
+        maps[_key(prepared.cells)] = network_sized_maps(cells, nuclei, prepared.cells.shape[1:])
+    return maps
 
 
 def realistic_maps(work: Path) -> dict[bytes, tuple[np.ndarray, np.ndarray]]:
-    """Network-sized softmax stand-ins of each base image, keyed by its prepared input."""
+    """:func:`folder_maps` of every base image."""
     maps = {}
-    for red in sorted((work / "base").glob("s*/*_red.png")):
-        image_id = red.name.removesuffix("_red.png")
-        prepared = prepare(scan_images(red.parent).read(image_id))
-        truth = red.parent / "truth"
-        cells = read_label_image(truth / f"{image_id}.png")
-        nuclei = read_label_image(truth / "nuclei" / f"{image_id}.png")
-        height, width = prepared.nuclei.shape[1:]
-        maps[_key(prepared)] = tuple(
-            cv2.resize(m, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1).astype(np.float32) / 255
-            for m in predictions_from_masks(cells, nuclei, np.random.default_rng(0)))
+    for base in sorted((work / "base").glob("s*")):
+        maps |= folder_maps(base, base / "truth")
     return maps
 
 
@@ -189,20 +198,20 @@ class RealisticNetworks(HpaNetworks):
 
     maps: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
-    def __call__(self, batch: list[NetworkInput]) -> tuple[np.ndarray, np.ndarray]:
-        super().__call__(batch)
-        pairs = [self.maps[_key(prepared)] for prepared in batch]
+    def run(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        super().run(planes)
+        pairs = [self.maps[_key(image)] for image in planes]
         return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])
 
 
-def realistic_loader(work: Path, load_real: Callable[..., HpaNetworks] = seg_stage.load_networks
+def realistic_loader(work: Path, load_real: Callable[..., HpaNetworks] = segmenter.load_networks
                      ) -> Callable[..., HpaNetworks]:
     """A stand-in for ``load_networks`` (bound before any patching) giving RealisticNetworks."""
     RealisticNetworks.maps = realistic_maps(work)
 
-    def load(models: seg_stage.ModelFiles, options: runtime.CommonOptions, precision: Precision) -> HpaNetworks:
-        real = load_real(models, options, precision)
-        return RealisticNetworks(real.nuclei_model, real.cell_model, DEVICE, precision)
+    def load(models: ModelFiles, options: runtime.CommonOptions, settings: SegmentationSettings) -> HpaNetworks:
+        real = load_real(models, options, settings)
+        return RealisticNetworks(real.nuclei_model, real.cell_model, DEVICE, settings.precision)
     return load
 
 
@@ -234,28 +243,56 @@ def networks(results: Results, work: Path, batch_sizes: list[int]) -> None:
                             f"max |p - p(float32)| {difference:.4f}")
 
 
-def segmentator(results: Results, work: Path, workers: int, batch_sizes: list[int], dtype: str,
-                count: int) -> None:
+class Clock:
+    """Stands in for a stage's progress bar: the time each image was finished, to tell the start-up
+    (until the first image) from the steady state (images/s after it)."""
+
+    def __init__(self) -> None:
+        self.start, self.marks = time.perf_counter(), []
+
+    def options(self, **fields) -> runtime.CommonOptions:
+        clock = self
+
+        class Timed(runtime.CommonOptions):
+            def bar(self, iterable=None, **_):
+                return clock
+        return Timed(progress=False, **fields)
+
+    def update(self, n: int = 1) -> None:
+        self.marks.extend([time.perf_counter()] * n)
+
+    def close(self) -> None:
+        pass
+
+    def note(self, busy: GpuBusy) -> str:
+        first, last = self.marks[0] - self.start, self.marks[-1] - self.marks[0]
+        steady = (len(self.marks) - 1) / last if last > 0 else float("nan")
+        return f"first image after {first:.1f} s, then {steady:.1f} images/s; GPU busy {busy.percent:.0f} %"
+
+
+def segmentator(results: Results, work: Path, workers: int, batch_size: int, dtype: str, count: int,
+                label_scales: list[float]) -> None:
     images = synthetic_images(work, count)
     weights = random_weights(work)
-    models = seg_stage.ModelFiles(nuclei=weights, cells=weights)
-    original, seg_stage.load_networks = seg_stage.load_networks, realistic_loader(work)
+    models = ModelFiles(nuclei=weights, cells=weights)
+    original, segmenter.load_networks = segmenter.load_networks, realistic_loader(work)
     busy = GpuBusy()
     try:
-        for batch_size in batch_sizes:
-            out = work / f"seg-{batch_size}"
-            options = runtime.CommonOptions(workers=workers, device=DEVICE, overwrite=True, progress=False)
+        for scale in label_scales:
+            out = work / f"seg-{scale:g}"
+            clock = Clock()
+            options = clock.options(workers=workers, device=DEVICE, overwrite=True)
+            settings = SegmentationSettings("hpa", models, scale, batch_size, Precision(dtype))
             with busy.sampling():
-                start = time.perf_counter()
-                _, failed = seg_stage.segment_folder(scan_images(images), Outputs(out), "hpa", models,
-                                                     batch_size, options, Precision(dtype))
-                seconds = time.perf_counter() - start
+                _, failed = seg_stage.segment_folder(scan_images(images), Outputs(out), settings, options)
+                seconds = time.perf_counter() - clock.start
             assert not failed, failed
             cells = np.mean([read_label_image(p).max() for p in sorted(out.glob("*.png"))[:8]])
-            results.add("segmentator", f"{workers} workers, batch {batch_size}, {dtype}", count / seconds,
-                        "images/s", f"GPU busy {busy.percent:.0f} %, {cells:.0f} cells/image, incl. loading")
+            results.add("segmentator", f"{workers} workers, batch {batch_size}, {dtype}, label scale {scale:g}",
+                        count / seconds, "images/s",
+                        f"{count} images incl. loading; {clock.note(busy)}; {cells:.0f} cells/image")
     finally:
-        seg_stage.load_networks = original
+        segmenter.load_networks = original
 
 
 def model_step_rate(batch: int, precision: Precision, compiled: bool, steps: int = 10) -> float:
@@ -351,27 +388,29 @@ def ensemble_file(work: Path, members: int) -> Path:
     return folder / "ensemble.yaml"
 
 
-def inference(results: Results, work: Path, runs: list[tuple[int, int]], dtype: str, members: int) -> None:
+def inference(results: Results, work: Path, runs: list[tuple[int, int]], dtype: str, members: int,
+              label_scales: list[float]) -> None:
     weights = random_weights(work)
     ensemble = ensemble_file(work, members)
-    settings = infer_stage.InferSettings(backend="hpa", models=seg_stage.ModelFiles(nuclei=weights, cells=weights),
-                                         segmentation_batch=8, precision=Precision(dtype))
-    original, infer_stage.load_networks = infer_stage.load_networks, realistic_loader(work)
+    original, segmenter.load_networks = segmenter.load_networks, realistic_loader(work)
     busy = GpuBusy()
     try:
-        for workers, count in runs:
+        for (workers, count), scale in itertools.product(runs, label_scales):
             images = synthetic_images(work, count)
-            options = runtime.CommonOptions(workers=workers, device=DEVICE, progress=False)
+            segmentation = SegmentationSettings("hpa", ModelFiles(nuclei=weights, cells=weights), scale, 8,
+                                                Precision(dtype))
+            settings = infer_stage.InferSettings(segmentation=segmentation, precision=Precision(dtype))
+            clock = Clock()
             with busy.sampling():
-                start = time.perf_counter()
                 failed = infer_stage.infer_folder(scan_images(images), ensemble, work / f"sub-{workers}.csv", None,
-                                                  settings, options)
-                seconds = time.perf_counter() - start
+                                                  settings, clock.options(workers=workers, device=DEVICE))
+                seconds = time.perf_counter() - clock.start
             assert not failed, failed
-            results.add("inference", f"infer_folder, {members} x B0 512 px + HPA seg, {workers} workers, {dtype}",
-                        seconds / count, "s/image", f"{count} images, GPU busy {busy.percent:.0f} %, incl. loading")
+            results.add("inference", f"infer_folder, {members} x B0 512 px + HPA seg, {workers} workers, {dtype}, "
+                        f"label scale {scale:g}", seconds / count, "s/image",
+                        f"{count} images incl. loading; {clock.note(busy)}")
     finally:
-        infer_stage.load_networks = original
+        segmenter.load_networks = original
 
 
 def main() -> None:
@@ -385,7 +424,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=PRECISIONS, help="for the pipeline runs")
     parser.add_argument("--train-batch", type=int, default=64)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    parser.add_argument("--images", type=int, default=64, help="images of the segmentator and inference runs")
+    parser.add_argument("--images", type=int, default=559,
+                        help="images of the segmentator and inference runs (559: Kaggle's test set)")
+    parser.add_argument("--label-scales", default="1,0.25", help="HPA's post-processing scales of those runs")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -396,18 +437,19 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results = Results(args.results or args.work / "results.jsonl")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    label_scales = [float(s) for s in args.label_scales.split(",")]
     for section in args.sections or SECTIONS:
         started = time.perf_counter()
         try:
             if section == "networks":
                 networks(results, args.work, batch_sizes)
             elif section == "segmentator":
-                segmentator(results, args.work, args.workers, [8, 16], args.dtype, args.images)
+                segmentator(results, args.work, args.workers, 16, args.dtype, args.images, label_scales)
             elif section == "training":
-                training(results, args.work, args.workers, args.train_batch, args.compile, args.images)
+                training(results, args.work, args.workers, args.train_batch, args.compile, min(args.images, 64))
             elif section == "inference":
-                inference(results, args.work, [(args.workers, args.images), (2, max(args.images * 3 // 8, 1))],
-                          args.dtype, 7)
+                inference(results, args.work, [(args.workers, args.images), (2, max(args.images // 12, 1))],
+                          args.dtype, 7, label_scales)
         except Exception:  # one broken section must not cost the others' figures
             traceback.print_exc()
             results.add(section, "FAILED (traceback above)", float("nan"), "")

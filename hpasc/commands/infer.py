@@ -17,7 +17,7 @@ from hpasc.errors import InputError
 from hpasc.image_folder import scan_images
 from hpasc.inference.cell_table import check_table_path
 from hpasc.models.precision import add_precision_flag, precision_from_args
-from hpasc.segmentation.flags import add_segmentation_flags
+from hpasc.segmentation.flags import add_segmentation_flags, segmentation_settings
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
 
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the ensemble's raw scores (no cell/image weighting, no factors)")
     parser.add_argument("--save-masks", type=Path, default=None, metavar="DIR",
                         help="also write each image's cell label image to DIR/{ID}.png")
+    parser.add_argument("--allow-other-segmentation", action="store_true",
+                        help="predict even when this run's segmentation (backend, HPA's weights) is not the one "
+                             "the checkpoints' training cells were cut from (a warning instead of a refusal)")
     add_precision_flag(parser)
     add_segmentation_flags(parser)
     return parser
@@ -77,14 +80,13 @@ def _outputs(args: argparse.Namespace, overwrite: bool) -> Path | None:
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
     from hpasc.inference.stage import InferSettings, infer_folder
-    from hpasc.segmentation.stage import model_files_from_args
 
-    settings = InferSettings(backend=args.backend, models=model_files_from_args(args),
-                             batch_size=args.batch_size, segmentation_batch=args.segmentation_batch,
-                             tta=args.tta, postprocessing=not args.no_postprocessing,
+    settings = InferSettings(segmentation=segmentation_settings(args, args.segmentation_batch),
+                             batch_size=args.batch_size, tta=args.tta, postprocessing=not args.no_postprocessing,
                              save_masks=args.save_masks, precision=precision_from_args(args),
                              cells_out=args.cells_out, embeddings=args.embeddings, overlays=args.overlays,
-                             overlay_threshold=args.overlay_threshold, label_scale=args.label_scale)
+                             overlay_threshold=args.overlay_threshold,
+                             allow_other_segmentation=args.allow_other_segmentation)
     options = runtime.CommonOptions.from_args(args)
     output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hpasc import cli, runtime
 from hpasc.image_folder import scan_images
-from hpasc.models.precision import add_precision_flag, precision_from_args
-from hpasc.segmentation.flags import add_segmentation_flags
+from hpasc.models.precision import add_precision_flag
+from hpasc.segmentation.flags import add_segmentation_flags, segmentation_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,15 +37,13 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here: the pool's spawned workers re-import this entry point and must not load torch,
     # and --help need not load the image stack (1.3 s).
     from hpasc.segmentation.jobs import Outputs
-    from hpasc.segmentation.stage import model_files_from_args, segment_folder
+    from hpasc.segmentation.stage import segment_folder
 
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
-    models = model_files_from_args(args)
-    models.check()  # a mistyped weights path is reported before the images are looked at
+    settings = segmentation_settings(args, args.batch_size)
+    settings.models.check()  # a mistyped weights path is reported before the images are looked at
     folder = scan_images(args.input, args.channels)
-    backend, failed = segment_folder(folder, outputs, args.backend, models, args.batch_size,
-                                     runtime.CommonOptions.from_args(args), precision_from_args(args),
-                                     args.label_scale)
+    backend, failed = segment_folder(folder, outputs, settings, runtime.CommonOptions.from_args(args))
     for folder in filter(None, (args.cells, args.nuclei)):
         runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK

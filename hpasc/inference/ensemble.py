@@ -14,12 +14,14 @@ from torch import nn
 from hpasc.cells.crop import CropSettings
 from hpasc.cells.factors import THRESHOLDS
 from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.errors import InputError
 from hpasc.inference.ensemble_file import Ensemble
-from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.precision import Precision
 from hpasc.models.registry import architecture
+from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch, to_probabilities
 from hpasc.models.spec import ModelSpec
+from hpasc.segmentation.provenance import Provenance, made_alike
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,13 @@ class LoadedEnsemble:
     def __init__(self, ensemble: Ensemble, device: torch.device, precision: Precision = Precision(),
                  tta: bool = False) -> None:
         self.device, self.precision, self.tta = device, precision, tta
+        self.checkpoints = [member.checkpoint for member in ensemble.members]
         self.models: list[tuple[nn.Module, ModelSpec, float, int]] = []
         self.heads: list[nn.Module] = []
         sizes: dict[str, int] = {}  # recipe → the largest tile size of its members, in first-seen order
         for member in ensemble.members:
-            model, spec = build_model(load_checkpoint(member.checkpoint), device, precision)
+            runner = ModelRunner.load(member.checkpoint, device, precision)
+            model, spec = runner.model, runner.spec
             _warn_other_heuristics(member.checkpoint, spec)
             key = json.dumps(CropSettings.from_recipe(spec.recipe, 1).recipe(), sort_keys=True)
             sizes[key] = max(sizes.get(key, 0), spec.tile_size)
@@ -50,6 +54,22 @@ class LoadedEnsemble:
         self.recipes = tuple(CropSettings.from_recipe(json.loads(k), size) for k, size in sizes.items())
         self.tile_size = max(sizes.values())
         self.derive_negative = not any(spec.negative_head for _, spec, _, _ in self.models)
+
+    def check_segmentation(self, used_on: Provenance, allow_other: bool) -> None:
+        """Refuse masks made another way than a member's training cells were (its scores would be of
+        cells unlike its own), in one line naming both; ``allow_other``: a warning instead."""
+        for checkpoint, (_, spec, _, _) in zip(self.checkpoints, self.models):
+            if spec.segmentation is None:
+                continue
+            trained_on = Provenance.from_dict(spec.segmentation)
+            if made_alike(trained_on, used_on):
+                continue
+            message = (f"{checkpoint} was trained on cells of {trained_on.describe()}, but this run segments "
+                       f"with {used_on.describe()}")
+            if not allow_other:
+                raise InputError(f"{message}: segment as it was trained (--backend, HPA's weights), or pass "
+                                 f"--allow-other-segmentation")
+            log.warning("%s (--allow-other-segmentation)", message)
 
     def __call__(self, tiles: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
         """(B, 19) probabilities of B cells (``tiles``: their tiles per recipe, or one batch when the

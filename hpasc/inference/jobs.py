@@ -7,7 +7,8 @@ that only the main process runs (tests/test_workers.py checks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +18,24 @@ from scipy import ndimage as ndi
 from hpasc.cells.crop import Box, CropSettings, cell_centroids, crop_cells
 from hpasc.cells.cutter import cut_image
 from hpasc.cellstore import composite
-from hpasc.image_folder import ImageFolder, ImageSource
 from hpasc.images import write_label_image
 from hpasc.overlays import shrink
-from hpasc.segmentation.classical import segment_classical
-from hpasc.segmentation.jobs import finish_labels
-from hpasc.segmentation.scaling import Geometry
+from hpasc.shared_arrays import SharedArrays, Slot
 from hpasc.submission.rle import encode_cells
 
 
 @dataclass(frozen=True)
 class CutPlan:
-    """What a worker makes of an image: its masks at HPA's ``label_scale`` (hpa backend), tiles per
-    recipe, the mask file, the shrunk image and mask for a picture."""
+    """What a worker makes of an image's masks (a :class:`~hpasc.segmentation.jobs.MasksUse`): tiles
+    per recipe, the mask file, the shrunk image and mask for a picture."""
 
     recipes: tuple[CropSettings, ...]
     save_masks: Path | None = None
     preview: bool = False
-    label_scale: float = 1.0
+
+    def __call__(self, image_id: str, image: Callable[[], np.ndarray], nuclei: np.ndarray, cells: np.ndarray,
+                 slot: Slot | None) -> ImageCells:
+        return cells_of_image(image_id, image(), cells, nuclei, self).shared(slot)
 
 
 @dataclass
@@ -44,14 +45,20 @@ class ImageCells:
     image_id: str
     height: int
     width: int
-    tiles: tuple[np.ndarray, ...]
-    """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``)."""
+    tiles: tuple[np.ndarray, ...] | SharedArrays
+    """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``); in
+    shared memory once handed to the main process (:meth:`shared`)."""
     cells: pd.DataFrame
     """One row per cell: image_cutter.py's columns (box, area, border and outlier factors) and
     the centroid."""
     masks: list[str]
     preview: tuple[np.ndarray, np.ndarray] | None = None
     """The colour composite and the cell mask shrunk for a picture (:mod:`hpasc.overlays`)."""
+
+    def shared(self, slot: Slot | None) -> ImageCells:
+        """These cells with their tiles in shared memory (``slot`` when they fit): what a worker
+        hands back."""
+        return replace(self, tiles=SharedArrays.put(self.tiles, slot))
 
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
@@ -79,17 +86,3 @@ def describe_cells(cells: np.ndarray, rows: pd.DataFrame) -> tuple[pd.DataFrame,
     rows = rows.assign(centroid_y=centroids[:, 0].round(1), centroid_x=centroids[:, 1].round(1))
     encoded = encode_cells(cells, ids, {mask_id: box.slices for mask_id, box in boxes.items()})
     return rows, [encoded[mask_id] for mask_id in ids]
-
-
-def classical_job(source: ImageSource, plan: CutPlan) -> ImageCells:
-    image = source.read()
-    nuclei, cells = segment_classical(image)
-    return cells_of_image(source.image_id, image, cells, nuclei, plan)
-
-
-def network_job(folder: ImageFolder, plan: CutPlan, image_id: str, nuclei: np.ndarray, cells: np.ndarray,
-                geometry: Geometry) -> ImageCells:
-    nucleus_labels, cell_labels = finish_labels(nuclei, cells, geometry, plan.label_scale)
-    # The image is read again here rather than sent along: it is cheaper than pickling it twice.
-    image = folder.read(image_id)
-    return cells_of_image(image_id, image, cell_labels, nucleus_labels, plan)

@@ -1,23 +1,23 @@
 """infer.py's run: test images → cells → ensemble scores → submission.csv.
 
-Pipelined: worker processes (their jobs: :mod:`hpasc.inference.jobs`) read each image, segment it
-(the classical backend entirely in the worker; with HPA's networks the worker prepares the input,
-the networks run here on batches, and a worker restores their output and runs ``label_cell``), cut
-its cells with image_cutter.py's own function (tiles, border and outlier factors) and RLE-encode
-the masks. The main process scores the tiles with the ensemble (on the GPU when there is one) and
-post-processes them, image by image in submission order, while the workers already work on the
-next images: at most a bounded window of images is in flight, which bounds memory (a 3072² image
-with 100 cells holds ~200 MB of 512 px tiles). An image that fails (a missing channel, an
-unreadable file) is logged and gets a row without predictions; the others are predicted.
+Pipelined: the :class:`~hpasc.segmentation.segmenter.Segmenter` (the one segmentator.py uses)
+segments each image in worker processes (with HPA's networks on batches here), and the same worker
+cuts its cells with image_cutter.py's own function (tiles, border and outlier factors) and
+RLE-encodes the masks (:class:`~hpasc.inference.jobs.CutPlan`). The tiles come back in a
+shared-memory slot that this process keeps mapped (page-locked on CUDA, so the GPU copies them
+itself); the pipes carry only the cells' rows and masks. The main process scores the tiles with the
+ensemble (on the GPU when there is one) and post-processes them, image by image, while the workers
+already work on the next images: at most a bounded window of images is in flight, which bounds
+memory (a 3072² image with 100 cells holds ~200 MB of 512 px tiles). An image that fails (a missing
+channel, an unreadable file) is logged and gets a row without predictions; the others are
+predicted.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import logging
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,37 +30,38 @@ from hpasc.images import read_image_size
 from hpasc.inference.cell_table import CellTable, image_rows
 from hpasc.inference.ensemble import LoadedEnsemble
 from hpasc.inference.ensemble_file import read_ensemble
-from hpasc.inference.jobs import CutPlan, ImageCells, classical_job, network_job
+from hpasc.inference.jobs import CutPlan, ImageCells
 from hpasc.inference.pictures import PredictionPictures
 from hpasc.inference.postprocess import postprocess
+from hpasc.models.pinning import page_locker
 from hpasc.models.precision import Precision
 from hpasc.segmentation.provenance import record_provenance
-from hpasc.segmentation.stage import (ModelFiles, NetworkPipeline, check_label_scale, choose_backend, load_networks,
-                                      masks_provenance)
+from hpasc.segmentation.segmenter import TILES_SLOT, Segmenter
+from hpasc.segmentation.settings import SegmentationSettings
+from hpasc.shared_arrays import SlotRing
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
-from hpasc.workers import bounded_map, failure_reason, process_pool
+from hpasc.workers import process_pool
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class InferSettings:
-    backend: str = "auto"
-    models: ModelFiles = ModelFiles()
+    segmentation: SegmentationSettings = field(default_factory=lambda: SegmentationSettings(batch_size=4))
     batch_size: int = 32
-    segmentation_batch: int = 4
     tta: bool = False
     postprocessing: bool = True
     save_masks: Path | None = None
-    precision: Precision = Precision()
+    precision: Precision = field(default_factory=Precision)
     cells_out: Path | None = None
     """Also write the per-cell table here (:mod:`hpasc.inference.cell_table`)."""
     embeddings: bool = False
     overlays: Path | None = None
     """Also write a picture of each image's predictions here, with an index.html."""
     overlay_threshold: float = 0.5
-    label_scale: float = 1.0
-    """HPA's post-processing at this scale (:mod:`hpasc.segmentation.rescaled`)."""
+    allow_other_segmentation: bool = False
+    """Predict with masks made another way than the checkpoints' training cells (a warning, not
+    a refusal)."""
 
 
 class Predictor:
@@ -75,7 +76,8 @@ class Predictor:
         self.rows: dict[str, tuple[int, int, str]] = {}
 
     def __call__(self, image_id: str, cells: ImageCells) -> None:
-        raw, embeddings = self.score(cells.tiles)
+        with cells.tiles.opened() as tiles:
+            raw, embeddings = self.score(tiles)
         scores = raw
         if self.settings.postprocessing and len(raw):
             scores = postprocess(raw, cells.cells["border"].to_numpy(), cells.cells["outlier"].to_numpy(),
@@ -106,24 +108,6 @@ class Predictor:
                                        for j, w in enumerate(widths)]
 
 
-def _run_classical(ids: list[str], folder: ImageFolder, predictor: Predictor, plan: CutPlan,
-                   pool: ProcessPoolExecutor, options: runtime.CommonOptions) -> dict[str, str]:
-    """Workers segment and cut ahead of the scoring here, ``2 × workers`` images at most."""
-    failures: dict[str, str] = {}
-
-    def submit(image_id: str) -> Future:
-        return pool.submit(classical_job, folder.source(image_id), plan)
-
-    for image_id, job in options.bar(bounded_map(submit, ids, 2 * options.workers), total=len(ids),
-                                     unit="image", desc="infer"):
-        reason = failure_reason(job)
-        if reason is not None:
-            failures[image_id] = reason
-        else:
-            predictor(image_id, job.result())
-    return failures
-
-
 def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -> tuple[int, int]:
     """(width, height) of an image that failed: from the sample submission, else from the header
     of any of its files that has one, else (0, 0)."""
@@ -150,37 +134,29 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     """Write the submission (``out``; None: none) for the images of ``folder`` (in ``sample``'s
     order, when given) and the cell table when ``settings`` asks; returns {failed image: reason}."""
     ensemble = read_ensemble(ensemble_file)
-    settings.models.check()
+    segmenter = Segmenter(settings.segmentation, options)
     _clean_outputs(out, settings)
     order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
     ids = order if order is not None else sorted(folder.ids + list(folder.unusable))
     if not ids:
         raise InputError(f"{folder.root}: no images to predict")
-    backend = choose_backend(settings.backend, settings.models)
-    check_label_scale(backend, settings.label_scale)
     device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
+    loaded.check_segmentation(segmenter.provenance, settings.allow_other_segmentation)
     log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
-             backend, "; ".join(f"{r.size} px {r.mode} context {r.context} zero {r.zero}" for r in loaded.recipes),
-             device)
+             segmenter.backend,
+             "; ".join(f"{r.size} px {r.mode} context {r.context} zero {r.zero}" for r in loaded.recipes), device)
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
-        made_by = masks_provenance(backend, settings.models, options.progress, settings.label_scale)
-        record_provenance(settings.save_masks, made_by, keeps_others=False)
+        record_provenance(settings.save_masks, segmenter.provenance, keeps_others=False)
     table = None if settings.cells_out is None else CellTable(
         [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
     predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
-    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None, settings.label_scale)
-    with process_pool(options.workers) as pool:
-        if backend == "hpa":
-            finish = functools.partial(network_job, folder, plan)
-            networks = load_networks(settings.models, options, settings.precision)
-            pipeline = NetworkPipeline(folder, networks, settings.segmentation_batch, pool, options, finish,
-                                       predictor)
-            failures |= pipeline.run(present)
-        else:
-            failures |= _run_classical(present, folder, predictor, plan, pool, options)
+    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
+    with segmenter, SlotRing(segmenter.in_flight, TILES_SLOT, page_locker(device)) as tiles, \
+            process_pool(options.workers) as pool:
+        failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")
     runtime.log_failures(failures)
     if out is not None:
         write_submission(out, _rows(ids, predictor.rows, folder.root, sizes), order)

@@ -22,6 +22,9 @@ class ModelSpec:
     recipe: dict[str, Any] | None = None
     """How its training tiles were cut (the cell store's record: mode, context, zeroing, the
     heuristics' numbers); None for checkpoints made before it was recorded (padded tiles)."""
+    segmentation: dict[str, Any] | None = None
+    """Which segmentation made the masks its training cells were cut from (the cell store's
+    ``segmentation.json``: backend, weight checksums, label scale); None where unrecorded."""
 
     @property
     def negative_head(self) -> bool:
@@ -44,10 +47,11 @@ class ModelSpec:
             raise InputError(f"model_spec outputs must be distinct class indices 0..{NUM_CLASSES - 1}, "
                              f"not {outputs!r}")
         try:
-            recipe = data.get("recipe")
-            if recipe is not None and not isinstance(recipe, dict):
-                raise TypeError(f"recipe must be a mapping, not {recipe!r}")
+            recipe, segmentation = data.get("recipe"), data.get("segmentation")
+            for name, value in (("recipe", recipe), ("segmentation", segmentation)):
+                if value is not None and not isinstance(value, dict):
+                    raise TypeError(f"{name} must be a mapping, not {value!r}")
             return cls(str(data["arch"]), int(data["in_channels"]), tuple(outputs),
-                       int(data["tile_size"]), float(data["scale"]), recipe)
+                       int(data["tile_size"]), float(data["scale"]), recipe, segmentation)
         except (TypeError, ValueError) as exc:
             raise InputError(f"model_spec has an invalid value ({one_line(exc)})") from None

@@ -4,6 +4,8 @@
 - ``prepare``/``restore`` (scaling) and ``HpaNetworks`` (predict): running them as HPA does;
 - ``label_cell`` (postprocess): HPA's post-processing of the two predictions into label images;
 - ``segment_classical`` (classical): a segmentation that needs no weights;
+- ``Segmenter`` (segmenter), ``SegmentationSettings`` (settings): the one path from images to
+  masks that segmentator.py and infer.py share;
 - ``segment_folder`` (stage): the segmentator.py stage.
 
 torch-dependent names are imported on first use, so the classical path never loads torch.
@@ -23,6 +25,8 @@ _LOCATIONS = {
     "label_cell": "postprocess",
     "segment_classical": "classical",
     "segment_folder": "stage",
+    "Segmenter": "segmenter",
+    "SegmentationSettings": "settings",
 }
 __all__ = sorted(_LOCATIONS)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-BACKENDS = ("auto", "hpa", "classical")
+from hpasc.models.precision import precision_from_args
+from hpasc.segmentation.settings import BACKENDS, EXACT, ModelFiles, SegmentationSettings, check_label_scale
+
 
 
 def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
@@ -24,17 +26,22 @@ def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-url", default=None, metavar="URL",
                         help="download missing weights from URL/{file name} (a mirror) "
                              "instead of Zenodo record 4665863")
-    parser.add_argument("--label-scale", type=_label_scale, default=1.0, metavar="S",
+    parser.add_argument("--label-scale", type=_label_scale, default=EXACT, metavar="S",
                         help="hpa backend: run HPA's post-processing on its maps shrunk by S (e.g. 0.25: "
                              "about 8x less CPU per image), cell edges refined at full size; 1 = HPA's "
                              "exact masks")
 
 
+def segmentation_settings(args: argparse.Namespace, batch_size: int) -> SegmentationSettings:
+    """The flags above (and ``--precision``) as the typed settings the Segmenter takes."""
+    models = ModelFiles(nuclei=args.nuclei_model, cells=args.cell_model, cache_dir=args.weights_dir,
+                        url=args.weights_url)
+    return SegmentationSettings(args.backend, models, args.label_scale, batch_size, precision_from_args(args))
+
+
 def _label_scale(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.05 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a scale between 0.05 and 1, got {value:g}")
-    return value
+        return check_label_scale(float(text))
+    except ValueError as exc:
+        message = str(exc) if "scale" in str(exc) else f"expected a number, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from hpasc.images import read_label_image, write_label_image, write_png
 from hpasc.overlays import OverlayIndex, mask_overlay
 from hpasc.segmentation.classical import segment_classical
 from hpasc.segmentation.rescaled import label_cell_at_scale
-from hpasc.segmentation.scaling import Geometry, NetworkInput, prepare, restore_both
+from hpasc.segmentation.scaling import Geometry, prepare, restore_both
+from hpasc.shared_arrays import SharedArrays, Slot
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class Outputs:
 
     def done(self, image_id: str) -> bool:
         return all(path.is_file() for path in self.paths(image_id))
+
+    def __call__(self, image_id: str, image: Callable[[], np.ndarray], nuclei: np.ndarray, cells: np.ndarray,
+                 slot: Slot | None) -> None:
+        """:class:`MasksUse`: write them (nothing is handed back, so no slot is ever lent)."""
+        self.write(image_id, nuclei, cells, image)
 
     def write(self, image_id: str, nuclei: np.ndarray, cells: np.ndarray, image: Callable[[], np.ndarray]) -> None:
         """Write the masks (and the picture, of ``image()``: read only when one is asked for)."""
@@ -59,26 +66,50 @@ class Outputs:
         return index.write()
 
 
-def classical_job(source: ImageSource, outputs: Outputs) -> None:
+class MasksUse(Protocol):
+    """What a stage makes of an image's masks in a worker (picklable): segmentator.py writes them
+    (:class:`Outputs`), infer.py cuts the cells. ``image()`` reads the image (only when needed);
+    ``slot``: a slot to hand a large result back in (None when none was lent)."""
+
+    def __call__(self, image_id: str, image: Callable[[], np.ndarray], nuclei: np.ndarray, cells: np.ndarray,
+                 slot: Slot | None) -> object: ...
+
+
+def classical_job(source: ImageSource, use: MasksUse, slot: Slot | None) -> object:
     image = source.read()
     nuclei, cells = segment_classical(image)
-    outputs.write(source.image_id, nuclei, cells, lambda: image)
+    return use(source.image_id, lambda: image, nuclei, cells, slot)
 
 
-def prepare_job(source: ImageSource) -> NetworkInput:
-    return prepare(source.read())
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image's network input (``scaling.NetworkInput.cells``) as a worker hands it over: in
+    shared memory, with how it was scaled."""
+
+    planes: SharedArrays
+    geometry: Geometry
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.planes.shapes[0]
 
 
-def finish_labels(nuclei: np.ndarray, cells: np.ndarray, geometry: Geometry,
-                  label_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Raw network outputs → (nucleus labels, cell labels) at the image's size."""
-    return label_cell_at_scale(*restore_both(nuclei, cells, geometry), label_scale)
+def prepare_job(source: ImageSource, slot: Slot | None) -> PreparedImage:
+    prepared = prepare(source.read())
+    return PreparedImage(SharedArrays.put([prepared.cells], slot), prepared.geometry)
 
 
-def finish_job(outputs: Outputs, folder: ImageFolder, label_scale: float, image_id: str, nuclei: np.ndarray,
-               cells: np.ndarray, geometry: Geometry) -> None:
-    outputs.write(image_id, *finish_labels(nuclei, cells, geometry, label_scale),
-                  folder.source(image_id).read)
+def labels_from_maps(maps: SharedArrays, geometry: Geometry, label_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two networks' raw maps (handed over in shared memory, released once restored:
+    ``restore`` copies them) → (nucleus labels, cell labels) at the image's size."""
+    with maps.opened() as (nuclei, cells):
+        restored = restore_both(nuclei, cells, geometry)
+    return label_cell_at_scale(*restored, label_scale)
+
+
+def finish_job(folder: ImageFolder, label_scale: float, use: MasksUse, image_id: str, maps: SharedArrays,
+               geometry: Geometry, slot: Slot | None) -> object:
+    return use(image_id, folder.source(image_id).read, *labels_from_maps(maps, geometry, label_scale), slot)
 
 
 def picture_job(source: ImageSource, outputs: Outputs) -> None:

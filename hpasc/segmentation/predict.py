@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 
+from hpasc.models.pinning import page_locker
 from hpasc.models.precision import Precision
 from hpasc.segmentation.scaling import NetworkInput
 
@@ -28,19 +31,31 @@ class HpaNetworks:
         self.cell_model = cell_model.to(self.device, memory_format=self.memory_format).eval()
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
 
-    @torch.inference_mode()
+    def page_locker(self) -> Callable[[memoryview], Callable[[], None]] | None:
+        """How host memory that feeds these networks is page-locked (None: not on this device)."""
+        return page_locker(self.device)
+
     def __call__(self, batch: list[NetworkInput]) -> tuple[np.ndarray, np.ndarray]:
         """Softmax probabilities (N×3×h×w float32) of the nuclei and the cell network.
 
         All inputs of a batch must have the same padded size.
         """
-        nuclei = self._run(self.nuclei_model, np.stack([p.nuclei for p in batch]))
-        cells = self._run(self.cell_model, np.stack([p.cells for p in batch]))
-        return nuclei, cells
+        return self.run([p.cells for p in batch])
 
-    def _run(self, model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(inputs).to(self.device, non_blocking=True)
-        tensor = ((tensor - self.mean) / STD).contiguous(memory_format=self.memory_format)
+    @torch.inference_mode()
+    def run(self, planes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` on the images' cell inputs (3×h×w float32 each, e.g. in shared memory):
+        each is copied once, straight into the device's batch (asynchronously from page-locked
+        memory), and the nuclei network's input (the blue plane three times) is made there. The
+        inputs may be reused once this returns."""
+        tensor = torch.empty((len(planes), *planes[0].shape), dtype=torch.float32, device=self.device)
+        for index, image in enumerate(planes):
+            tensor[index].copy_(torch.from_numpy(image), non_blocking=True)
+        nuclei = self._run(self.nuclei_model, tensor[:, 2:3].expand(-1, 3, -1, -1))
+        return nuclei, self._run(self.cell_model, tensor)
+
+    def _run(self, model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+        tensor = ((inputs - self.mean) / STD).contiguous(memory_format=self.memory_format)
         with self.precision.autocast(self.device):
             logits = model(tensor)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()

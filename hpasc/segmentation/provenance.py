@@ -40,6 +40,12 @@ class Provenance:
         scale = {} if self.label_scale == 1 else {"label_scale": self.label_scale}
         return {"backend": self.backend, "weights": dict(sorted(self.weights.items())), **scale}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        """The record :meth:`to_dict` wrote (KeyError, TypeError or ValueError if it is not one)."""
+        return cls(str(data["backend"]), {str(k): str(v) for k, v in data.get("weights", {}).items()},
+                   float(data.get("label_scale", 1.0)))
+
     def describe(self) -> str:
         scale = "" if self.label_scale == 1 else f" labelled at scale {self.label_scale:g}"
         return {"hpa": "HPA's segmentation", "classical": "the classical backend",
@@ -60,9 +66,7 @@ def read_provenance(folder: str | os.PathLike) -> Provenance | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Provenance(str(data["backend"]), {str(k): str(v) for k, v in data.get("weights", {}).items()},
-                          float(data.get("label_scale", 1.0)))
+        return Provenance.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: not a readable segmentation record ({exc})") from None
 
@@ -76,6 +80,17 @@ def same_cells(made_on: Provenance, used_on: Provenance) -> bool:
         common = set(made_on.weights) & set(used_on.weights)
         return all(made_on.weights[name] == used_on.weights[name] for name in common)
     return made_on == used_on
+
+
+def made_alike(trained_on: Provenance, used_on: Provenance) -> bool:
+    """Whether ``used_on``'s masks are made the way ``trained_on``'s were, so that a model trained on
+    cells of the one sees cells like its own in the other: the same backend and, for HPA's networks,
+    the same weight files where both record them. The label scale is not compared (HPA's masks at
+    ``--label-scale 0.25`` match its exact ones at F1 0.998); unknown origins cannot be told apart."""
+    if UNKNOWN in (trained_on, used_on):
+        return True
+    common = set(trained_on.weights) & set(used_on.weights)
+    return trained_on.backend == used_on.backend and all(trained_on.weights[n] == used_on.weights[n] for n in common)
 
 
 def record_provenance(folder: Path, provenance: Provenance, keeps_others: bool) -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from hpasc.segmentation.postprocess import Sizes, foreground_levels, label_cell, watershed_in_frame
+from hpasc.segmentation.settings import EXACT, check_label_scale
 
 _SQUARE = np.ones((3, 3), np.uint8)
 
@@ -29,9 +30,8 @@ def label_cell_at_scale(nuclei_pred: np.ndarray, cell_pred: np.ndarray,
 
     ``nuclei_pred``/``cell_pred``: HPA's uint8 H×W×3 maps at full size (channel 1 border, 2 interior).
     """
-    if not 0 < scale <= 1:
-        raise ValueError(f"the label scale must lie in (0, 1], got {scale}")
-    if scale == 1:
+    check_label_scale(scale)
+    if scale == EXACT:
         return label_cell(nuclei_pred, cell_pred)
     height, width = cell_pred.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -36,11 +36,16 @@ class Geometry:
 
 @dataclass(frozen=True)
 class NetworkInput:
-    """One image prepared for both networks (float32, 3×h×w each, not yet normalised)."""
+    """One image prepared for both networks: the cell network's input (float32 3×h×w: red, yellow,
+    blue; not yet normalised) and how it was scaled. The nuclei network's input is its blue plane
+    three times, made where it is needed (on the device) rather than carried."""
 
-    nuclei: np.ndarray
     cells: np.ndarray
     geometry: Geometry
+
+    @property
+    def nuclei(self) -> np.ndarray:
+        return np.repeat(self.cells[2:3], 3, axis=0)
 
 
 def bit_depth_gain(image: np.ndarray) -> int:
@@ -78,8 +83,7 @@ def prepare(image: np.ndarray) -> NetworkInput:
         scaled = cv2.copyMakeBorder(scaled, MULTIPLE, MULTIPLE - rows % MULTIPLE, MULTIPLE,
                                     MULTIPLE - cols % MULTIPLE, cv2.BORDER_REFLECT)
     cells = np.ascontiguousarray(scaled.transpose(2, 0, 1))
-    nuclei = np.repeat(cells[2:3], 3, axis=0)
-    return NetworkInput(nuclei, cells, Geometry((height, width), scaled_shape, padded))
+    return NetworkInput(cells, Geometry((height, width), scaled_shape, padded))
 
 
 def _shrink(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

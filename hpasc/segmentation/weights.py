@@ -25,10 +25,9 @@ from hpasc import weights_cache
 from hpasc.errors import InputError
 from hpasc.http import FetchError, HttpPolicy
 from hpasc.segmentation.network import DPNUNet
+from hpasc.segmentation.settings import CELL_WEIGHTS, NUCLEI_WEIGHTS
 from hpasc.weights_cache import one_line
 
-NUCLEI_WEIGHTS = "dpn_unet_nuclei_v1.pth"
-CELL_WEIGHTS = "dpn_unet_cell_3ch_v1.pth"  # the 3-channel (microtubules, ER, nuclei) cell model
 # The URLs hpacellseg itself downloads from (hpacellseg/constants.py).
 _ZENODO = "https://zenodo.org/record/4665863/files/"
 HPA_WEIGHTS: dict[str, str] = {name: _ZENODO + name for name in (NUCLEI_WEIGHTS, CELL_WEIGHTS)}

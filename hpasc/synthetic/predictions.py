@@ -63,3 +63,12 @@ def _softmax_map(labels: np.ndarray, band: int, blur: float, noise: float,
     pred = np.moveaxis(np.rint(scores), 0, -1).astype(np.uint8)
     pred[..., 0] = 0
     return pred
+
+
+def network_sized_maps(cells: np.ndarray, nuclei: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The stand-in maps as the networks themselves give them: float32 softmax, 3×h×w at the
+    network's input size ``shape`` (what ``scaling.restore`` turns back into full-size maps)."""
+    height, width = shape
+    return tuple(cv2.resize(m, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+                 .astype(np.float32) / 255
+                 for m in predictions_from_masks(cells, nuclei, np.random.default_rng(0)))

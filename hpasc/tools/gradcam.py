@@ -27,11 +27,11 @@ from hpasc import atomic, cli, runtime
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.images import write_png
-from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture
-from hpasc.models.scoring import prepare_batch, score_tiles
+from hpasc.models.precision import add_precision_flag, precision_from_args
+from hpasc.models.runner import ModelRunner
+from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
-from hpasc.training.data import check_tiles_for
 from hpasc.weblinks import href
 
 log = logging.getLogger(__name__)
@@ -144,23 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "last_stage for timm models")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder for {cell id}_c{class}.png, index.html and the manifest")
+    add_precision_flag(parser, "scoring the cells (the heatmaps' gradients are float32 always)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     options = runtime.CommonOptions.from_args(args)
-    device = runtime.resolve_device(options.device)
-    checkpoint = load_checkpoint(args.checkpoint, device)
+    runner = ModelRunner.load(args.checkpoint, runtime.resolve_device(options.device), precision_from_args(args))
+    model, spec = runner.model, runner.spec
     store = open_cells(args.dataset)
     rows = choose_rows(store, args.cells, args.limit)
-    model, spec = build_model(checkpoint, device)
-    check_tiles_for(store, spec)
+    runner.check_tiles(store)
     target_layer(model, spec, args.layer)  # a layer the model lacks is refused before any work
     heatmaps = []
     for row in options.bar(rows, unit="cell", desc="gradcam"):
         tile = store[row]
         cell_id, labels = store.table["cell_id"].iat[row], store.table["labels"].iat[row]
-        scores = score_tiles(model, spec, [torch.from_numpy(tile)[None]], device)[0]
+        scores = runner.score([torch.from_numpy(tile)[None]])[0]
         for class_index in classes_of(labels, scores, spec, args.classes):
             if class_index not in spec.outputs:
                 # Negative, for a model that derives it from the other classes: nothing to explain.

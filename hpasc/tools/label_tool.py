@@ -48,6 +48,7 @@ from hpasc.errors import InputError
 from hpasc.images import encode_png
 from hpasc.labels import files as label_files
 from hpasc.labels.files import SCORES, label_lines
+from hpasc.models.precision import Precision, add_precision_flag, precision_from_args
 from hpasc.runtime import CommonOptions
 from hpasc.segmentation.provenance import label_folder_made_on
 
@@ -162,22 +163,21 @@ def cells_of_class(store: CellStore, class_index: int) -> list[Cell]:
 
 
 def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, checkpoint: Path,
-                         options: CommonOptions, device: str) -> list[Cell]:
+                         options: CommonOptions, device: str, precision: Precision = Precision()) -> list[Cell]:
     """``cells`` ordered by |p - 0.5| ascending, p the checkpoint's probability of the class
     (ties keep cell-id order: the sort is stable)."""
     import torch  # only this option needs torch; the page itself starts without it
 
-    from hpasc.models.checkpoint import build_model, load_checkpoint
+    from hpasc.models.runner import ModelRunner
     from hpasc.runtime import resolve_device
     from hpasc.training.data import CellSet
     from hpasc.training.predict import score_rows
 
-    device = resolve_device(device)
-    model, spec = build_model(load_checkpoint(checkpoint, map_location=device), device)
+    runner = ModelRunner.load(checkpoint, resolve_device(device), precision)
     table = store.table.assign(store=0, row=np.arange(len(store.table)))
     rows = np.array([cell.row for cell in cells], dtype=np.int64)
     with torch.inference_mode():
-        probabilities = score_rows(model, spec, CellSet([store], table), rows, 64, options, device)
+        probabilities = score_rows(runner, CellSet([store], table), rows, 64, options)
     distance = np.abs(probabilities[:, class_index] - 0.5)
     return [cells[i] for i in np.argsort(distance, kind="stable")]
 
@@ -341,7 +341,8 @@ def make_server(session: Session, port: int, token: str) -> ThreadingHTTPServer:
 
 
 def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | None = None,
-                 options: CommonOptions | None = None, device: str = "auto") -> Session:
+                 options: CommonOptions | None = None, device: str = "auto",
+                 precision: Precision = Precision()) -> Session:
     """The session of ``class_index``'s cells of ``dataset``, scores in ``out/{class}.txt``."""
     store = open_cells(dataset)
     if "labels" not in store.table.columns:
@@ -354,7 +355,7 @@ def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | 
         if not checkpoint.is_file():
             raise InputError(f"checkpoint {checkpoint} does not exist")
         cells = most_uncertain_first(store, cells, class_index, checkpoint, options or CommonOptions(),
-                                     device)
+                                     device, precision)
     return Session(store, cells, out / f"{class_index}.txt")
 
 
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the label folder ({class}.txt is appended to)")
     parser.add_argument("--checkpoint", type=Path, help="order cells most uncertain first by this model")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: a free one)")
+    add_precision_flag(parser)
     return parser
 
 
@@ -384,7 +386,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     session = open_session(args.dataset, args.class_index, args.out, args.checkpoint,
-                           CommonOptions.from_args(args), args.device)
+                           CommonOptions.from_args(args), args.device, precision_from_args(args))
     token = secrets.token_urlsafe(16)
     try:
         server = make_server(session, args.port, token)

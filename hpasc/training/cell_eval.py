@@ -22,7 +22,8 @@ from hpasc import cli, runtime
 from hpasc.cells.split import read_split
 from hpasc.classes import CLASS_NAMES, NEGATIVE
 from hpasc.errors import InputError
-from hpasc.models.checkpoint import build_model, load_checkpoint
+from hpasc.models.precision import Precision, add_precision_flag, precision_from_args
+from hpasc.models.runner import ModelRunner
 from hpasc.submission.metric import read_truth_table
 from hpasc.training.data import CELL_SETS, load_cells
 from hpasc.training.metrics import class_average_precision, mean_average_precision
@@ -67,15 +68,14 @@ def score_cells(probabilities: np.ndarray, truth: np.ndarray) -> CellScore:
 
 
 def evaluate(checkpoint: Path, dataset: Path, truth_csv: Path, which: str, batch_size: int,
-             options: runtime.CommonOptions) -> CellScore:
-    model, spec = build_model(load_checkpoint(checkpoint))
+             options: runtime.CommonOptions, precision: Precision = Precision()) -> CellScore:
+    runner = ModelRunner.load(checkpoint, runtime.resolve_device(options.device), precision)
     split = read_split(dataset)
     cells = load_cells(split)
     rows = cells.kept_rows(which, split)
     if not rows.size:
         raise InputError(f"{dataset}: no kept cells among the {which} images")
-    device = runtime.resolve_device(options.device)
-    probabilities = score_rows(model.to(device), spec, cells, rows, batch_size, options, device)
+    probabilities = score_rows(runner, cells, rows, batch_size, options)
     ids = [cells.cell_ids[i] for i in rows]
     return score_cells(probabilities, truth_matrix(ids, read_cell_truth(truth_csv)))
 
@@ -97,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cells", choices=CELL_SETS, default="validation",
                         help="which images' kept cells to score")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=64, help="cells per batch")
+    add_precision_flag(parser)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     score = evaluate(args.checkpoint, args.dataset, args.truth, args.cells, args.batch_size,
-                     runtime.CommonOptions.from_args(args))
+                     runtime.CommonOptions.from_args(args), precision_from_args(args))
     print(report(score))
     return cli.EXIT_OK
 

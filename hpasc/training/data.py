@@ -8,11 +8,9 @@ process and are looked up by index, and augmentation runs on the training device
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,7 +23,7 @@ from hpasc.cells.split import Split
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.classes import parse_labels
 from hpasc.errors import InputError
-from hpasc.models.spec import ModelSpec
+from hpasc.segmentation.provenance import read_provenance
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,12 @@ class CellSet:
     def recipe(self) -> dict | None:
         """How the tiles were cut (the first store's record; :func:`load_cells` checks they agree)."""
         return self.stores[0].recipe
+
+    @property
+    def segmentation(self) -> dict | None:
+        """Which segmentation made the first store's masks (its ``segmentation.json``), or None."""
+        provenance = read_provenance(self.stores[0].root)
+        return None if provenance is None else provenance.to_dict()
 
     @property
     def cell_ids(self) -> list[str]:
@@ -108,24 +112,6 @@ def load_cells(split: Split) -> CellSet:
         raise InputError(f"cell {table['cell_id'][duplicated].iloc[0]} is in two of the split's datasets")
     table["label_list"] = [parse_labels(text) for text in table["labels"].fillna("")]
     return CellSet(stores, table)
-
-
-def check_tiles_for(store: CellStore, spec: ModelSpec) -> None:
-    """Refuse a store whose tiles are cut another way than the model's training tiles were (its
-    scores would mean nothing); warn when its tiles are smaller than the model's input."""
-    mismatch = recipe_mismatch(spec.recipe, store.recipe)
-    if mismatch:
-        raise InputError(f"{store.root}: its tiles are not cut the way the model's training tiles were "
-                         f"({mismatch}): cut the images again with image_cutter.py --mode/--context/--zero")
-    warn_enlarging(store.tile_size, spec.tile_size, store.root)
-
-
-@functools.lru_cache(maxsize=None)
-def warn_enlarging(stored: int, wanted: int, where: Path) -> None:
-    """One warning per (store, size) when a model needs larger tiles than the store holds."""
-    if wanted > stored:
-        log.warning("%s holds %d px tiles, the model takes %d px: they are enlarged (blurred)", where, stored,
-                    wanted)
 
 
 class TileDataset(Dataset):

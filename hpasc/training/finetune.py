@@ -22,9 +22,10 @@ from hpasc import atomic
 from hpasc.cells.split import read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
+from hpasc.models.runner import ModelRunner
 from hpasc.runtime import log_done
 from hpasc.training.augment import AugmentSettings
-from hpasc.training.data import EpochBatches, TileDataset, check_tiles_for, create_loader, load_cells
+from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import LabelSources, load_labels
 from hpasc.training.trainer import Runtime, epoch_seed
@@ -72,14 +73,14 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
         log.info("%s exists, skipped (--overwrite to redo it)", out)
         log_done("0 checkpoints fine-tuned, 1 fine-tuned before", 0, out)
         return None
-    source = ckpt.load_checkpoint(config.checkpoint)
+    runner = ModelRunner.load(config.checkpoint)  # placed on the device, in its precision, by place_model
+    source, model, spec = runner.checkpoint, runner.model, runner.spec
     args = source["args"]
     dataset = config.dataset or Path(args["dataset"])
     split = read_split(dataset)
     cells = load_cells(split)
-    model, spec = ckpt.build_model(source)
     for store in cells.stores:
-        check_tiles_for(store, spec)
+        runner.check_tiles(store)
     sources = LabelSources.from_dict(args.get("labels", {})).plus(config.relabel, config.pseudo)
     labels = load_labels(cells, spec.outputs, sources)
     targets = labels.targets

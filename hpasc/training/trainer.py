@@ -34,8 +34,8 @@ from hpasc.models.registry import architecture, create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.runtime import CommonOptions
 from hpasc.training.augment import AugmentSettings
-from hpasc.training.data import (CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells,
-                                 warn_enlarging)
+from hpasc.models.runner import warn_enlarging
+from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
 from hpasc.training.distributed import Process
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import CellLabels, LabelSources, load_labels
@@ -151,7 +151,7 @@ def _train_and_validation_rows(cells: CellSet, split: Split, labels: CellLabels)
 
 
 def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs: tuple[int, ...],
-                 resumed: dict[str, Any] | None, recipe: dict | None) -> Engine:
+                 resumed: dict[str, Any] | None, cells: CellSet) -> Engine:
     """The model (ImageNet-initialised, or the resumed checkpoint's), Adam and cosine annealing."""
     torch.manual_seed(config.seed)  # the same initial weights on every process and every run
     model = create_model(config.arch, len(outputs), tile_size=tile_size)
@@ -159,7 +159,8 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
         model.load_state_dict(resumed["model_state"])
     else:
         _initialise(model, config, runtime)
-    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size, recipe=recipe)
+    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size, recipe=cells.recipe,
+                     segmentation=cells.segmentation)
     model = place_model(model, runtime.process, runtime.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
@@ -262,8 +263,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
     tile_size = resolve_tile_size(config.tile_size, config.arch, data.cells.tile_size)
     for store in data.cells.stores:
         warn_enlarging(store.tile_size, tile_size, store.root)
-    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed,
-                          data.cells.recipe)
+    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed, data.cells)
     batches = EpochBatches(config.batch_size, drop_last=True)
     loader = create_loader(TileDataset(data.cells, tile_size), batches, runtime.options.workers,
                            pin_memory=process.device.type == "cuda")

@@ -1,0 +1,189 @@
+"""The host model: what infer.py and segmentator.py cost the host per image, with no GPU.
+
+The networks are replaced by stand-ins that do on the host what a GPU run does there (copy the
+inputs out of host memory, as a host-to-device copy does) and then sleep for the GPU time measured
+on an H200 (bench/RESULTS.md's GPU section: EfficientNet-B0 at 512 px ~4,000 tiles/s per member in
+float16, HPA's two DPN-UNets ~80 images/s): a sleep holds no core, as a kernel running on the GPU
+holds none. The rest runs for real on synthetic 2048² images (``hpasc.synthetic``), with HPA's
+segmentation fed realistic network maps made from each image's known masks, so ``label_cell``
+does a real image's work.
+
+Per image, from the start of the stage's worker pool (the models are loaded by then) to the end of
+its last image:
+- main ms: the main process's CPU milliseconds (all its threads). It is serial: the main process
+  can finish at most 1000 / that images per second, whatever the cores and the GPU;
+- waits ms: the main process's wall time spent waiting for the stand-in networks (the GPU time it
+  does not overlap with its own work);
+- MB between processes: bytes through the pipes between the main process and its workers (the
+  main process's read and write system calls, /proc/self/io; the checkpoints are read before the
+  window), and the bytes of the arrays handed over in shared memory, which are not copied;
+- worker core-s: the workers' CPU seconds (their start-up measured apart and left out);
+- predicted images/s on --cores cores: the least of the main process's ceiling, the workers'
+  (cores - 1 over their core-s) and the GPU's (1 / its seconds per image).
+
+Usage: python bench/host.py [--images 8] [--workers 2] [--members 7] [--label-scale 1]
+Ends with: host: infer main A ms/image, B MB/image between processes; segment main C ms/image
+"""
+
+from __future__ import annotations
+
+# Nothing heavy at the top: the pools' spawned workers import this file as __mp_main__.
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+B0_TILES_PER_S = 4000.0  # one B0 member at 512 px, float16, H200 (per member and tile)
+UNET_IMAGES_PER_S = 80.0  # HPA's nuclei + cell DPN-UNets together, 512² inputs, float16, H200
+
+
+def _io_bytes() -> int:
+    """This process's bytes through read and write system calls (pipes included)."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["rchar"]) + int(fields["wchar"])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Meter:
+    """Stands in for a stage's progress bar: notes the main process's CPU time, pipe bytes and
+    stand-in waits each time an image is finished."""
+
+    marks: list[tuple[float, int, float]] = field(default_factory=list)
+    waited: list[float] = field(default_factory=lambda: [0.0])
+    shared: list[int] = field(default_factory=lambda: [0])
+
+    def bar(self, iterable=None, **_):
+        meter = self
+
+        class Bar:
+            def __iter__(self):
+                for item in iterable:
+                    meter.mark()
+                    yield item
+
+            def update(self, n: int = 1) -> None:
+                for _ in range(n):
+                    meter.mark()
+
+            def reset(self, total: int = 0) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+            def set_postfix_str(self, *_, **__) -> None:
+                pass
+        return Bar()
+
+    def mark(self) -> None:
+        self.marks.append((time.process_time(), _io_bytes(), self.waited[0]))
+
+    def per_image(self) -> tuple[float, float, float]:
+        """(main CPU ms, pipe MB, wait ms) per image from the pool's start (the first mark) to the
+        last image's end."""
+        (cpu0, io0, wait0), (cpu1, io1, wait1) = self.marks[0], self.marks[-1]
+        count = len(self.marks) - 1
+        return 1000 * (cpu1 - cpu0) / count, (io1 - io0) / count / 1e6, 1000 * (wait1 - wait0) / count
+
+
+def stand_in_wait(meter: Meter, seconds: float) -> None:
+    start = time.perf_counter()
+    time.sleep(seconds)
+    meter.waited[0] += time.perf_counter() - start
+
+
+def synthetic(work: Path, count: int) -> tuple[Path, Path]:
+    """``count`` synthetic 2048² images and their known cell masks (``truth/``, ``truth/nuclei``)."""
+    images = work / "images"
+    subprocess.run([sys.executable, "-m", "hpasc.synthetic", "-o", str(images), "-n", str(count),
+                    "--size", "2048", "--seed", "0", "--no-progress", "--log-level", "WARNING"],
+                   cwd=REPO, check=True)
+    return images, images / "truth"
+
+
+def startup_cpu(workers: int, module: str) -> float:
+    """The workers' CPU seconds to start and import ``module`` (left out of the per-image figure)."""
+    from hpasc.workers import process_pool
+
+    before = _children_cpu()
+    with process_pool(workers) as pool:
+        for future in [pool.submit(exec, f"import {module}") for _ in range(workers)]:
+            future.result()
+    return _children_cpu() - before
+
+
+@dataclass
+class Figures:
+    stage: str
+    images: int
+    main_ms: float
+    pipe_mb: float
+    shared_mb: float
+    wait_ms: float
+    worker_s: float
+    gpu_s: float
+
+    def predicted(self, cores: int) -> tuple[float, str]:
+        limits = {"main process": 1000 / (self.main_ms + self.wait_ms),
+                  "workers": (cores - 1) / self.worker_s,
+                  "GPU": 1 / self.gpu_s}
+        name = min(limits, key=limits.get)
+        return limits[name], name
+
+    def line(self, cores: int) -> str:
+        rate, limit = self.predicted(cores)
+        return (f"{self.stage:<28} main {self.main_ms:6.1f} ms  waits {self.wait_ms:6.1f} ms  pipes "
+                f"{self.pipe_mb:6.2f} MB  shared {self.shared_mb:6.1f} MB  workers {self.worker_s:5.2f} core-s  "
+                f"GPU {1000 * self.gpu_s:5.1f} ms  -> {rate:5.1f} images/s on {cores} cores ({limit})")
+
+
+def measure(stage: str, run, meter: Meter, workers: int, module: str, count: int, gpu_s: float) -> Figures:
+    start_cpu = startup_cpu(workers, module)
+    before = _children_cpu()
+    run()
+    worker_s = (_children_cpu() - before - start_cpu) / count
+    main_ms, pipe_mb, wait_ms = meter.per_image()
+    shared = meter.shared[0] / count / 1e6
+    return Figures(stage, count, main_ms, pipe_mb, shared, wait_ms, worker_s, gpu_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8, help="synthetic 2048² images (at least 3)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--members", type=int, default=7, help="B0 checkpoints in the ensemble")
+    parser.add_argument("--label-scale", type=float, default=1.0, help="HPA's post-processing scale")
+    parser.add_argument("--cores", type=int, default=16, help="cores of the machine predicted for")
+    args = parser.parse_args()
+    if args.images < 3:
+        parser.error("--images must be at least 3")
+    sys.path[:0] = [str(HERE), str(HERE / "gpu"), str(REPO)]
+    from host_model import run_infer, run_segment
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        images, truth = synthetic(work, args.images)
+        rows = [run_segment(work, images, truth, args), run_infer(work, images, truth, args)]
+    print(f"{args.images} synthetic 2048² images, {args.workers} workers, {args.members} x B0 512 px, "
+          f"label scale {args.label_scale:g}; GPU stand-ins: B0 {B0_TILES_PER_S:g} tiles/s per member, "
+          f"DPN-UNets {UNET_IMAGES_PER_S:g} images/s")
+    for row in rows:
+        print(row.line(args.cores))
+    segment, infer = rows
+    print(f"host: infer main {infer.main_ms:.1f} ms/image, {infer.pipe_mb:.2f} MB/image between processes; "
+          f"segment main {segment.main_ms:.1f} ms/image")
+
+
+if __name__ == "__main__":
+    main()

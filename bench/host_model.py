@@ -1,0 +1,135 @@
+"""bench/host.py's runs: segmentator and infer.py with their networks replaced by GPU stand-ins.
+
+Imported by bench/host.py's main only (it imports torch, which the pools' workers must not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from host import B0_TILES_PER_S, UNET_IMAGES_PER_S, Figures, Meter, measure, stand_in_wait
+from hpasc import runtime, shared_arrays
+from hpasc.image_folder import scan_images
+from hpasc.images import read_label_image
+from hpasc.inference import ensemble as ensemble_module
+from hpasc.inference import stage as infer_stage
+from hpasc.segmentation import segmenter
+from hpasc.segmentation import stage as seg_stage
+from hpasc.segmentation.settings import ModelFiles, SegmentationSettings
+from hpasc.segmentation.jobs import Outputs
+from hpasc.segmentation.predict import HpaNetworks
+from measure import _key, ensemble_file, folder_maps  # bench/gpu/measure.py
+
+
+class StandInNetworks(HpaNetworks):
+    """HPA's networks as the host sees them: the input copied out (a host-to-device copy), the GPU
+    time waited for, the realistic maps copied back (device-to-host)."""
+
+    def __init__(self, meter: Meter, maps: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__(torch.nn.Identity(), torch.nn.Identity(), "cpu")
+        self.meter, self.maps = meter, maps
+
+    def run(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        for image in planes:
+            if not _page_locked(torch.from_numpy(image)):  # from pageable memory the driver copies on the host
+                np.array(image, copy=True)
+        stand_in_wait(self.meter, len(planes) / UNET_IMAGES_PER_S)
+        pairs = [self.maps[_key(image)] for image in planes]
+        self.meter.shared[0] += sum(image.nbytes + n.nbytes + c.nbytes for image, (n, c) in zip(planes, pairs))
+        return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])  # the device-to-host copies
+
+
+def _stand_in_loader(meter: Meter, maps: dict):
+    def load(*_args, **_kwargs) -> StandInNetworks:
+        return StandInNetworks(meter, maps)
+    return load
+
+
+def _page_locked(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` lies in a slot of a ring, which is page-locked on CUDA."""
+    start = tensor.data_ptr()
+    for block in {id(ring): ring for ring in shared_arrays._RINGS.values()}.values():
+        for mapped in block.blocks.values():
+            base = np.frombuffer(mapped.buf, np.uint8).ctypes.data
+            if base <= start < base + mapped.size:
+                return True
+    return False
+
+
+def _stand_in_score(meter: Meter):
+    rng = np.random.default_rng(0)
+
+    def score(self, tiles, embeddings) -> np.ndarray:
+        per_recipe = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
+        for batch in per_recipe:
+            meter.shared[0] += batch.nbytes
+            if not _page_locked(batch):  # from pageable memory, the driver copies on the host
+                np.array(batch.numpy(), copy=True)
+        count = len(per_recipe[0])
+        stand_in_wait(meter, len(self.models) * count / B0_TILES_PER_S)
+        return rng.random((count, 19), dtype=np.float32)
+    return score
+
+
+def _weights(work: Path) -> ModelFiles:
+    path = work / "stand_in_weights.pth"
+    path.write_bytes(b"stand-in: never loaded")
+    return ModelFiles(nuclei=path, cells=path)
+
+
+def run_segment(work: Path, images: Path, truth: Path, args) -> Figures:
+    meter, maps = Meter(), folder_maps(images, truth)
+    options = runtime.CommonOptions(workers=args.workers, device="cpu", overwrite=True, progress=False)
+    options = _metered(options, meter)
+    segmenter.load_networks = _stand_in_loader(meter, maps)
+    _metered_pool(meter, seg_stage)
+    settings = SegmentationSettings("hpa", _weights(work), args.label_scale, batch_size=16)
+
+    def run() -> None:
+        seg_stage.segment_folder(scan_images(images), Outputs(work / "masks"), settings, options)
+    return measure("segmentator (hpa, batch 16)", run, meter, args.workers, "hpasc.segmentation.jobs",
+                   args.images, 1 / UNET_IMAGES_PER_S)
+
+
+def run_infer(work: Path, images: Path, truth: Path, args) -> Figures:
+    meter, maps = Meter(), folder_maps(images, truth)
+    options = _metered(runtime.CommonOptions(workers=args.workers, device="cpu", progress=False), meter)
+    segmenter.load_networks = _stand_in_loader(meter, maps)
+    _metered_pool(meter, infer_stage)
+    ensemble_module.LoadedEnsemble._score = _stand_in_score(meter)
+    ensemble = ensemble_file(work, args.members)
+    settings = infer_stage.InferSettings(SegmentationSettings("hpa", _weights(work), args.label_scale, batch_size=8))
+    cells = np.mean([read_label_image(p).max() for p in sorted(truth.glob("*.png"))])
+
+    def run() -> None:
+        failed = infer_stage.infer_folder(scan_images(images), ensemble, work / "submission.csv", None, settings,
+                                          options)
+        assert not failed, failed
+    gpu_s = cells * args.members / B0_TILES_PER_S + 1 / UNET_IMAGES_PER_S
+    return measure(f"infer ({args.members} x B0, hpa seg)", run, meter, args.workers, "hpasc.inference.jobs",
+                   args.images, gpu_s)
+
+
+def _metered_pool(meter: Meter, module) -> None:
+    """The stage's process pool, noting the meter's first mark once it has started."""
+    real = module.process_pool
+
+    @contextlib.contextmanager
+    def pool(workers: int):
+        with real(workers) as started:
+            meter.mark()
+            yield started
+    module.process_pool = pool
+
+
+def _metered(options: runtime.CommonOptions, meter: Meter) -> runtime.CommonOptions:
+    """The options with their progress bar replaced by the meter's."""
+    class Metered(type(options)):
+        def bar(self, iterable=None, **kwargs):
+            return meter.bar(iterable, **kwargs)
+    return Metered(**{name: getattr(options, name) for name in options.__dataclass_fields__})
+
+
