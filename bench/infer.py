@@ -49,6 +49,7 @@ from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E4
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
+from hpasc.segmentation.settings import SegmentationSettings  # noqa: E402
 from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402
 from hpasc.submission.rows import prediction_string  # noqa: E402
 from segmentation import stand_in_output  # noqa: E402  (bench/segmentation.py)
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--label-scale", type=float, default=0.25, help="the scaled label_cell's scale")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    settings = InferSettings(backend="classical", batch_size=args.batch_size)
+    settings = InferSettings(SegmentationSettings("classical"), batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ensemble_file = make_ensemble(root, args.members, args.tile_size)

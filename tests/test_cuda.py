@@ -153,3 +153,33 @@ def test_segmentator_and_infer_run_on_cuda(workdir: Path, random_weights: Path, 
     assert result.returncode == 0, result.stderr
     submission = read_submission(out)
     assert len(submission) == 12 and check_submission(submission, None, None) == []
+
+
+def test_page_locked_slots_feed_the_gpu_exactly() -> None:
+    """Tiles a spawned worker writes into a page-locked slot reach the GPU unchanged (the copy is
+    asynchronous from such memory; scoring waits for it before the slot is lent again), and HPA's
+    networks read their inputs straight from slots."""
+    from hpasc.models.pinning import page_locker
+    from hpasc.shared_arrays import SharedArrays, SlotRing
+    from hpasc.workers import process_pool
+
+    tiles = random_tiles(6, 11).numpy()
+    with SlotRing(2, 1 << 20, page_locker(CUDA)) as ring, process_pool(1) as pool:
+        for round_ in range(3):
+            shared = pool.submit(SharedArrays.put, [tiles + round_], ring.lend(round_)).result()
+            assert shared.lent
+            with shared.opened() as (view,):
+                on_gpu = torch.from_numpy(view).to(CUDA, non_blocking=True)
+                assert torch.from_numpy(view).is_pinned()
+                torch.cuda.synchronize()
+            ring.settle(round_)
+            np.testing.assert_array_equal(on_gpu.cpu().numpy(), tiles + round_)
+    torch.manual_seed(0)
+    networks = HpaNetworks(DPNUNet().eval(), DPNUNet().eval(), "cuda", Precision("float32"))
+    image = prepare(synthesize_image((512, 512), np.random.default_rng(3)).image)
+    with SlotRing(1, 8 << 20, networks.page_locker()) as ring:
+        shared = SharedArrays.put([image.cells], ring.lend("image"))
+        from_slot = networks.run(shared.arrays())
+        shared.release()
+    for got, expected in zip(from_slot, networks([image])):
+        np.testing.assert_array_equal(got, expected)

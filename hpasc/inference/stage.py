@@ -36,13 +36,17 @@ from hpasc.inference.postprocess import postprocess
 from hpasc.models.pinning import page_locker
 from hpasc.models.precision import Precision
 from hpasc.segmentation.provenance import record_provenance
-from hpasc.segmentation.segmenter import TILES_SLOT, Segmenter
+from hpasc.segmentation.segmenter import Segmenter
 from hpasc.segmentation.settings import SegmentationSettings
 from hpasc.shared_arrays import SlotRing
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 from hpasc.workers import process_pool
 
 log = logging.getLogger(__name__)
+
+CELLS_PER_SLOT = 48
+"""An image's tiles travel in a shared-memory slot when it has at most this many cells (HPA's images
+hold 10-40; 96 MiB at 512 px); a larger one's in a block of its own, ~15 ms more per 40 MB."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     present = [i for i in ids if i in set(folder.ids)]
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
     plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
-    with segmenter, SlotRing(segmenter.in_flight, TILES_SLOT, page_locker(device)) as tiles, \
+    tiles_slot = CELLS_PER_SLOT * sum(recipe.size ** 2 * 4 * 2 for recipe in loaded.recipes)  # uint16 × 4 planes
+    with segmenter, SlotRing(segmenter.in_flight, tiles_slot, page_locker(device)) as tiles, \
             process_pool(options.workers) as pool:
         failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")
     runtime.log_failures(failures)

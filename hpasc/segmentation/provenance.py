@@ -17,6 +17,7 @@ from typing import Any
 
 from hpasc import atomic
 from hpasc.errors import InputError
+from hpasc.segmentation.settings import EXACT
 
 FILE = "segmentation.json"
 BACKENDS = ("hpa", "classical", "unknown")
@@ -29,7 +30,7 @@ class Provenance:
 
     backend: str
     weights: dict[str, str] = field(default_factory=dict)
-    label_scale: float = 1.0
+    label_scale: float = EXACT
     """HPA's post-processing ran on maps shrunk by this (``--label-scale``; 1: HPA's exact masks)."""
 
     def __post_init__(self) -> None:
@@ -37,17 +38,17 @@ class Provenance:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        scale = {} if self.label_scale == 1 else {"label_scale": self.label_scale}
+        scale = {} if self.label_scale == EXACT else {"label_scale": self.label_scale}
         return {"backend": self.backend, "weights": dict(sorted(self.weights.items())), **scale}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Provenance:
         """The record :meth:`to_dict` wrote (KeyError, TypeError or ValueError if it is not one)."""
         return cls(str(data["backend"]), {str(k): str(v) for k, v in data.get("weights", {}).items()},
-                   float(data.get("label_scale", 1.0)))
+                   float(data.get("label_scale", EXACT)))
 
     def describe(self) -> str:
-        scale = "" if self.label_scale == 1 else f" labelled at scale {self.label_scale:g}"
+        scale = "" if self.label_scale == EXACT else f" labelled at scale {self.label_scale:g}"
         return {"hpa": "HPA's segmentation", "classical": "the classical backend",
                 "unknown": "masks of unknown origin"}[self.backend] + scale
 

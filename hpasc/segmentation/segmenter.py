@@ -35,11 +35,10 @@ from hpasc.workers import bounded_map, failure_reason
 log = logging.getLogger(__name__)
 
 # Slot sizes of the shared-memory rings: a 3072² image's network input (3 × 768² float32) and its
-# two networks' maps fit, and 48 cells' 512 px tiles (HPA's images hold 10-40); anything larger
-# travels in a block of its own, which costs the main process ~15 ms more per 40 MB.
+# two networks' maps fit; anything larger travels in a block of its own, which costs the main
+# process ~15 ms more per 40 MB.
 INPUT_SLOT = 8 << 20
 MAPS_SLOT = 16 << 20
-TILES_SLOT = 96 << 20
 
 OnResult = Callable[[str, object], None]
 
