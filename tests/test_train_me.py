@@ -131,20 +131,23 @@ def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:
     assert train(workdir, *args, "--overwrite").returncode == 0
 
 
-def test_a_run_made_before_an_augmentation_field_existed_resumes(workdir: Path) -> None:
+def test_a_run_made_before_an_augmentation_field_and_the_segmentation_record_existed_resumes(workdir: Path) -> None:
     args = ("-s", "older", "-n", "run", "--pretrained", "none", "--tile-size", "32", "--workers", "1",
             "--no-progress", "--epoch-size", "32", "-p")
     assert train(workdir, *args, "--epochs", "1").returncode == 0
-    # Rewrite the checkpoint as a version without the pad_range field would have written it, and
-    # let it ask for 2 epochs so that the resumed run has one left to train.
+    # Rewrite the checkpoint as a version without the pad_range field and without the segmentation
+    # record would have written it, and let it ask for 2 epochs so that the resumed run has one left.
     path = workdir / "older" / "run-1.pt"
     checkpoint = load_checkpoint(path)
     del checkpoint["args"]["augment"]["pad_range"]
+    recorded = checkpoint["model_spec"].pop("segmentation")
     checkpoint["args"]["epochs"] = 2
     save_checkpoint(path, checkpoint)
     resumed = train(workdir, *args, "--epochs", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and (workdir / "older" / "run-2.pt").is_file()
+    assert recorded == {"backend": "unknown", "weights": {}}  # the synthetic truth's masks
+    assert load_checkpoint(workdir / "older" / "run-2.pt")["model_spec"]["segmentation"] == recorded
     changed = train(workdir, *args[:-1], "-r", "--epochs", "2", "--resume")
     assert_one_line_error(changed, "other settings (augment)")
 
