@@ -8,6 +8,7 @@ for it (a flag that a stage would ignore is not offered), and hands its work to 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -34,19 +35,39 @@ def parse_shard(text: str) -> Shard:
     return shard
 
 
-def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
-    """argparse type: a number of ``kind`` that is >= ``minimum``."""
+def in_range(low: float | None = None, high: float | None = None, kind: type = float, *, open_low: bool = False,
+             open_high: bool = False) -> Callable[[str], float]:
+    """argparse type, the one range rule of every numeric flag: a finite number of ``kind`` from
+    ``low`` to ``high`` (None: unbounded; an open end excludes its bound). NaN and the infinities
+    are refused: no setting means them, and every comparison with NaN is false."""
+    word = "an integer" if kind is int else "a number"
+    lower = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
+    upper = "" if high is None else f"{'<' if open_high else '<='} {high:g}"
+    interval = (f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+                if low is not None and high is not None else lower or upper)
 
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a value >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}") from None
+        inside = math.isfinite(value) and (low is None or (value > low if open_low else value >= low)) \
+            and (high is None or (value < high if open_high else value <= high))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"expected {word} {interval}, got {text}".replace("  ", " "))
         return value
 
     return parse
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], float]:
+    """argparse type: a finite number of ``kind`` that is >= ``minimum``."""
+    return in_range(minimum, None, kind)
+
+
+def class_index(classes: range) -> Callable[[str], int]:
+    """argparse type: a class index among ``classes`` (e.g. ``range(18)``: not Negative)."""
+    return in_range(classes.start, classes.stop - 1, int)
 
 
 positive_int = at_least(1)

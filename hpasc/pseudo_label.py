@@ -196,28 +196,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _fraction(open_interval: bool) -> Callable[[str], float]:
     """argparse type: a number in (0, 1) when ``open_interval`` (a cutoff), else in [0, 1] (a value)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (0.0 < value < 1.0 if open_interval else 0.0 <= value <= 1.0):
-            interval = "(0, 1)" if open_interval else "[0, 1]"
-            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
-        return value
-
-    return parse
-
-
-def _class_index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class index, got {text!r}") from None
-    if value not in LABELLED_CLASSES:
-        raise argparse.ArgumentTypeError(f"expected a class in 0..{NEGATIVE - 1} (not Negative), got {value}")
-    return value
+    return cli.in_range(0.0, 1.0, open_low=open_interval, open_high=open_interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an image-label class scoring below this in a cell is a negative there")
     parser.add_argument("--negative-value", type=_fraction(False), default=0.01, metavar="V",
                         help="the soft label written for a negative")
-    parser.add_argument("--positive-class", type=_class_index, default=None, metavar="CLASS",
+    parser.add_argument("--positive-class", type=cli.class_index(LABELLED_CLASSES), default=None, metavar="CLASS",
                         help="mine positives of this class (0..17, e.g. 11 Mitotic spindle) in images "
                              "not labelled with it (default: no mining)")
     parser.add_argument("--positive-cutoff", type=_fraction(True), default=None, metavar="P",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -102,3 +103,40 @@ def test_bad_flag_is_a_usage_error(script: str) -> None:
     result = run_script(script, "--no-such-flag")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "usage:" in result.stderr and f"{script}: error:" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_numeric_flags_refuse_what_is_not_a_finite_number(text: str) -> None:
+    for parse in (cli.in_range(0.0, 1.0), cli.at_least(0.0, float), cli.in_range(None, 5.0)):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a number"):
+            parse(text)
+
+
+def test_ranges_keep_their_bounds() -> None:
+    closed, open_ = cli.in_range(0.0, 1.0), cli.in_range(0.0, 1.0, open_low=True, open_high=True)
+    assert closed("0") == 0.0 and closed("1") == 1.0 and open_("0.5") == 0.5
+    for text in ("0", "1", "-0.1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"expected a number in \(0, 1\), got"):
+            open_(text)
+    assert cli.at_least(2)("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer >= 2, got 1"):
+        cli.at_least(2)("1")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer, got '1.5'"):
+        cli.at_least(2)("1.5")
+    assert cli.class_index(range(18))("17") == 17
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected an integer in \[0, 17\], got 18"):
+        cli.class_index(range(18))("18")
+
+
+@pytest.mark.parametrize("module, flags", [
+    ("hpasc.commands.download", ["-i", "x.csv", "-o", "out", "--timeout", "nan"]),
+    ("hpasc.commands.download", ["-i", "x.csv", "-o", "out", "--backoff", "inf"]),
+    ("hpasc.commands.train", ["--lr", "nan"]),
+    ("hpasc.commands.infer", ["-i", "t", "-e", "e.yaml", "--overlay-threshold", "nan"]),
+    ("hpasc.report", ["--cells", "c.parquet", "--threshold", "nan"]),
+])
+def test_nan_and_infinity_are_usage_errors(module: str, flags: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(flags)
+    assert exited.value.code == 2
+    assert "expected a number" in capsys.readouterr().err

@@ -255,7 +255,7 @@ def test_unusable_input_is_a_one_line_error(dataset: Path, checkpoint: Path, tmp
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--positive-class", "18"], "--positive-class: expected a class in 0..17"),
+    (["--positive-class", "18"], "--positive-class: expected an integer in [0, 17], got 18"),
     (["--negative-cutoff", "1"], "--negative-cutoff: expected a number in (0, 1)"),
     (["--negative-value", "2"], "--negative-value: expected a number in [0, 1]"),
     (["--positive-cutoff", "0.8"], "--positive-cutoff: only used with --positive-class"),

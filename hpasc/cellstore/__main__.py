@@ -17,16 +17,6 @@ from hpasc.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _percentile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentile in (0, 100], got {value}")
-    return value
-
-
 def _dataset_parser(description: str) -> argparse.ArgumentParser:
     parser = cli.stage_parser(description)
     parser.add_argument("--dataset", type=Path, required=True, metavar="D",
@@ -46,7 +36,7 @@ def _export_parser() -> argparse.ArgumentParser:
                         help="folder for the PNGs ({cell id}.png, {cell id}_{channel}.png)")
     parser.add_argument("--raw", action="store_true",
                         help="also write each channel as a 16-bit greyscale PNG")
-    parser.add_argument("--percentile", type=_percentile, default=99.5,
+    parser.add_argument("--percentile", type=cli.in_range(0.0, 100.0, open_low=True), default=99.5,
                         help="per-channel brightness percentile (of the cell's pixels) shown as "
                              "full intensity in the composite")
     return parser

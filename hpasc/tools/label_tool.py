@@ -43,7 +43,7 @@ import numpy as np
 from hpasc import atomic, locks
 from hpasc.cellstore import CellStore, composite, open_cells
 from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.cli import run, stage_parser
+from hpasc.cli import class_index, run, stage_parser
 from hpasc.errors import InputError
 from hpasc.images import encode_png
 from hpasc.labels import files as label_files
@@ -359,16 +359,10 @@ def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | 
     return Session(store, cells, out / f"{class_index}.txt")
 
 
-def _class_index(text: str) -> int:
-    if not text.isdigit() or int(text) >= NUM_CLASSES:
-        raise argparse.ArgumentTypeError(f"expected a class index 0..{NUM_CLASSES - 1}, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__.split("\n\n")[0], flags=("workers", "device"))
     parser.add_argument("--dataset", type=Path, required=True, help="a cell dataset folder")
-    parser.add_argument("--class", dest="class_index", type=_class_index, required=True,
+    parser.add_argument("--class", dest="class_index", type=class_index(range(NUM_CLASSES)), required=True,
                         help="the class to score (index 0..18)")
     parser.add_argument("--out", type=Path, required=True,
                         help="the label folder ({class}.txt is appended to)")
