@@ -209,8 +209,8 @@ def realistic_loader(work: Path, load_real: Callable[..., HpaNetworks] = segment
     """A stand-in for ``load_networks`` (bound before any patching) giving RealisticNetworks."""
     RealisticNetworks.maps = realistic_maps(work)
 
-    def load(models: ModelFiles, options: runtime.CommonOptions, settings: SegmentationSettings) -> HpaNetworks:
-        real = load_real(models, options, settings)
+    def load(settings: SegmentationSettings, options: runtime.CommonOptions) -> HpaNetworks:
+        real = load_real(settings, options)
         return RealisticNetworks(real.nuclei_model, real.cell_model, DEVICE, settings.precision)
     return load
 

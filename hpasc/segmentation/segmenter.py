@@ -54,9 +54,9 @@ def choose_backend(requested: str, models: ModelFiles) -> str:
     return "classical"
 
 
-def load_networks(models: ModelFiles, options: runtime.CommonOptions, settings: SegmentationSettings) -> HpaNetworks:
+def load_networks(settings: SegmentationSettings, options: runtime.CommonOptions) -> HpaNetworks:
     device = runtime.resolve_device(options.device)
-    paths = models.resolve(options.progress)
+    paths = settings.models.resolve(options.progress)
     return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
                        load_hpa_model(paths[CELL_WEIGHTS], device), device, settings.precision)
 
@@ -84,7 +84,7 @@ class Segmenter:
 
     def __enter__(self) -> Segmenter:
         if self.backend == "hpa":
-            networks = load_networks(self.settings.models, self.options, self.settings)
+            networks = load_networks(self.settings, self.options)
             self.pipeline = NetworkPipeline(networks, self.settings, self.options)
         return self
 
@@ -103,6 +103,8 @@ class Segmenter:
         """Segment the images ``ids`` of ``folder`` and hand each one's masks to ``use`` in a worker;
         ``on_result(image_id, result)`` receives what ``use`` returned, here; with ``results``,
         ``use`` gets a slot of that ring for it. Returns {failed image: reason}."""
+        if self.backend == "hpa" and self.pipeline is None:
+            raise RuntimeError("enter the Segmenter (with segmenter: ...) before segment(): it loads the networks")
         bar = self.options.bar(total=len(ids), unit="image", desc=desc)
         try:
             if self.pipeline is not None:
