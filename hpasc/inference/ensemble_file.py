@@ -98,8 +98,11 @@ def _check_keys(entry: dict, known: Sequence[str], where: str) -> None:
 
 
 def _check_sum(weights: Sequence[float], where: str) -> None:
-    if sum(weights) <= 0:
+    total = sum(weights)
+    if total <= 0:
         raise InputError(f"{where}: the weights sum to 0")
+    if not math.isfinite(total):  # 1e308 + 1e308: every normalised weight would become 0
+        raise InputError(f"{where}: the weights sum to more than a float holds; scale them down")
 
 
 def _normalised(weights: Sequence[float], where: str) -> list[float]:

@@ -40,7 +40,8 @@ def read_scores(path: str | os.PathLike, allowed: Collection[int] = SCORES) -> l
     the line of a score outside ``allowed``."""
     entries = []
     for cell_id, token, where in read_label_lines(path):
-        if not token.isdigit() or int(token) not in allowed:
+        # ASCII digits only: '²' is a digit to str.isdigit, not to int.
+        if not (token.isascii() and token.isdigit()) or int(token) not in allowed:
             raise InputError(f"{where}: score {token!r} is not one of {', '.join(map(str, allowed))}")
         entries.append((cell_id, int(token)))
     return entries

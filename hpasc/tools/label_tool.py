@@ -257,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         text = self.headers.get("Content-Length")
         if text is None:
             raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-        if not text.strip().isdigit():
+        if not (text.strip().isascii() and text.strip().isdigit()):  # '²' is a digit to isdigit, not to int
             raise Refused(HTTPStatus.BAD_REQUEST, f"Content-Length {text!r} is not a byte count")
         if int(text) > MAX_BODY:
             raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a body of at most {MAX_BODY} bytes")

@@ -29,6 +29,9 @@ def folder(tmp_path: Path) -> Path:
     ("groups: [{members: [{checkpoint: a.pt, wieght: 2}]}]", "'wieght' (did you mean 'weight'?)"),
     ("groups: [{members: [a.pt]}]\npostprocessing: {cell_wieght: 0.5}", "'cell_wieght' (did you mean 'cell_weight'?)"),
     ("grups: [{members: [a.pt]}]", "'grups' (did you mean 'groups'?)"),
+    ("groups: [{weight: 1.0e+308, members: [a.pt]}, {weight: 1.0e+308, members: [a.pt]}]", "more than a float holds"),
+    ("groups: [{members: [{checkpoint: a.pt, weight: 1.0e+308}, {checkpoint: a.pt, weight: 1.0e+308}]}]",
+     "more than a float holds"),
 ])
 def test_bad_values_and_typos_are_refused(folder: Path, content: str, fragment: str) -> None:
     (folder / "e.yaml").write_text(content)

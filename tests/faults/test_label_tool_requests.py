@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hpasc.errors import InputError
 from hpasc.labels.folders import read_label_folder
 from hpasc.tools.label_tool import make_server, open_session
 from tests.conftest import assert_one_line_error, run_script
@@ -111,11 +112,11 @@ def _raw(port: int, request: bytes, wait_s: float = 20) -> bytes:
 
 
 @pytest.mark.parametrize("length, status", [("abc", b" 400 "), ("-5", b" 400 "), ("99999999", b" 413 "),
-                                            ("1e3", b" 400 ")])
+                                            ("1e3", b" 400 "), ("\xb2", b" 400 ")])  # ², one latin-1 byte
 def test_malformed_content_length(served: tuple[int, Path], length: str, status: bytes) -> None:
     port, _ = served
     head = (f"POST /score HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"X-Label-Token: {TOKEN}\r\nContent-Length: {length}\r\n\r\n").encode()
+            f"X-Label-Token: {TOKEN}\r\nContent-Length: {length}\r\n\r\n").encode("latin-1")
     assert status in _raw(port, head + b'{"index": 0, "score": 4}').split(b"\r\n")[0] + b" "
 
 
@@ -179,3 +180,16 @@ def test_cell_ids_with_spaces_round_trip(tmp_path: Path) -> None:
         label_lines([(" leading_1", "5")])
     with pytest.raises(ValueError):
         label_lines([("new\nline_1", "5")])
+
+
+def test_a_score_that_only_looks_like_a_digit_is_one_line(tmp_path: Path) -> None:
+    """'²' passes str.isdigit but not int: the label tool's reader of a score file (which resumes a
+    session) refused it with a traceback; now with the line, as `hpasc-labels inspect` does."""
+    from hpasc.labels.files import read_scores
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "4.txt").write_text("plain_3 5\nplain_4 \u00b2\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"4.txt:2: score '²'"):
+        read_scores(folder / "4.txt")
+    assert_one_line_error(run_script("-m", "hpasc.labels", "inspect", folder), "4.txt:2: '²'")
