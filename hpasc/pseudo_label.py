@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "images without that label scoring at least --positive-cutoff get --positive-value. "
         "Writes {class}.txt for classes 0..17 ('CELL_ID VALUE'), summary.csv and manifest.json.",
         flags=("workers", "device"))
-    parser.prog = "python -m hpasc.pseudo_label"
+    parser.prog = "hpasc-pseudo-label"
     # Not the common --overwrite: an existing folder is an error here, not a skipped item.
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the label files already in DIR (without it such a folder is an error)")

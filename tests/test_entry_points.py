@@ -93,3 +93,14 @@ def test_the_model_commands_are_all_that_load_a_model() -> None:
                "hpasc.training.finetune", "hpasc.pseudo_label", "hpasc.training.cell_eval", "hpasc.tools.gradcam",
                "hpasc.tools.label_tool"}
     assert users <= covered, sorted(users - covered)
+
+
+@pytest.mark.parametrize("name, argv", [("hpasc-labels", ["--help"]), ("hpasc-labels", ["inspect", "--help"]),
+                                        ("hpasc-cellstore", ["export", "--help"]), ("hpasc-pseudo-label", ["--help"])])
+def test_help_names_the_installed_command(name: str, argv: list[str], capsys) -> None:
+    """The usage line names the command a user types (it said `python -m hpasc.labels`)."""
+    module, _ = SCRIPTS[name].split(":")
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(argv)
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {name}")

@@ -79,7 +79,7 @@ COMMANDS = {"export": (_export_parser, _export, "write PNGs of chosen cells"),
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch("python -m hpasc.cellstore", "Tools for a cell dataset folder (the cell store).", COMMANDS, argv)
+    cli.dispatch("hpasc-cellstore", "Tools for a cell dataset folder (the cell store).", COMMANDS, argv)
 
 
 if __name__ == "__main__":

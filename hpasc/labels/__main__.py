@@ -59,7 +59,7 @@ COMMANDS: dict[str, cli.Subcommand] = {"inspect": (_inspect_parser, _inspect, "w
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch("python -m hpasc.labels", "Tools for cell label folders.", COMMANDS, argv)
+    cli.dispatch("hpasc-labels", "Tools for cell label folders.", COMMANDS, argv)
 
 
 if __name__ == "__main__":
