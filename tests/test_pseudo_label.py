@@ -251,7 +251,7 @@ def test_unusable_input_is_a_one_line_error(dataset: Path, checkpoint: Path, tmp
     assert_one_line_error(pseudo_label("--checkpoint", checkpoint, "--dataset", dataset, "--out",
                                        tmp_path / "file", cwd=tmp_path), "is not a folder")
     assert_one_line_error(pseudo_label("--checkpoint", checkpoint, "--dataset", tmp_path, "--out",
-                                       tmp_path / "p", "--device", "cpu", cwd=tmp_path), "no split")
+                                       tmp_path / "p", "--device", "cpu", cwd=tmp_path), "not a cell dataset")
 
 
 @pytest.mark.parametrize("args, fragment", [

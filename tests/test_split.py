@@ -171,7 +171,7 @@ def test_read_split_refuses_an_outdated_or_torn_split(real_labels, tmp_path: Pat
 
 def test_too_few_images_and_small_classes(tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "ds", cells_table({"a": [0], "b": [1], "c": []}))
-    with pytest.raises(InputError, match="3 image.*too few for 5 folds"):
+    with pytest.raises(InputError, match="3 image.*too few for 5 folds: pass --folds 3 or fewer"):
         split_dataset(dataset)
     with pytest.raises(ValueError):
         SplitSettings(folds=3, fold=3)

@@ -202,7 +202,7 @@ def test_torchrun_two_processes(workdir: Path) -> None:
 
 @pytest.mark.parametrize("args, fragments", [
     (("-i", "nowhere"), ("nowhere",)),
-    (("-i", "syn"), ("no split",)),
+    (("-i", "syn"), ("syn: not a cell dataset", "image_cutter.py -i IMAGES", "data_loader.py -i DATASET")),
     (("--pretrained", "missing.pth"), ("missing.pth", "does not exist")),
 ])
 def test_bad_input_is_one_line(workdir: Path, args: tuple[str, ...], fragments: tuple[str, ...]) -> None:

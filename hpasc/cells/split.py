@@ -245,8 +245,9 @@ def split_dataset(dataset: str | os.PathLike, extras: Sequence[str | os.PathLike
     settings = settings or SplitSettings()
     own = read_image_table(dataset)
     if len(own.ids) < settings.folds:
+        fewer = f": pass --folds {len(own.ids)} or fewer" if len(own.ids) >= 2 else ": at least 2 are needed"
         raise InputError(f"{cells_table_path(dataset)}: {len(own.ids)} image(s) with kept cells, "
-                         f"too few for {settings.folds} folds")
+                         f"too few for {settings.folds} folds{fewer}")
     fold_of = assign_folds(own.labels, settings.folds, settings.seed)
     frames = [pd.DataFrame({"image_id": own.ids, "fold": fold_of, "source": SELF})]
     sources = [{"source": SELF, "role": "folds", "cells_sha256": own.sha256,
@@ -392,6 +393,9 @@ def read_split(dataset: str | os.PathLike, *, check_current: bool = True) -> Spl
     folder = split_folder(dataset)
     csv_path, json_path = folder / SPLIT_CSV, folder / SPLIT_JSON
     rerun = f"re-run data_loader.py -i {dataset}"
+    if not cells_table_path(dataset).is_file():  # an image folder, say: the split would not be the fix
+        raise InputError(f"{dataset}: not a cell dataset (no {cells_table_path(dataset).name}): cut one with "
+                         f"image_cutter.py -i IMAGES -m MASKS -o DATASET, then split it with data_loader.py -i DATASET")
     if not json_path.is_file() or not csv_path.is_file():
         raise InputError(f"{folder}: no split ({SPLIT_JSON} and {SPLIT_CSV}): {rerun}")
     try:
