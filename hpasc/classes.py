@@ -112,7 +112,7 @@ def read_label_table(path: str | os.PathLike) -> dict[str, list[int]]:
         except ValueError as exc:
             raise InputError(f"{path} line {row}: bad label {text!r} ({exc})") from None
         if image_id in labels:
-            if labels[image_id] != parsed:
+            if set(labels[image_id]) != set(parsed):  # "0|1" and "1|0" are the same labels
                 raise InputError(f"{path} line {row}: {image_id} is listed on line {lines[image_id]} "
                                  "with other labels")
             repeated.append(image_id)

@@ -179,6 +179,10 @@ def test_bad_input(synthetic: Path, tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{first}: failed: {first}: no mask" in result.stderr
     assert first not in set(open_cells(tmp_path / "o").table["image_id"])
+    # A masks folder that is not there is unusable input (exit 2, one line), not a failure per image.
+    assert_one_line_error(cutter("-i", images, "-m", tmp_path / "no_masks", "-o", tmp_path / "o2", "--size", SIZE),
+                          "no_masks: no such masks folder")
+    assert not (tmp_path / "o2").exists()
 
 
 def test_open_cells_is_public(synthetic: Path, tmp_path: Path) -> None:

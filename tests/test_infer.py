@@ -118,6 +118,9 @@ def test_bad_input_is_one_line(checkpoint, test_images, tmp_path) -> None:
     assert_one_line_error(run_script("infer.py", "-i", tmp_path / "nowhere", "-e", checkpoint, "-o",
                                      tmp_path / "s.csv", "--no-progress"), "nowhere")
     assert not (tmp_path / "s.csv").exists()
+    (tmp_path / "a_file").write_text("")  # refused before any image is read, not after the run
+    assert_one_line_error(run_script("infer.py", "-i", images, "-e", checkpoint, "-o", tmp_path / "a_file" / "s.csv",
+                                     "--backend", "classical", "--no-progress"), "a_file is not a folder")
 
 
 def test_hpa_backend_through_the_network_pipeline(checkpoint, random_weights, tmp_path) -> None:

@@ -112,6 +112,9 @@ def find_labels_csv(images: Path) -> Path:
 def cut_folder(folder: ImageFolder, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
                settings: CropSettings, options: runtime.CommonOptions) -> list[str]:
     """Cut the images of ``folder`` that the store in ``out`` lacks; returns the failed IDs."""
+    for masks_folder in filter(None, (masks.cells, masks.nuclei)):
+        if not masks_folder.is_dir():  # else every image would fail alone, one line each
+            raise InputError(f"{masks_folder}: no such masks folder (segmentator.py -c/-n writes them)")
     cellstore.check_cut(out, settings.size, tile_recipe(settings))
     atomic.remove_abandoned(out)
     done = cellstore.done_images(out)

@@ -74,7 +74,17 @@ def _outputs(args: argparse.Namespace, overwrite: bool) -> Path | None:
     for path in filter(None, (output, args.cells_out)):
         if path.exists() and not overwrite:
             raise InputError(f"{path} exists: pass --overwrite to replace it, or choose another name")
+        _check_place(path)
     return output
+
+
+def _check_place(path: Path) -> None:
+    """A file where the output's folder must be is refused now, not after the whole run."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"{folder} is not a folder: {path} cannot be written")
+            return
 
 
 def _run(args: argparse.Namespace) -> int:

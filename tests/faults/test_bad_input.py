@@ -110,6 +110,8 @@ def test_train_csv_repeats_and_missing_labels_are_reported(tmp_path: Path, caplo
     assert read_label_table(path) == {"a": [1, 2], "b": [], "c": [3]}
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "1 rows are repeated" in messages and "1 rows have no Label" in messages
+    path.write_text("ID,Label\na,0|1\nb,2\na,1|0\n")  # the same labels in another order: read once
+    assert read_label_table(path) == {"a": [1, 0], "b": [2]}
     path.write_text("ID,Label\na,1\nb,2\na,3\n")
     with pytest.raises(InputError, match="line 4: a is listed on line 2 with other labels"):
         read_label_table(path)
