@@ -60,8 +60,8 @@ class Meter:
     stand-in waits each time an image is finished."""
 
     marks: list[tuple[float, int, float]] = field(default_factory=list)
-    waited: list[float] = field(default_factory=lambda: [0.0])
-    shared: list[int] = field(default_factory=lambda: [0])
+    waited: float = 0.0
+    shared: int = 0
 
     def bar(self, iterable=None, **_):
         meter = self
@@ -87,7 +87,7 @@ class Meter:
         return Bar()
 
     def mark(self) -> None:
-        self.marks.append((time.process_time(), _io_bytes(), self.waited[0]))
+        self.marks.append((time.process_time(), _io_bytes(), self.waited))
 
     def per_image(self) -> tuple[float, float, float]:
         """(main CPU ms, pipe MB, wait ms) per image from the pool's start (the first mark) to the
@@ -100,7 +100,7 @@ class Meter:
 def stand_in_wait(meter: Meter, seconds: float) -> None:
     start = time.perf_counter()
     time.sleep(seconds)
-    meter.waited[0] += time.perf_counter() - start
+    meter.waited += time.perf_counter() - start
 
 
 def synthetic(work: Path, count: int) -> tuple[Path, Path]:
@@ -154,7 +154,7 @@ def measure(stage: str, run, meter: Meter, workers: int, module: str, count: int
     run()
     worker_s = (_children_cpu() - before - start_cpu) / count
     main_ms, pipe_mb, wait_ms = meter.per_image()
-    shared = meter.shared[0] / count / 1e6
+    shared = meter.shared / count / 1e6
     return Figures(stage, count, main_ms, pipe_mb, shared, wait_ms, worker_s, gpu_s)
 
 

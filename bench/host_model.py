@@ -38,7 +38,7 @@ class StandInNetworks(HpaNetworks):
                 np.array(image, copy=True)
         stand_in_wait(self.meter, len(planes) / UNET_IMAGES_PER_S)
         pairs = [self.maps[_key(image)] for image in planes]
-        self.meter.shared[0] += sum(image.nbytes + n.nbytes + c.nbytes for image, (n, c) in zip(planes, pairs))
+        self.meter.shared += sum(image.nbytes + n.nbytes + c.nbytes for image, (n, c) in zip(planes, pairs))
         return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])  # the device-to-host copies
 
 
@@ -65,7 +65,7 @@ def _stand_in_score(meter: Meter):
     def score(self, tiles, embeddings) -> np.ndarray:
         per_recipe = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
         for batch in per_recipe:
-            meter.shared[0] += batch.nbytes
+            meter.shared += batch.nbytes
             if not _page_locked(batch):  # from pageable memory, the driver copies on the host
                 np.array(batch.numpy(), copy=True)
         count = len(per_recipe[0])

@@ -41,10 +41,14 @@ def in_range(low: float | None = None, high: float | None = None, kind: type = f
     ``low`` to ``high`` (None: unbounded; an open end excludes its bound). NaN and the infinities
     are refused: no setting means them, and every comparison with NaN is false."""
     word = "an integer" if kind is int else "a number"
-    lower = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
-    upper = "" if high is None else f"{'<' if open_high else '<='} {high:g}"
-    interval = (f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-                if low is not None and high is not None else lower or upper)
+    if low is not None and high is not None:
+        wanted = f"{word} in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    elif low is not None:
+        wanted = f"{word} {'>' if open_low else '>='} {low:g}"
+    elif high is not None:
+        wanted = f"{word} {'<' if open_high else '<='} {high:g}"
+    else:
+        wanted = f"a finite {word.split()[-1]}"
 
     def parse(text: str) -> float:
         try:
@@ -54,7 +58,7 @@ def in_range(low: float | None = None, high: float | None = None, kind: type = f
         inside = math.isfinite(value) and (low is None or (value > low if open_low else value >= low)) \
             and (high is None or (value < high if open_high else value <= high))
         if not inside:
-            raise argparse.ArgumentTypeError(f"expected {word} {interval}, got {text}".replace("  ", " "))
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
         return value
 
     return parse

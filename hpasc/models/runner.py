@@ -22,7 +22,7 @@ from hpasc.cells.crop import recipe_mismatch
 from hpasc.errors import InputError
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.precision import Precision
-from hpasc.models.scoring import prepare_batch, score_tiles, to_probabilities
+from hpasc.models.scoring import score_tiles
 from hpasc.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,6 @@ class ModelRunner:
         """Refuse a store whose tiles are cut another way than the model's training tiles were (its
         scores would mean nothing); warn when its tiles are smaller than the model's input."""
         check_tiles_for(store, self.spec)
-
-    def probabilities(self, tiles: Tensor) -> Tensor:
-        """(B, 19) float32 probabilities on the device of a batch of uint16 tiles (B, C, S, S)."""
-        batch = prepare_batch(tiles, self.spec, self.device, self.precision)
-        with self.precision.autocast(self.device):
-            logits = self.model(batch)
-        return to_probabilities(logits, self.spec)
 
     def score(self, batches: Iterable[Tensor]) -> np.ndarray:
         """The (N, 19) probabilities of every tile of ``batches``, in eval mode and without gradients."""

@@ -10,7 +10,6 @@ from hpasc.models.precision import precision_from_args
 from hpasc.segmentation.settings import BACKENDS, EXACT, ModelFiles, SegmentationSettings, check_label_scale
 
 
-
 def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
     """--backend and where HPA's weights come from (segmentator.py, infer.py)."""
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -41,7 +40,10 @@ def segmentation_settings(args: argparse.Namespace, batch_size: int) -> Segmenta
 
 def _label_scale(text: str) -> float:
     try:
-        return check_label_scale(float(text))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    try:
+        return check_label_scale(value)
     except ValueError as exc:
-        message = str(exc) if "scale" in str(exc) else f"expected a number, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None

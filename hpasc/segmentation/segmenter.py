@@ -95,7 +95,7 @@ class Segmenter:
     @property
     def in_flight(self) -> int:
         """How many images' results can be waiting at once (a result ring's size)."""
-        return self.pipeline.window + self.settings.batch_size if self.pipeline else 2 * self.options.workers
+        return self.pipeline.in_flight if self.pipeline else 2 * self.options.workers
 
     def segment(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
                 on_result: OnResult = lambda image_id, result: None, results: SlotRing | None = None,
@@ -145,10 +145,12 @@ class NetworkPipeline:
 
     def __init__(self, networks: HpaNetworks, settings: SegmentationSettings, options: runtime.CommonOptions):
         self.networks, self.settings = networks, settings
-        self.batch_size = settings.batch_size
-        self.window = 2 * options.workers + self.batch_size
-        self.inputs = SlotRing(self.window + self.batch_size, INPUT_SLOT, networks.page_locker())
-        self.maps = SlotRing(self.window + self.batch_size, MAPS_SLOT)
+        self.window = 2 * options.workers + settings.batch_size
+        # An image holds a slot from its job's submission to its hand-over: the window's jobs plus
+        # a batch waiting for the networks.
+        self.in_flight = self.window + settings.batch_size
+        self.inputs = SlotRing(self.in_flight, INPUT_SLOT, networks.page_locker())
+        self.maps = SlotRing(self.in_flight, MAPS_SLOT)
 
     def close(self) -> None:
         self.inputs.close()
@@ -187,7 +189,7 @@ class _PipelineRun:
             prepared = job.result()
             group = groups.setdefault(prepared.shape, [])
             group.append((image_id, prepared))
-            if len(group) == self.pipeline.batch_size:
+            if len(group) == self.pipeline.settings.batch_size:
                 self._network(groups.pop(prepared.shape))
         for group in groups.values():
             self._network(group)
