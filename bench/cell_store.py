@@ -35,7 +35,8 @@ from zarr.storage import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc import cellstore  # noqa: E402
-from hpasc.cells.crop import CropSettings, crop_cells  # noqa: E402
+from hpasc.cells.crop import crop_cells  # noqa: E402
+from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.cellstore import write as cellstore_write  # noqa: E402
 from hpasc.image_folder import scan_images  # noqa: E402
 from hpasc.images import CHANNELS, read_label_image  # noqa: E402
@@ -62,13 +63,13 @@ def cell_tiles(count: int) -> list[tuple[str, np.ndarray, str]]:
     folder = scan_images(REAL / "images")
     for image_id in folder.ids:
         cells = read_label_image(REAL / "masks" / f"{image_id}_cellmask.png")
-        tiles = crop_cells(folder.read(image_id), cells, CropSettings(SIZE))[2][: count - total]
+        tiles = crop_cells(folder.read(image_id), cells, TileSpec(SIZE))[2][: count - total]
         images.append((image_id, tiles, "real"))
         total += len(tiles)
     seed = 0
     while total < count:
         synthetic = synthesize_image((2048, 2048), np.random.default_rng(seed))
-        tiles = crop_cells(synthetic.image, synthetic.cells, CropSettings(SIZE))[2][: count - total]
+        tiles = crop_cells(synthetic.image, synthetic.cells, TileSpec(SIZE))[2][: count - total]
         images.append((f"synthetic-{seed}", tiles, "synthetic"))
         total, seed = total + len(tiles), seed + 1
     return images

@@ -23,7 +23,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import runtime  # noqa: E402
-from hpasc.cells.crop import CropSettings, pad_to_square  # noqa: E402
+from hpasc.cells.crop import pad_to_square  # noqa: E402
+from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.image_folder import scan_images  # noqa: E402
@@ -83,7 +84,7 @@ def run_once(root: Path, images: Path, masks: Path, ids: list[str], workers: int
     options = runtime.CommonOptions(workers=workers, progress=False)
     start = time.perf_counter()
     failed = cut_folder(scan_images(images), MaskFolders(masks), {i: [0] for i in ids}, root / "dataset",
-                        CropSettings(), options)
+                        TileSpec(), options)
     ours = time.perf_counter() - start
     assert not failed, failed
     ours_cells = len(open_cells(root / "dataset"))

@@ -47,6 +47,7 @@ from hpasc.inference.jobs import describe_cells  # noqa: E402
 from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
+from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
 from hpasc.segmentation.settings import SegmentationSettings  # noqa: E402
@@ -58,7 +59,7 @@ REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 
 
 def make_ensemble(root: Path, members: int, tile_size: int) -> Path:
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), tile_size)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(tile_size))
     lines = ["groups:", "  - members:"]
     for number in range(members):
         torch.manual_seed(number)
@@ -129,7 +130,7 @@ def stage_times(images: Path, ensemble: LoadedEnsemble, settings: InferSettings,
         clock.lap("label_cell, exact")
         label_cell_at_scale(*maps, label_scale)
         clock.lap("label_cell, scaled")
-        tiles, rows = cut_image(image, cells, nuclei, image_id, [], ensemble.recipes[0])
+        tiles, rows = cut_image(image, cells, nuclei, image_id, [], ensemble.tile_specs[0])
         clock.lap("cut cells")
         rows, masks = describe_cells(cells, rows)
         clock.lap("RLE, centroids")

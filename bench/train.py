@@ -30,7 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc import cli, runtime  # noqa: E402
-from hpasc.cells.crop import CropSettings  # noqa: E402
+from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.image_folder import scan_images  # noqa: E402
@@ -48,7 +48,7 @@ def real_cells(root: Path) -> CellSet:
     labels = {i: [0] for i in scan_images(images).ids}
     for image_id in labels:  # the samples name their masks {ID}_cellmask.png
         (masks / f"{image_id}.png").symlink_to(REAL / "masks" / f"{image_id}_cellmask.png")
-    failed = cut_folder(scan_images(images), MaskFolders(masks), labels, root, CropSettings(),
+    failed = cut_folder(scan_images(images), MaskFolders(masks), labels, root, TileSpec(),
                         runtime.CommonOptions(workers=2, progress=False))
     assert not failed, failed
     store = open_cells(root)

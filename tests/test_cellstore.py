@@ -23,6 +23,7 @@ import pytest
 from hpasc import cellstore
 from hpasc.cellstore import write
 from hpasc.ownership import writer_id
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.errors import InputError
 from hpasc.runtime import Shard
 from tests.conftest import REPO, assert_one_line_error, run_script
@@ -210,7 +211,7 @@ def test_the_store_reads_by_tile_index_so_a_filtered_table_still_matches(tmp_pat
     cellstore.merge(tmp_path)
     store = cellstore.open_cells(tmp_path)
     subset = store.table[store.table["keep"]].iloc[::-1].reset_index(drop=True)
-    filtered = cellstore.CellStore(tmp_path, subset, S)
+    filtered = cellstore.CellStore(tmp_path, subset, TileSpec(S))
     assert 0 < len(filtered) < len(store)
     for i, cell_id in enumerate(subset["cell_id"]):
         np.testing.assert_array_equal(filtered[i], written[cell_id])
@@ -254,30 +255,32 @@ def test_rewriting_an_image_replaces_it(tmp_path: Path) -> None:
 
 
 def test_tile_size_must_agree(tmp_path: Path) -> None:
-    cellstore.check_cut(tmp_path, 512, None)  # an empty folder takes any size
+    cellstore.check_cut(tmp_path, TileSpec(512))  # an empty folder takes any size
     write_all(tmp_path, ["img-a"])
-    cellstore.check_cut(tmp_path, S, None)
-    with pytest.raises(InputError, match=f"holds {S} px tiles, not 260"):
-        cellstore.check_cut(tmp_path, 260, None)
+    cellstore.check_cut(tmp_path, TileSpec(S))
+    with pytest.raises(InputError, match=f"holds other tiles \\({S} px tiles, not 260 px\\)"):
+        cellstore.check_cut(tmp_path, TileSpec(260))
     tiles, rows = make_image("img-b", 3, 16)
     cellstore.write_image(tmp_path, "img-b", tiles, rows)
-    with pytest.raises(InputError, match="different tile sizes"):
+    with pytest.raises(InputError, match=f"images were cut differently \\({S} px tiles, not 16 px\\)"):
         cellstore.merge(tmp_path)
 
 
-def test_the_recipe_is_kept_and_must_agree(tmp_path: Path) -> None:
-    recipe = {"mode": "resize", "context": 0, "zero": "outside"}
+def test_the_tile_spec_is_kept_and_must_agree(tmp_path: Path) -> None:
+    spec = TileSpec(S, mode="resize")
     tiles, rows = make_image("img-a", 2, S)
-    cellstore.write_image(tmp_path, "img-a", tiles, rows, recipe)
-    cellstore.check_cut(tmp_path, S, recipe)
-    with pytest.raises(InputError, match="cut with .*'resize'.*--mode/--context/--zero"):
-        cellstore.check_cut(tmp_path, S, {**recipe, "mode": "pad"})
+    cellstore.write_image(tmp_path, "img-a", tiles, rows, spec)
+    cellstore.check_cut(tmp_path, spec)
+    with pytest.raises(InputError, match="expected mode resize; given mode pad\\).*--mode/--context/--zero/--margin"):
+        cellstore.check_cut(tmp_path, TileSpec(S))
     cellstore.merge(tmp_path)
-    assert cellstore.open_cells(tmp_path).recipe == recipe
+    assert cellstore.open_cells(tmp_path).tile_spec == spec
     tiles, rows = make_image("img-b", 2, S)
-    cellstore.write_image(tmp_path, "img-b", tiles, rows, {**recipe, "context": 8})
-    with pytest.raises(InputError, match="different recipes"):
+    cellstore.write_image(tmp_path, "img-b", tiles, rows, TileSpec(S, mode="resize", context=8))
+    with pytest.raises(InputError, match="cut differently \\(expected context 0; given context 8\\)"):
         cellstore.merge(tmp_path)
+    with pytest.raises(ValueError, match="16 px tiles described by a 32 px tile spec"):
+        cellstore.write_image(tmp_path, "img-c", *make_image("img-c", 1, 16), TileSpec(32))
 
 
 # ---------------------------------------------------------------------------------------------

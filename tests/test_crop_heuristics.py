@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from hpasc.cells.crop import (Box, CropSettings, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells,
+from hpasc.cells.crop import (Box, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells,
                               pad_to_square)
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.cells.factors import (CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training,
                                  outlier_factors)
 
@@ -40,7 +41,7 @@ def test_tile_is_the_masked_padded_crop_when_no_resize_happens() -> None:
     cells = np.zeros((64, 80), np.uint16)
     cells[10:30, 20:36] = 2  # 20 x 16 box, padded to 20 x 20 = the tile size
     cells[12:15, 22:25] = 5  # another cell inside the box: zeroed in cell 2's tile
-    tile = crop_cell(image, cells, 2, Box(10, 20, 30, 36), CropSettings(size=20))
+    tile = crop_cell(image, cells, 2, Box(10, 20, 30, 36), TileSpec(size=20))
 
     expected = np.zeros((20, 20, 4), np.uint16)
     expected[:, 2:18] = np.where((cells[10:30, 20:36] == 2)[..., None], image[10:30, 20:36], 0)
@@ -59,10 +60,10 @@ def test_resize_mode_stretches_and_sizes() -> None:
     image = np.full((64, 80, 4), 1000, np.uint16)
     cells = np.zeros((64, 80), np.uint16)
     cells[0:10, 0:40] = 1
-    ids, boxes, tiles = crop_cells(image, cells, CropSettings(size=26, mode="resize"))
+    ids, boxes, tiles = crop_cells(image, cells, TileSpec(size=26, mode="resize"))
     assert ids == [1] and tiles.shape == (1, 4, 26, 26)
     assert (tiles == 1000).all()  # stretched: no padding rows
-    _, _, padded = crop_cells(image, cells, CropSettings(size=26))
+    _, _, padded = crop_cells(image, cells, TileSpec(size=26))
     assert (padded[0, :, 0] == 0).all() and (padded[0, :, 13] == 1000).all()
 
 
@@ -70,8 +71,8 @@ def test_context_keeps_surroundings() -> None:
     image = np.full((40, 40, 4), 7, np.uint16)
     cells = np.zeros((40, 40), np.uint16)
     cells[15:25, 15:25] = 1
-    plain = crop_cell(image, cells, 1, Box(15, 15, 25, 25), CropSettings(size=10))
-    context = crop_cell(image, cells, 1, Box(15, 15, 25, 25), CropSettings(size=20, context=5))
+    plain = crop_cell(image, cells, 1, Box(15, 15, 25, 25), TileSpec(size=10))
+    context = crop_cell(image, cells, 1, Box(15, 15, 25, 25), TileSpec(size=20, context=5))
     assert (plain == 7).all()  # the box is all cell
     assert context[0, 10, 0] == 7 and context[0, 10, 10] == 7  # 5 px left of the cell kept
     assert context[0, 0, 0] == 0  # the corner is farther than 5 px: zeroed

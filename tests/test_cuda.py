@@ -18,6 +18,7 @@ from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoin
 from hpasc.models.precision import Precision
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import score_tiles
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 from hpasc.segmentation.network import DPNUNet
 from hpasc.segmentation.predict import HpaNetworks
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.cuda,
 
 CUDA = torch.device("cuda")
 TILE = 64
-SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TILE)
+SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(TILE))
 LOW_PRECISION = ("float16", "bfloat16")
 # Largest difference of a probability from its CPU float32 value, per autocast dtype (bfloat16
 # keeps 8 bits of mantissa, float16 11); float32 on CUDA may use TF32 convolutions (10 bits).

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 from hpasc.tools.gradcam import cam_for_tile
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
 SIZE, SQUARE = 64, 12
 HALF = SIZE // 2
-SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), SIZE)
+SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(SIZE))
 
 
 def synthetic_tile(rng: np.random.Generator, quadrant: int | None) -> np.ndarray:
@@ -103,7 +104,7 @@ def test_a_class_without_output_is_refused(square_model) -> None:
 def dataset_and_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     """A small cell dataset of 32-pixel tiles and an untrained checkpoint for them."""
     root = make_dataset(tmp_path_factory.mktemp("gradcam"), images=5, size=256, tile=32, seed=5)
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 32)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(32))
     torch.manual_seed(0)
     model = create_model(spec.arch, len(spec.outputs), tile_size=spec.tile_size)
     checkpoint = root / "untrained.pt"

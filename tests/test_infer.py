@@ -197,5 +197,5 @@ def rows_in_one_process(checkpoint: Path, images: Path) -> dict[str, str]:
     for image_id in folder.ids:
         image = folder.read(image_id)
         nuclei, cells = segment_classical(image)
-        predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.recipes)).shared(None))
+        predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs)).shared(None))
     return {image_id: text for image_id, (_, _, text) in predictor.rows.items()}

@@ -17,6 +17,7 @@ from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble
 from hpasc.inference.postprocess import postprocess
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,7 +31,7 @@ def constant_checkpoint(path: Path, probabilities: list[float]) -> Path:
     with torch.no_grad():
         model._fc.weight.zero_()
         model._fc.bias.copy_(torch.logit(torch.tensor(probabilities)))
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(outputs)), 32)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(outputs)), TileSpec(32))
     save_checkpoint(path, make_checkpoint(model, spec, 1, [], {}))
     return path
 

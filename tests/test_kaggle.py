@@ -21,6 +21,7 @@ from hpasc.errors import InputError
 from hpasc.kaggle import needed_scripts, notebook_code, requirement_pins
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 from hpasc.weights_cache import sha256
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
@@ -48,7 +49,7 @@ def bundle(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProce
 def small_checkpoint(path: Path, seed: int) -> None:
     """A checkpoint of an EfficientNet-B0 for 32 px tiles and outputs 0..17 (random weights)."""
     torch.manual_seed(seed)
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 32)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(32))
     model = create_model(spec.arch, len(spec.outputs), spec.in_channels, spec.tile_size)
     save_checkpoint(path, make_checkpoint(model, spec, 1, [], {}))
 

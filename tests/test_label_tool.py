@@ -239,10 +239,11 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
     import hpasc.training.predict
     from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
     from hpasc.models.registry import create_model
+    from hpasc.cells.tile_spec import TileSpec
     from hpasc.models.spec import ModelSpec
     from hpasc.runtime import CommonOptions
 
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 32)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(32))
     torch.manual_seed(0)
     model = create_model(spec.arch, len(spec.outputs), spec.in_channels, spec.tile_size)
     checkpoint = tmp_path / "model.pt"

@@ -14,10 +14,11 @@ from hpasc.models.checkpoint import (CHECKPOINT_FORMAT, build_model, checkpoint_
                                      load_checkpoint, make_checkpoint, run_checkpoints, save_checkpoint)
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch, score_tiles, to_probabilities
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 
 TILE = 32
-SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TILE)
+SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(TILE))
 LOW, HIGH = math.log(1 / 3), math.log(3)  # sigmoid: 0.25 and 0.75
 
 
@@ -49,9 +50,10 @@ def test_model_spec_round_trip_and_negative_head():
     assert ModelSpec.from_dict(SPEC.to_dict()) == SPEC
     assert SPEC.to_dict()["outputs"] == list(range(18)) and SPEC.scale == 1 / 65535
     assert not SPEC.negative_head
-    assert ModelSpec("efficientnet-b0", 4, tuple(range(19)), TILE).negative_head
+    assert ModelSpec("efficientnet-b0", 4, tuple(range(19)), TileSpec(TILE)).negative_head
     for bad in ({"arch": "efficientnet-b0"}, {**SPEC.to_dict(), "outputs": [0, 0]},
-                {**SPEC.to_dict(), "outputs": [19]}, {**SPEC.to_dict(), "tile_size": "big"}):
+                {**SPEC.to_dict(), "outputs": [19]},
+                {**SPEC.to_dict(), "tile_spec": {**SPEC.tile_spec.to_dict(), "size": "big"}}):
         with pytest.raises(InputError, match="model_spec"):
             ModelSpec.from_dict(bad)
 
@@ -150,7 +152,7 @@ def test_probabilities_derive_negative_from_the_most_confident_class():
 
 
 def test_probabilities_of_a_negative_head_follow_its_output_order():
-    spec = ModelSpec("efficientnet-b0", 4, tuple(reversed(range(19))), TILE)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(reversed(range(19))), TileSpec(TILE))
     logits = torch.zeros(1, 19)
     logits[0, 0] = HIGH  # the Negative output, first in this order
     logits[0, 18] = LOW  # class 0

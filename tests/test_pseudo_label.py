@@ -18,6 +18,7 @@ from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 from hpasc.pseudo_label import PseudoRule, pseudo_labels
 from hpasc.runtime import CommonOptions
@@ -28,7 +29,7 @@ from tests.conftest import assert_one_line_error, run_script
 
 TILE = 32
 BATCH = 16
-SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TILE)
+SPEC = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(TILE))
 
 
 # One intra-op thread here as in the subprocesses (OMP_NUM_THREADS=1): the same arithmetic on

@@ -48,6 +48,7 @@ from hpasc.inference import stage as infer_stage  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
+from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.segmentation import segmenter  # noqa: E402
 from hpasc.segmentation import stage as seg_stage  # noqa: E402
@@ -319,7 +320,7 @@ def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
     """Engine.train_epoch on uint16 tiles already in memory: prepare, augment -p, step."""
     process = Process(device=torch.device(DEVICE))
     model = place_model(create_model("efficientnet-b0", 18), process, precision)
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 512)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(512))
     engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=3e-4), None, "bce",
                     AugmentSettings.from_flags(False, True), process, precision)
     tiles = torch.randint(0, 65535, (batch, 4, 512, 512), dtype=torch.int32).to(torch.uint16)
@@ -377,7 +378,7 @@ def training(results: Results, work: Path, workers: int, batch: int, compile_too
 def ensemble_file(work: Path, members: int) -> Path:
     folder = work / "ensemble"
     folder.mkdir(exist_ok=True)
-    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), 512)
+    spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(512))
     lines = ["groups:", "  - members:"]
     for number in range(members):
         torch.manual_seed(number)

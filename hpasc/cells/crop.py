@@ -7,11 +7,11 @@ the cell (the variant the 4th place wanted to try). Shrinking uses area interpol
 bilinear (OpenCV's area interpolation degenerates to nearest-neighbour when it enlarges).
 
 ``zero="others"`` is the 4th place's exact crop (their ``image_cutter.py``): the box grown to a
-square and by a 16 px margin (clipped to the image), only the pixels of *other* cells zeroed (the
+square and by a margin (16 px, clipped to the image), only the pixels of *other* cells zeroed (the
 background kept), padded to a square and resized bilinearly, as ``cv2.resize`` does by default.
 
-A tile's recipe (:meth:`CropSettings.recipe`) is recorded in the cell store and in every
-checkpoint, so that inference cuts tiles the way the model was trained on.
+How tiles are cut is a :class:`~hpasc.cells.tile_spec.TileSpec`, recorded in the cell store and in
+every checkpoint, so that inference cuts tiles the way the model was trained on.
 """
 
 from __future__ import annotations
@@ -23,51 +23,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.images import Region
-
-MODES = ("pad", "resize")
-ZEROING = ("outside", "others")
-THEIR_MARGIN = 16  # px around the squared box in the 4th place's crop
-
-
-@dataclass(frozen=True)
-class CropSettings:
-    """How tiles are cut: side ``size``, ``mode`` pad|resize, ``context`` pixels kept around,
-    ``zero`` outside (everything outside the cell) | others (other cells only: their crop)."""
-
-    size: int = 512
-    mode: str = "pad"
-    context: int = 0
-    zero: str = "outside"
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.context < 0 or self.mode not in MODES or self.zero not in ZEROING:
-            raise ValueError(f"bad crop settings {self}")
-        if self.zero == "others" and (self.mode != "pad" or self.context):
-            raise ValueError("zero='others' is the 4th place's crop: mode pad, no context (it keeps a 16 px margin)")
-
-    def recipe(self) -> dict[str, object]:
-        """How a tile was made, apart from its size: what a model must be fed the same way."""
-        return {"mode": self.mode, "context": self.context, "zero": self.zero}
-
-    @classmethod
-    def from_recipe(cls, recipe: dict[str, object] | None, size: int) -> CropSettings:
-        """Settings of ``size`` px from a recorded recipe (None: the defaults, as before recipes were recorded)."""
-        recipe = recipe or {}
-        return cls(size, str(recipe.get("mode", "pad")), int(recipe.get("context", 0)),
-                   str(recipe.get("zero", "outside")))
-
-
-def recipe_mismatch(expected: dict | None, actual: dict | None) -> str | None:
-    """Why tiles cut per ``actual`` differ from tiles cut per ``expected`` (None when they are cut
-    the same way; the heuristics' numbers do not change a tile and are not compared)."""
-    wanted, got = (CropSettings.from_recipe(r, 1).recipe() for r in (expected, actual))
-    return None if wanted == got else f"expected {_describe(wanted)}; given {_describe(got)}"
-
-
-def _describe(recipe: dict[str, object]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in recipe.items())
-
 
 @dataclass(frozen=True)
 class Box:
@@ -118,30 +75,30 @@ def cell_centroids(cells: np.ndarray, boxes: dict[int, Box], ids: Sequence[int])
 
 
 def crop_cell(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box,
-              settings: CropSettings) -> np.ndarray:
+              spec: TileSpec) -> np.ndarray:
     """The tile of cell ``mask_id`` (bounding box ``box``) of ``image`` (uint16 H×W×4): (4, S, S)."""
-    if settings.zero == "others":
-        return _their_crop(image, cells, mask_id, box, settings.size)
-    window = box.grown(settings.context, cells.shape)
+    if spec.zero == "others":
+        return _their_crop(image, cells, mask_id, box, spec.size, spec.margin)
+    window = box.grown(spec.context, cells.shape)
     inside = (cells[window.slices] == mask_id).view(np.uint8)
-    if settings.context:
-        diameter = 2 * settings.context + 1
+    if spec.context:
+        diameter = 2 * spec.context + 1
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
         inside = cv2.dilate(inside, disk)
     crop = _masked(image[window.slices], inside)
-    if settings.mode == "pad":
+    if spec.mode == "pad":
         crop = pad_to_square(crop)
-    return resize_tile(crop, settings.size).transpose(2, 0, 1)
+    return resize_tile(crop, spec.size).transpose(2, 0, 1)
 
 
-def _their_crop(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box, size: int) -> np.ndarray:
+def _their_crop(image: np.ndarray, cells: np.ndarray, mask_id: int, box: Box, size: int, margin: int) -> np.ndarray:
     height, width = box.y1 - box.y0, box.x1 - box.x0
     grow = abs(height - width)
     first, second = grow // 2, grow - grow // 2
     rows, cols = (first, second) if width > height else (0, 0), (first, second) if height > width else (0, 0)
-    window = Box(max(box.y0 - rows[0] - THEIR_MARGIN, 0), max(box.x0 - cols[0] - THEIR_MARGIN, 0),
-                 min(box.y1 + rows[1] + THEIR_MARGIN, cells.shape[0]),
-                 min(box.x1 + cols[1] + THEIR_MARGIN, cells.shape[1]))
+    window = Box(max(box.y0 - rows[0] - margin, 0), max(box.x0 - cols[0] - margin, 0),
+                 min(box.y1 + rows[1] + margin, cells.shape[0]),
+                 min(box.x1 + cols[1] + margin, cells.shape[1]))
     labels = cells[window.slices]
     crop = _masked(image[window.slices], ((labels == 0) | (labels == mask_id)).view(np.uint8))
     square = pad_to_square(crop)
@@ -173,13 +130,13 @@ def resize_tile(crop: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=interpolation).reshape(size, size, -1)
 
 
-def crop_cells(image: np.ndarray, cells: np.ndarray, settings: CropSettings,
+def crop_cells(image: np.ndarray, cells: np.ndarray, spec: TileSpec,
                regions: Sequence[Region | None] | None = None) -> tuple[list[int], dict[int, Box], np.ndarray]:
     """All tiles of an image: (mask ids in ascending order, their boxes, tiles N×4×S×S);
     ``regions`` as :func:`cell_boxes` takes them."""
     boxes = cell_boxes(cells, regions)
     ids = sorted(boxes)
-    tiles = np.zeros((len(ids), image.shape[2], settings.size, settings.size), np.uint16)
+    tiles = np.zeros((len(ids), image.shape[2], spec.size, spec.size), np.uint16)
     for index, mask_id in enumerate(ids):
-        tiles[index] = crop_cell(image, cells, mask_id, boxes[mask_id], settings)
+        tiles[index] = crop_cell(image, cells, mask_id, boxes[mask_id], spec)
     return ids, boxes, tiles

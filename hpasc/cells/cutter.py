@@ -18,8 +18,9 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from hpasc import atomic, cellstore, runtime
-from hpasc.cells.crop import CropSettings, cell_areas, crop_cells
-from hpasc.cells.factors import THRESHOLDS, border_factors, keep_for_training, outlier_factors
+from hpasc.cells.crop import cell_areas, crop_cells
+from hpasc.cells.factors import border_factors, keep_for_training, outlier_factors
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.classes import format_labels, read_label_table
 from hpasc.errors import InputError
 from hpasc.image_folder import ImageFolder, ImageSource
@@ -54,19 +55,14 @@ class MaskFolders:
         return mask
 
 
-def tile_recipe(settings: CropSettings) -> dict:
-    """The record of how tiles are cut: the crop recipe and the heuristics' numbers."""
-    return {**settings.recipe(), "factors": dict(THRESHOLDS)}
-
-
 def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, image_id: str,
-              labels: list[int], settings: CropSettings,
+              labels: list[int], spec: TileSpec,
               regions: Sequence[Region | None] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
     computed from the cell masks. ``regions``: ``ndi.find_objects(cells)``, when the caller has it."""
     if regions is None:  # one pass over the cells for the tiles and the factors
         regions = ndi.find_objects(cells)
-    ids, boxes, tiles = crop_cells(image, cells, settings, regions)
+    ids, boxes, tiles = crop_cells(image, cells, spec, regions)
     border = border_factors(cells, image[..., 2], ids, regions) if nuclei is None else \
         border_factors(nuclei, image[..., 2], ids)
     outlier = outlier_factors(cells, image, ids, border, regions)
@@ -85,11 +81,11 @@ def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, i
     return tiles, rows
 
 
-def _cut_job(source: ImageSource, masks: MaskFolders, labels: list[int], out: Path, settings: CropSettings) -> int:
+def _cut_job(source: ImageSource, masks: MaskFolders, labels: list[int], out: Path, spec: TileSpec) -> int:
     image_id, image = source.image_id, source.read()
     cells, nuclei = masks.read(image_id, image.shape[:2])
-    tiles, rows = cut_image(image, cells, nuclei, image_id, labels, settings)
-    cellstore.write_image(out, image_id, tiles, rows, tile_recipe(settings))
+    tiles, rows = cut_image(image, cells, nuclei, image_id, labels, spec)
+    cellstore.write_image(out, image_id, tiles, rows, spec)
     return len(rows)
 
 
@@ -110,12 +106,12 @@ def find_labels_csv(images: Path) -> Path:
 
 
 def cut_folder(folder: ImageFolder, masks: MaskFolders, labels: dict[str, list[int]] | None, out: Path,
-               settings: CropSettings, options: runtime.CommonOptions) -> list[str]:
+               spec: TileSpec, options: runtime.CommonOptions) -> list[str]:
     """Cut the images of ``folder`` that the store in ``out`` lacks; returns the failed IDs."""
     for masks_folder in filter(None, (masks.cells, masks.nuclei)):
         if not masks_folder.is_dir():  # else every image would fail alone, one line each
             raise InputError(f"{masks_folder}: no such masks folder (segmentator.py -c/-n writes them)")
-    cellstore.check_cut(out, settings.size, tile_recipe(settings))
+    cellstore.check_cut(out, spec)
     atomic.remove_abandoned(out)
     done = cellstore.done_images(out)
     ids, todo = runtime.plan_work(folder.ids, done.__contains__, options, "already cut")
@@ -126,10 +122,10 @@ def cut_folder(folder: ImageFolder, masks: MaskFolders, labels: dict[str, list[i
     failures = folder.failures(options.shard.select)
     if todo:  # the store keeps which segmentation its cell ids refer to
         record_provenance(out, read_provenance(masks.cells) or UNKNOWN, keeps_others=len(todo) < len(ids))
-    log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), settings.size)
+    log.info("%d images, %d to cut into %d px tiles", len(ids), len(todo), spec.size)
     with process_pool(options.workers) as pool:
         futures = {pool.submit(_cut_job, folder.source(i), masks,
-                               (labels or {}).get(i, []), out, settings): i for i in todo}
+                               (labels or {}).get(i, []), out, spec): i for i in todo}
         failures |= collect_failures(futures, options)
     held = ""
     if cellstore.done_images(out):

@@ -15,6 +15,7 @@ import zarr
 from numcodecs import blosc
 from zarr.storage import LocalStore
 
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX,
                                     TILES, VERSION, chunk_file, done_images, image_done, parse_table, read_json,
                                     read_text)
@@ -29,23 +30,25 @@ _BLOSC_HEADER = 16
 class CellStore:
     """The cells of a merged dataset folder: ``store[i]`` is the tile of row ``i`` of ``table``.
 
-    Holds only the table, the folder and the tile size, so it pickles into DataLoader workers;
+    Holds only the table, the folder and the tile spec, so it pickles into DataLoader workers;
     every read opens, reads and closes one chunk file (safe across fork, spawn and threads).
     """
 
-    def __init__(self, root: str | os.PathLike, table: pd.DataFrame, tile_size: int,
-                 recipe: dict | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, table: pd.DataFrame, tile_spec: TileSpec) -> None:
         self.root = Path(root)
         self.table = table
-        self.tile_size = int(tile_size)
-        self.recipe = recipe
-        """How the tiles were cut (image_cutter's record; None for stores made before recipes were kept)."""
+        self.tile_spec = tile_spec
+        """How the tiles were cut (image_cutter's record)."""
         self._image_ids = table["image_id"].to_numpy(dtype=object)
         self._tile_index = table[TILE_INDEX].to_numpy(dtype=np.int64)
         self._positions: pd.Index | None = None
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def tile_size(self) -> int:
+        return self.tile_spec.size
 
     def __getitem__(self, index: int) -> np.ndarray:
         """The (4, S, S) uint16 tile of row ``index`` of :attr:`table`."""
@@ -173,7 +176,14 @@ def open_cells(path: str | os.PathLike) -> CellStore:
     if unmerged:
         log.warning("%s: %d complete image(s) are not in %s yet (written after the last merge); "
                     "run merge to include them", root, len(unmerged), TABLE)
-    return CellStore(root, table, meta["tile_size"], meta.get("recipe"))
+    return CellStore(root, table, _tile_spec(root, meta))
+
+
+def _tile_spec(root: Path, meta: dict) -> TileSpec:
+    try:
+        return TileSpec.from_record(meta)
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{root}: {META} has no usable tile spec ({exc})") from None
 
 
 def open_tiles(root: str | os.PathLike, image_id: str) -> zarr.Array:

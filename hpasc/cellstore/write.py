@@ -21,6 +21,7 @@ from hpasc import atomic, locks
 from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS,
                                     TABLE, TILE_INDEX, TILES, VERSION, chunk_file, done_images, parse_table,
                                     read_image_meta, read_json, read_text)
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
 from hpasc.errors import InputError
 from hpasc.images import CHANNELS
@@ -36,9 +37,10 @@ _SHUFFLES = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle
 
 
 def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows: pd.DataFrame,
-                recipe: dict | None = None) -> None:
+                spec: TileSpec | None = None) -> None:
     """Store image ``image_id``: its tiles (N×4×S×S uint16) and rows (N, in tile order), and how
-    the tiles were cut (``recipe``, recorded as given; merged into ``store.json``).
+    the tiles were cut (``spec``, default: the default spec at the tiles' size; merged into
+    ``store.json``).
 
     Atomic: the image appears complete under ``images/{image_id}`` or not at all; an existing
     image of that id is replaced. An image with no cells (N = 0) is valid and counts as done.
@@ -47,6 +49,9 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
     _check_image_id(image_id)
     _check_tiles(tiles)
     _check_rows(image_id, rows, len(tiles))
+    spec = spec or TileSpec(int(tiles.shape[-1]))
+    if spec.size != tiles.shape[-1]:
+        raise ValueError(f"{tiles.shape[-1]} px tiles described by a {spec.size} px tile spec")
     images = Path(root) / IMAGES
     images.mkdir(parents=True, exist_ok=True)
     temporary = images / temporary_name(image_id)
@@ -57,7 +62,7 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
         rows.to_csv(temporary / ROWS, index=False, lineterminator="\n")
         meta = {"format": FORMAT, "version": VERSION, "image_id": image_id, "n_cells": len(tiles),
                 "tile_size": int(tiles.shape[-1]), "codec": CODEC,
-                "columns": {str(c): _kind(rows[c]) for c in rows.columns}, "recipe": recipe}
+                "columns": {str(c): _kind(rows[c]) for c in rows.columns}, "tile_spec": spec.to_dict()}
         (temporary / IMAGE_META).write_text(json.dumps(meta, indent=1) + "\n")
         _fsync_tree(temporary)
         # Unlinking the marker claims the folder: if merge's clean-up judged it abandoned and
@@ -69,18 +74,23 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
         raise
 
 
-def check_cut(root: str | os.PathLike, size: int, recipe: dict | None) -> None:
-    """Refuse (InputError) to add tiles of another size or recipe to a dataset that holds tiles:
-    a model trained on the store must see every tile cut one way."""
+def check_cut(root: str | os.PathLike, spec: TileSpec) -> None:
+    """Refuse (InputError) to add tiles cut per ``spec`` to a dataset that holds tiles cut another
+    way or at another size: a model trained on the store must see every tile cut one way."""
     stored = _stored(Path(root))
     if stored is None:
         return
-    if int(stored["tile_size"]) != size:
-        raise InputError(f"{root} holds {stored['tile_size']} px tiles, not {size} px: use another output "
-                         "folder or the same tile size")
-    if stored.get("recipe") is not None and stored["recipe"] != recipe:
-        raise InputError(f"{root} holds tiles cut with {stored['recipe']}, not {recipe}: use another output "
-                         "folder or the same --mode/--context/--zero")
+    mismatch = cut_mismatch(TileSpec.from_record(stored), spec)
+    if mismatch:
+        raise InputError(f"{root} holds other tiles ({mismatch}): use another output folder or the same "
+                         "--size/--mode/--context/--zero/--margin")
+
+
+def cut_mismatch(first: TileSpec, second: TileSpec) -> str | None:
+    """Why tiles of ``second`` cannot join a store of ``first`` (its size or :meth:`TileSpec.compatible`)."""
+    if first.size != second.size:
+        return f"{first.size} px tiles, not {second.size} px"
+    return first.compatible(second)
 
 
 def _stored(root: Path) -> dict | None:
@@ -212,12 +222,10 @@ def _merge(root: Path, stale_after: float) -> pd.DataFrame:
     if not ids:
         raise InputError(f"{root}: no complete images in {root / IMAGES} to merge")
     metas = [read_image_meta(root, i) for i in ids]
-    sizes = {m["tile_size"] for m in metas}
-    if len(sizes) > 1:
-        raise InputError(f"{root}: images have different tile sizes {sorted(sizes)}")
-    recipes = {json.dumps(m.get("recipe"), sort_keys=True) for m in metas}
-    if len(recipes) > 1:
-        raise InputError(f"{root}: images were cut with different recipes {sorted(recipes)}")
+    specs = [TileSpec.from_record(m) for m in metas]
+    mismatch = next(filter(None, (cut_mismatch(specs[0], s) for s in specs[1:])), None)
+    if mismatch:
+        raise InputError(f"{root}: images were cut differently ({mismatch})")
     kinds = _merged_kinds(metas)
     header, bodies = None, []
     for image_id in ids:
@@ -241,12 +249,12 @@ def _merge(root: Path, stale_after: float) -> pd.DataFrame:
     duplicated = table["cell_id"][table["cell_id"].duplicated()]
     if len(duplicated):
         raise InputError(f"{root}: cell id {duplicated.iloc[0]} occurs more than once")
-    meta = {"format": FORMAT, "version": VERSION, "tile_size": sizes.pop(),
+    meta = {"format": FORMAT, "version": VERSION, "tile_size": specs[0].size,
             "channels": list(CHANNELS), "dtype": "uint16", "codec": CODEC,
             "chunks": "images/{image_id}/tiles/c.{tile_index}.0.0.0, one tile each (c/{tile_index}/0/0/0 in "
                       "images cut before 2026-11-24)",
             "columns": {**kinds, TILE_INDEX: "int"}, "n_cells": len(table),
-            "images": {m["image_id"]: m["n_cells"] for m in metas}, "recipe": metas[0].get("recipe")}
+            "images": {m["image_id"]: m["n_cells"] for m in metas}, "tile_spec": specs[0].to_dict()}
     atomic.write_text(root / TABLE, table.to_csv(index=False, lineterminator="\n"))
     atomic.write_text(root / META, json.dumps(meta, indent=1) + "\n")
     return table

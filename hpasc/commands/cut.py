@@ -8,13 +8,17 @@ skipped, so an interrupted run is resumed by running it again."""
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc import cli, runtime
-from hpasc.cells.crop import MODES, ZEROING, CropSettings
+from hpasc.cells.tile_spec import MODES, THEIR_MARGIN, ZEROING, TileSpec
 from hpasc.cells.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
 from hpasc.image_folder import scan_images
+
+
+DEFAULT = TileSpec()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,33 +36,37 @@ def build_parser() -> argparse.ArgumentParser:
                              "folder, else train.csv or labels.csv inside it)")
     labels.add_argument("--no-labels", action="store_true",
                         help="the images have no labels (e.g. a test set)")
-    parser.add_argument("--size", type=cli.positive_int, default=512, help="tile side S in pixels")
-    parser.add_argument("--mode", choices=MODES, default="pad",
+    parser.add_argument("--size", type=cli.positive_int, default=DEFAULT.size, help="tile side S in pixels")
+    parser.add_argument("--mode", choices=MODES, default=DEFAULT.mode,
                         help="pad: the box padded to a square keeps the cell's aspect ratio; "
                              "resize: the box is stretched to S x S (the B2 recipe)")
-    parser.add_argument("--context", type=cli.at_least(0), default=0,
+    parser.add_argument("--context", type=cli.at_least(0), default=DEFAULT.context,
                         help="keep this many pixels of the surroundings around each cell")
-    parser.add_argument("--zero", choices=ZEROING, default="outside",
+    parser.add_argument("--zero", choices=ZEROING, default=DEFAULT.zero,
                         help="outside: every pixel outside the cell is zeroed; others: the 4th place's exact "
-                             "crop (the box squared plus a 16 px margin, only other cells zeroed, the "
+                             "crop (the box squared plus a --margin, only other cells zeroed, the "
                              "background kept; with --mode pad and no --context)")
+    parser.add_argument("--margin", type=cli.at_least(0), default=None,
+                        help=f"pixels around the squared box of --zero others (default {THEIR_MARGIN}, theirs)")
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, TileSpec]:
+    """The flags and the tile spec they make (a spec the crop rules refuse is a usage error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.zero == "others" and (args.mode != "pad" or args.context):
-        parser.error("--zero others is the 4th place's crop: it takes --mode pad and no --context")
-    return args
+    try:
+        spec = TileSpec(size=args.size, mode=args.mode, context=args.context, zero=args.zero, margin=args.margin)
+    except ValueError as exc:
+        parser.error(f"--size/--mode/--context/--zero/--margin: {exc}")
+    return args, spec
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, spec: TileSpec) -> int:
     nuclei = args.nuclei or default_nuclei_folder(args.masks)
     labels = read_labels(args.input, args.labels, args.no_labels)
-    settings = CropSettings(size=args.size, mode=args.mode, context=args.context, zero=args.zero)
     failed = cut_folder(scan_images(args.input, args.channels), MaskFolders(args.masks, nuclei), labels,
-                        args.output, settings, runtime.CommonOptions.from_args(args))
+                        args.output, spec, runtime.CommonOptions.from_args(args))
     runtime.write_manifest(args.output, "image_cutter", args,
                        {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
@@ -66,4 +74,5 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``image_cutter.py`` / ``hpasc-cut``: parse ``argv`` (default: the command line) and run."""
-    cli.run(_run, parse_args(argv))
+    args, spec = parse_args(argv)
+    cli.run(functools.partial(_run, spec=spec), args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpasc.cells.crop import CropSettings
-from hpasc.cells.factors import THRESHOLDS
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.classes import NEGATIVE, NUM_CLASSES
 from hpasc.errors import InputError
 from hpasc.inference.ensemble_file import Ensemble
@@ -29,9 +27,9 @@ log = logging.getLogger(__name__)
 class LoadedEnsemble:
     """The members' models on a device; ``__call__`` scores the tiles of a batch of cells.
 
-    Each member is fed tiles cut the way its training tiles were (its checkpoint's recipe):
-    ``recipes`` lists one :class:`CropSettings` per distinct recipe, at the largest tile size of
-    its members (a smaller member gets them resized on the device), and ``__call__`` takes the
+    Each member is fed tiles cut the way its training tiles were (its checkpoint's tile spec):
+    ``tile_specs`` lists one :class:`TileSpec` per group of compatible specs, at the largest tile size
+    of its members (a smaller member gets them resized on the device), and ``__call__`` takes the
     cells' tiles in each of them, in that order.
     """
 
@@ -41,18 +39,17 @@ class LoadedEnsemble:
         self.checkpoints = [member.checkpoint for member in ensemble.members]
         self.models: list[tuple[nn.Module, ModelSpec, float, int]] = []
         self.heads: list[nn.Module] = []
-        sizes: dict[str, int] = {}  # recipe → the largest tile size of its members, in first-seen order
+        specs: list[TileSpec] = []  # in first-seen order, each at the largest size of its members
         for member in ensemble.members:
             runner = ModelRunner.load(member.checkpoint, device, precision)
             model, spec = runner.model, runner.spec
             _warn_other_heuristics(member.checkpoint, spec)
-            key = json.dumps(CropSettings.from_recipe(spec.recipe, 1).recipe(), sort_keys=True)
-            sizes[key] = max(sizes.get(key, 0), spec.tile_size)
-            self.models.append((model, spec, member.weight, list(sizes).index(key)))
+            group = _group_of(specs, spec.tile_spec)
+            self.models.append((model, spec, member.weight, group))
             self.heads.append(architecture(spec.arch).head(model))
         self.embedding_widths = [head.in_features for head in self.heads]
-        self.recipes = tuple(CropSettings.from_recipe(json.loads(k), size) for k, size in sizes.items())
-        self.tile_size = max(sizes.values())
+        self.tile_specs = tuple(specs)
+        self.tile_size = max(s.size for s in specs)
         self.derive_negative = not any(spec.negative_head for _, spec, _, _ in self.models)
 
     def check_segmentation(self, used_on: Provenance, allow_other: bool) -> None:
@@ -72,8 +69,8 @@ class LoadedEnsemble:
             log.warning("%s (--allow-other-segmentation)", message)
 
     def __call__(self, tiles: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
-        """(B, 19) probabilities of B cells (``tiles``: their tiles per recipe, or one batch when the
-        ensemble has one recipe): the weighted mean of the members' (with flips when ``tta``);
+        """(B, 19) probabilities of B cells (``tiles``: their tiles per tile spec, or one batch when the
+        ensemble has one): the weighted mean of the members' (with flips when ``tta``);
         without a Negative output anywhere, Negative = 1 − max of the ensemble's classes."""
         return self._score(tiles, None)
 
@@ -85,13 +82,13 @@ class LoadedEnsemble:
         return probabilities, [e.float().cpu().numpy().astype(np.float16) for e in embeddings]
 
     def _score(self, tiles: torch.Tensor | Sequence[torch.Tensor], embeddings: list[torch.Tensor] | None) -> np.ndarray:
-        per_recipe = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
-        if len(per_recipe) != len(self.recipes):
-            raise ValueError(f"{len(per_recipe)} tile batches for {len(self.recipes)} recipes")
-        total = torch.zeros(len(per_recipe[0]), NUM_CLASSES, device=self.device)
+        per_spec = [tiles] if isinstance(tiles, torch.Tensor) else list(tiles)
+        if len(per_spec) != len(self.tile_specs):
+            raise ValueError(f"{len(per_spec)} tile batches for {len(self.tile_specs)} tile specs")
+        total = torch.zeros(len(per_spec[0]), NUM_CLASSES, device=self.device)
         with torch.inference_mode():
-            for (model, spec, weight, recipe), head in zip(self.models, self.heads):
-                batch = prepare_batch(per_recipe[recipe], spec, self.device, self.precision)
+            for (model, spec, weight, group), head in zip(self.models, self.heads):
+                batch = prepare_batch(per_spec[group], spec, self.device, self.precision)
                 views = [batch, batch.flip(-1), batch.flip(-2)] if self.tta else [batch]
                 pooled: list[torch.Tensor] = []
                 # The head's input is the pooled feature vector: caught on the way, no second pass.
@@ -112,8 +109,19 @@ class LoadedEnsemble:
         return total.float().cpu().numpy()
 
 
+def _group_of(specs: list[TileSpec], tiles: TileSpec) -> int:
+    """The index of the spec of ``specs`` that ``tiles`` are compatible with (grown to their size),
+    appended if there is none."""
+    for index, spec in enumerate(specs):
+        if spec.compatible(tiles) is None:
+            specs[index] = spec.resized(max(spec.size, tiles.size))
+            return index
+    specs.append(tiles)
+    return len(specs) - 1
+
+
 def _warn_other_heuristics(checkpoint: Path, spec: ModelSpec) -> None:
-    recorded = (spec.recipe or {}).get("factors")
-    if recorded is not None and recorded != THRESHOLDS:
+    recorded, computed = spec.tile_spec.thresholds, TileSpec().thresholds
+    if recorded != computed:
         log.warning("%s was trained on cells filtered with other border/outlier numbers (%s) than this "
-                    "version computes (%s)", checkpoint, recorded, THRESHOLDS)
+                    "version computes (%s)", checkpoint, dict(recorded), dict(computed))

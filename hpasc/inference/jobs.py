@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from hpasc.cells.crop import Box, CropSettings, cell_centroids, crop_cells
+from hpasc.cells.crop import Box, cell_centroids, crop_cells
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.cells.cutter import cut_image
 from hpasc.cellstore import composite
 from hpasc.images import write_label_image
@@ -27,9 +28,9 @@ from hpasc.submission.rle import encode_cells
 @dataclass(frozen=True)
 class CutPlan:
     """What a worker makes of an image's masks (a :class:`~hpasc.segmentation.jobs.MasksUse`): tiles
-    per recipe, the mask file, the shrunk image and mask for a picture."""
+    per tile spec, the mask file, the shrunk image and mask for a picture."""
 
-    recipes: tuple[CropSettings, ...]
+    tile_specs: tuple[TileSpec, ...]
     save_masks: Path | None = None
     preview: bool = False
 
@@ -46,7 +47,7 @@ class ImageCells:
     height: int
     width: int
     tiles: tuple[np.ndarray, ...] | SharedArrays
-    """The cells' tiles cut per each of the ensemble's recipes (``LoadedEnsemble.recipes``); in
+    """The cells' tiles cut per each of the ensemble's tile specs (``LoadedEnsemble.tile_specs``); in
     shared memory once handed to the main process (:meth:`shared`)."""
     cells: pd.DataFrame
     """One row per cell: image_cutter.py's columns (box, area, border and outlier factors) and
@@ -63,9 +64,9 @@ class ImageCells:
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
                    plan: CutPlan) -> ImageCells:
-    regions = ndi.find_objects(cells)  # one pass over the cells for every recipe's tiles
-    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.recipes[0], regions)
-    others = tuple(crop_cells(image, cells, recipe, regions)[2] for recipe in plan.recipes[1:])
+    regions = ndi.find_objects(cells)  # one pass over the cells for every spec's tiles
+    tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.tile_specs[0], regions)
+    others = tuple(crop_cells(image, cells, spec, regions)[2] for spec in plan.tile_specs[1:])
     rows, encoded = describe_cells(cells, rows)
     if plan.save_masks is not None:
         write_label_image(plan.save_masks / f"{image_id}.png", cells)

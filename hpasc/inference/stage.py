@@ -149,7 +149,7 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     loaded.check_segmentation(segmenter.provenance, settings.allow_other_segmentation)
     log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
              segmenter.backend,
-             "; ".join(f"{r.size} px {r.mode} context {r.context} zero {r.zero}" for r in loaded.recipes), device)
+             "; ".join(r.describe() for r in loaded.tile_specs), device)
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
         record_provenance(settings.save_masks, segmenter.provenance, keeps_others=False)
     table = None if settings.cells_out is None else CellTable(
@@ -157,8 +157,8 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
-    plan = CutPlan(loaded.recipes, settings.save_masks, settings.overlays is not None)
-    tiles_slot = CELLS_PER_SLOT * sum(recipe.size ** 2 * 4 * 2 for recipe in loaded.recipes)  # uint16 × 4 planes
+    plan = CutPlan(loaded.tile_specs, settings.save_masks, settings.overlays is not None)
+    tiles_slot = CELLS_PER_SLOT * sum(spec.size ** 2 * 4 * 2 for spec in loaded.tile_specs)  # uint16 × 4 planes
     with segmenter, SlotRing(segmenter.in_flight, tiles_slot, page_locker(device)) as tiles, \
             process_pool(options.workers) as pool:
         failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hpasc.cells.crop import recipe_mismatch
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.errors import InputError
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.precision import Precision
@@ -33,7 +33,7 @@ class TileSource(Protocol):
 
     root: Path
     tile_size: int
-    recipe: dict | None
+    tile_spec: TileSpec
 
 
 class ModelRunner:
@@ -70,10 +70,10 @@ class ModelRunner:
 def check_tiles_for(store: TileSource, spec: ModelSpec) -> None:
     """:meth:`ModelRunner.check_tiles` for a model known by its spec alone (training, before the
     model exists)."""
-    mismatch = recipe_mismatch(spec.recipe, store.recipe)
+    mismatch = spec.tile_spec.compatible(store.tile_spec)
     if mismatch:
         raise InputError(f"{store.root}: its tiles are not cut the way the model's training tiles were "
-                         f"({mismatch}): cut the images again with image_cutter.py --mode/--context/--zero")
+                         f"({mismatch}): cut the images again with image_cutter.py --mode/--context/--zero/--margin")
     warn_enlarging(store.tile_size, spec.tile_size, store.root)
 
 

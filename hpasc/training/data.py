@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hpasc.cells.crop import recipe_mismatch, resize_tile
+from hpasc.cells.crop import resize_tile
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.cellstore import cut_mismatch
 from hpasc.cells.split import Split
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.classes import parse_labels
@@ -47,9 +49,9 @@ class CellSet:
         return self.stores[0].tile_size
 
     @property
-    def recipe(self) -> dict | None:
-        """How the tiles were cut (the first store's record; :func:`load_cells` checks they agree)."""
-        return self.stores[0].recipe
+    def tile_spec(self) -> TileSpec:
+        """How the tiles were cut (the first store's spec; :func:`load_cells` checks they agree)."""
+        return self.stores[0].tile_spec
 
     @property
     def segmentation(self) -> dict | None:
@@ -98,14 +100,10 @@ def load_cells(split: Split) -> CellSet:
         stores.append(store)
         tables.append(table)
         log.debug("source %s: %d cells", name, len(table))
-    sizes = {s.tile_size for s in stores}
-    if len(sizes) > 1:
-        raise InputError(f"the split's datasets have different tile sizes {sorted(sizes)}; "
-                         "cut them with the same image_cutter.py --size")
-    mismatch = next((recipe_mismatch(stores[0].recipe, s.recipe) for s in stores[1:]), None)
+    mismatch = next(filter(None, (cut_mismatch(stores[0].tile_spec, s.tile_spec) for s in stores[1:])), None)
     if mismatch:
         raise InputError(f"the split's datasets were cut differently ({mismatch}); cut them with the same "
-                         "image_cutter.py --mode/--context/--zero")
+                         "image_cutter.py --size/--mode/--context/--zero/--margin")
     table = pd.concat(tables, ignore_index=True)
     duplicated = table["cell_id"].duplicated()
     if duplicated.any():

@@ -159,7 +159,7 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
         model.load_state_dict(resumed["model_state"])
     else:
         _initialise(model, config, runtime)
-    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_size=tile_size, recipe=cells.recipe,
+    spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_spec=cells.tile_spec.resized(tile_size),
                      segmentation=cells.segmentation)
     model = place_model(model, runtime.process, runtime.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
