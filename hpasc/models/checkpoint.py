@@ -8,7 +8,7 @@ runs no code::
     model_state     the model's state_dict, without DDP's ``module.`` prefix
     epoch           the number of epochs completed
     metrics         one dict per epoch so far
-    args            the run's arguments, as JSON-able values
+    args            the record of the runs that made it, as JSON-able values (training.config.RunRecord)
     training_state  (optional) whatever the trainer needs to resume: optimizer, scheduler and
                     scaler state_dicts, RNG states...
 

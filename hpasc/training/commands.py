@@ -13,10 +13,11 @@ from hpasc.models.registry import architecture, short_name
 from hpasc.runtime import CommonOptions, write_manifest
 from hpasc.training import distributed
 from hpasc.training.augment import AugmentSettings
-from hpasc.training.finetune import FinetuneConfig, finetune
+from hpasc.training.config import FinetuneConfig, Runtime, TrainConfig
+from hpasc.training.finetune import finetune
 from hpasc.training.labels import RECIPES, LabelSources
 from hpasc.training.losses import LOSSES
-from hpasc.training.trainer import Runtime, TrainConfig, train
+from hpasc.training.trainer import train
 
 
 def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None = None) -> None:

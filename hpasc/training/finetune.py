@@ -11,49 +11,24 @@ now seen the validation cells.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from hpasc import atomic
-from hpasc.cells.split import read_split
+from hpasc.cells.split import Split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.runner import ModelRunner
 from hpasc.runtime import log_done
-from hpasc.training.augment import AugmentSettings
-from hpasc.training.data import EpochBatches, TileDataset, create_loader, load_cells
+from hpasc.training.config import FinetuneConfig, RunRecord, Runtime
+from hpasc.training.data import CellSet, EpochBatches
 from hpasc.training.engine import Engine, place_model
-from hpasc.training.labels import LabelSources, load_labels
-from hpasc.training.trainer import Runtime, epoch_seed
+from hpasc.training.labels import CellLabels
+from hpasc.training.trainer import labelled_cells, seed_epoch, training_loader
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    checkpoint: Path
-    save_dir: Path
-    batch_size: int = 32
-    dataset: Path | None = None
-    """Default: the dataset the checkpoint was trained on."""
-    loss: str | None = None
-    augment: AugmentSettings | None = None
-    relabel: tuple[Path, ...] = ()
-    pseudo: tuple[Path, ...] = ()
-    relabel_repeats: int = 3
-    lr: float = 3e-5
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "save_dir": str(self.save_dir),
-                "batch_size": self.batch_size, "dataset": str(self.dataset) if self.dataset else None,
-                "loss": self.loss, "augment": self.augment.to_dict() if self.augment else None,
-                "relabel": [str(p) for p in self.relabel], "pseudo": [str(p) for p in self.pseudo],
-                "relabel_repeats": self.relabel_repeats, "lr": self.lr, "seed": self.seed}
 
 
 def finetune_sample(kept: np.ndarray, relabelled: np.ndarray, repeats: int, seed: int) -> np.ndarray:
@@ -74,49 +49,46 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
         log_done("0 checkpoints fine-tuned, 1 fine-tuned before", 0, out)
         return None
     runner = ModelRunner.load(config.checkpoint)  # placed on the device, in its precision, by place_model
-    source, model, spec = runner.checkpoint, runner.model, runner.spec
-    args = source["args"]
-    dataset = config.dataset or Path(args["dataset"])
-    split = read_split(dataset)
-    cells = load_cells(split)
+    record = RunRecord.from_checkpoint(runner.checkpoint, config.checkpoint)
+    config = config.resolved(record.train)
+    sources = record.train.labels.plus(config.relabel, config.pseudo)
+    split, cells, labels = labelled_cells(config.dataset, runner.spec.outputs, sources)
     for store in cells.stores:
         runner.check_tiles(store)
-    sources = LabelSources.from_dict(args.get("labels", {})).plus(config.relabel, config.pseudo)
-    labels = load_labels(cells, spec.outputs, sources)
-    targets = labels.targets
-    if labels.validation_rows is not None:  # the labels' own validation set: every cell of it scored
-        validation = relabelled = kept = labels.validation_rows
-    else:
-        validation = cells.rows_of_images(split.validation_images)
-        relabelled = validation[targets.relabelled[validation].any(axis=1)]
-        kept = validation[cells.table["keep"].to_numpy(bool)[validation]]
-    if not kept.size and not relabelled.size:
-        raise InputError(f"{dataset}: the checkpoint's validation fold has no cells to fine-tune on")
-    rows = finetune_sample(kept, relabelled, config.relabel_repeats, config.seed)
-    log.info("fine-tuning on %d validation cells (%d relabelled, each %d times): %d cells",
-             np.union1d(kept, relabelled).size, relabelled.size, config.relabel_repeats, rows.size)
-
-    loss = config.loss or args["loss"]
-    augment = config.augment or AugmentSettings.from_dict(args["augment"])
-    model = place_model(model, runtime.process, runtime.precision)
-    engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=config.lr), None, loss, augment,
-                    runtime.process, runtime.precision)
+    rows, relabelled = _pass_rows(config, split, cells, labels)
+    model = place_model(runner.model, runtime.process, runtime.precision)
+    engine = Engine(model, runner.spec, torch.optim.Adam(model.parameters(), lr=config.lr), None, config.loss,
+                    config.augment, runtime.process, runtime.precision)
     batches = EpochBatches(config.batch_size, drop_last=False)
     batches.set_indices(rows[runtime.process.rank::runtime.process.world_size])
-    loader = create_loader(TileDataset(cells, spec.tile_size), batches, runtime.options.workers,
-                           pin_memory=runtime.process.device.type == "cuda")
-    generator = torch.Generator().manual_seed(epoch_seed(config.seed, 0, runtime.process.rank))
-    torch.manual_seed(epoch_seed(config.seed, 0, runtime.process.rank, stream=1))
-    train_loss = runtime.process.mean(engine.train_epoch(loader, torch.from_numpy(targets.values), generator,
+    loader = training_loader(cells, runner.spec.tile_size, batches, runtime)
+    generator = seed_epoch(config.seed, 0, runtime.process.rank)
+    train_loss = runtime.process.mean(engine.train_epoch(loader, torch.from_numpy(labels.targets.values), generator,
                                                          runtime.options, "fine-tuning"))
     if runtime.process.is_main:
+        source = runner.checkpoint
         entry = {"epoch": source["epoch"], "stage": "finetune", "lr": config.lr, "train_loss": train_loss,
                  "train_cells": int(rows.size)}
-        finetuned = {**args, "finetune": {**config.to_dict(), "loss": loss, "augment": augment.to_dict()}}
-        ckpt.save_checkpoint(out, ckpt.make_checkpoint(engine.model, spec, source["epoch"],
+        finetuned = RunRecord(record.train, config).to_dict()
+        ckpt.save_checkpoint(out, ckpt.make_checkpoint(engine.model, runner.spec, source["epoch"],
                                                        [*source["metrics"], entry], finetuned))
-        log_done(f"{Path(config.checkpoint).name} fine-tuned on {rows.size} cells ({relabelled.size} relabelled), "
+        log_done(f"{Path(config.checkpoint).name} fine-tuned on {rows.size} cells ({relabelled} relabelled), "
                  f"train loss {train_loss:.4f}", 0, out)
     runtime.process.barrier()
     return out
 
+
+def _pass_rows(config: FinetuneConfig, split: Split, cells: CellSet, labels: CellLabels) -> tuple[np.ndarray, int]:
+    """The rows of the pass (:func:`finetune_sample`) and how many relabelled cells it repeats."""
+    if labels.validation_rows is not None:  # the labels' own validation set: every cell of it scored
+        relabelled = kept = labels.validation_rows
+    else:
+        validation = cells.rows_of_images(split.validation_images)
+        relabelled = validation[labels.targets.relabelled[validation].any(axis=1)]
+        kept = validation[cells.table["keep"].to_numpy(bool)[validation]]
+    if not kept.size and not relabelled.size:
+        raise InputError(f"{config.dataset}: the checkpoint's validation fold has no cells to fine-tune on")
+    rows = finetune_sample(kept, relabelled, config.relabel_repeats, config.seed)
+    log.info("fine-tuning on %d validation cells (%d relabelled, each %d times): %d cells",
+             np.union1d(kept, relabelled).size, relabelled.size, config.relabel_repeats, rows.size)
+    return rows, int(relabelled.size)

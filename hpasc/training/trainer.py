@@ -11,11 +11,10 @@ and resumed from its last checkpoint trains exactly the epochs it had not finish
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,66 +28,18 @@ from hpasc.cells.split import Split, read_split
 from hpasc.errors import InputError
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.architecture import Pretrained
-from hpasc.models.precision import Precision
 from hpasc.models.registry import architecture, create_model
 from hpasc.models.spec import ModelSpec
-from hpasc.runtime import CommonOptions
-from hpasc.training.augment import AugmentSettings
 from hpasc.models.runner import warn_enlarging
+from hpasc.runtime import CommonOptions
+from hpasc.training.config import RunRecord, Runtime, TrainConfig
 from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
-from hpasc.training.distributed import Process
 from hpasc.training.engine import Engine, place_model
 from hpasc.training.labels import CellLabels, LabelSources, load_labels
 from hpasc.training.metrics import class_average_precision, mean_average_precision, write_metrics_csv
 from hpasc.training.sampling import EpochSampler, read_sampling_config
 
 log = logging.getLogger(__name__)
-
-# Settings that define what a run learns: a resumed run must keep them.
-IDENTITY = ("dataset", "arch", "loss", "tile_size", "negative_head", "augment", "seed", "epochs",
-            "epoch_size", "lr", "min_lr", "labels", "sampling")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What a training run learns and where it is saved (``args`` in every checkpoint)."""
-
-    dataset: Path
-    save_dir: Path
-    name: str
-    arch: str = "efficientnet-b0"
-    loss: str = "bce"
-    batch_size: int = 32
-    epochs: int = 16
-    epoch_size: int = 20000
-    lr: float = 3e-4
-    min_lr: float = 1e-5
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-    tile_size: int | None = None
-    pretrained: str = "auto"
-    labels: LabelSources = field(default_factory=LabelSources)
-    sampling: Path | None = None
-    negative_head: bool = False
-    seed: int = 0
-    patience: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values.update(dataset=str(Path(self.dataset).resolve()), save_dir=str(self.save_dir),
-                      augment=self.augment.to_dict(), labels=self.labels.to_dict(),
-                      sampling=str(self.sampling) if self.sampling else None)
-        return values
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How this process runs (free to change between a run and its resumption)."""
-
-    options: CommonOptions
-    process: Process
-    resume: bool = False
-    precision: Precision = Precision()
-    pretrained_url: str | None = None
 
 
 @dataclass
@@ -114,11 +65,16 @@ def outputs_for(negative_head: bool) -> tuple[int, ...]:
     return tuple(range(19 if negative_head else 18))
 
 
-def prepare_data(config: TrainConfig) -> TrainingData:
-    split = read_split(config.dataset)
+def labelled_cells(dataset: Path, outputs: tuple[int, ...], sources: LabelSources) -> tuple[Split, CellSet, CellLabels]:
+    """The dataset's split, its cells and their labels for ``outputs``."""
+    split = read_split(dataset)
     cells = load_cells(split)
+    return split, cells, load_labels(cells, outputs, sources)
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
     outputs = outputs_for(config.negative_head)
-    labels = load_labels(cells, outputs, config.labels)
+    split, cells, labels = labelled_cells(config.dataset, outputs, config.labels)
     targets = labels.targets
     train_rows, validation_rows = _train_and_validation_rows(cells, split, labels)
     if not train_rows.size:
@@ -213,7 +169,10 @@ def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | Non
     path, epoch = latest
     if runtime.resume:
         checkpoint = ckpt.load_checkpoint(path)
-        _check_same_run(config, checkpoint["args"], path)
+        differs = RunRecord.from_checkpoint(checkpoint, path).train.differences(config)
+        if differs:
+            raise InputError(f"{path} was trained with other settings ({', '.join(differs)}); resume "
+                             "with the same flags, or use another --name")
         log.info("resuming from %s (epoch %d)", path, epoch)
         return checkpoint
     if not runtime.options.overwrite:
@@ -227,27 +186,9 @@ def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | Non
     return None
 
 
-def _as_this_version_writes(saved: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A checkpoint's args with the augmentation settings read back as settings, so that a field
-    added since the run was made takes its default instead of making the run look different."""
-    try:
-        return {**saved, "augment": AugmentSettings.from_dict(saved.get("augment", {})).to_dict()}
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: its augmentation settings are not this version's ({exc})") from None
-
-
-def _check_same_run(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
-    mine, saved = config.to_dict(), _as_this_version_writes(saved, path)
-    differs = [key for key in IDENTITY if mine.get(key) != saved.get(key)]
-    if differs:
-        raise InputError(f"{path} was trained with other settings ({', '.join(differs)}); resume "
-                         "with the same flags, or use another --name")
-
-
 def train(config: TrainConfig, runtime: Runtime) -> Path | None:
     """Train (or resume) the run; returns its last checkpoint (None if it had nothing to do)."""
-    process = runtime.process
-    if process.is_main:
+    if runtime.process.is_main:
         atomic.remove_abandoned(config.save_dir)
     resumed = _existing_run(config, runtime)
     history: list[dict[str, Any]] = list(resumed["metrics"]) if resumed else []
@@ -257,16 +198,25 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         log.info("%s: already trained (epoch %d of %d)", config.name, start - 1, config.epochs)
         return final
     data = prepare_data(config)
-    if process.is_main:
+    if runtime.process.is_main:
         atomic.write_text(Path(config.save_dir) / f"{config.name}-args.yaml",
                           yaml.safe_dump(config.to_dict(), sort_keys=False))
     tile_size = resolve_tile_size(config.tile_size, config.arch, data.cells.tile_size)
     for store in data.cells.stores:
         warn_enlarging(store.tile_size, tile_size, store.root)
     engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed, data.cells)
+    final = _run_epochs(config, runtime, data, engine, tile_size, start, history) or final
+    if runtime.process.is_main:
+        log.info("%s", run_summary(config, history))
+    return final
+
+
+def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: Engine, tile_size: int,
+                start: int, history: list[dict[str, Any]]) -> Path | None:
+    """Epochs ``start``.. of the run, each saved (by the main process, which returns the last)."""
+    process, final = runtime.process, None
     batches = EpochBatches(config.batch_size, drop_last=True)
-    loader = create_loader(TileDataset(data.cells, tile_size), batches, runtime.options.workers,
-                           pin_memory=process.device.type == "cuda")
+    loader = training_loader(data.cells, tile_size, batches, runtime)
     validating = validation_loader(data, tile_size, config.batch_size, runtime.options.workers) \
         if process.is_main else None
     for epoch in range(start, config.epochs + 1):
@@ -274,10 +224,7 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         sample = data.train_rows[data.sampler.sample(epoch)]
         batches.set_indices(sample[process.rank::process.world_size])
         lr = engine.optimizer.param_groups[0]["lr"]
-        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, process.rank))
-        # Dropout and drop-connect draw from the global generator: seeding it per epoch makes a
-        # resumed run draw what the uninterrupted run would have.
-        torch.manual_seed(epoch_seed(config.seed, epoch, process.rank, stream=1))
+        generator = seed_epoch(config.seed, epoch, process.rank)
         train_loss = process.mean(engine.train_epoch(loader, data.targets, generator,
                                                      runtime.options, f"epoch {epoch}/{config.epochs}"))
         engine.scheduler.step()
@@ -292,9 +239,21 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         if process.mean(float(process.is_main and stopped_early(history, config.patience))) > 0:
             log.info("early stopping: validation mAP has not improved for %d epochs", config.patience)
             break
-    if process.is_main:
-        log.info("%s", run_summary(config, history))
     return final
+
+
+def training_loader(cells: CellSet, tile_size: int, batches: EpochBatches, runtime: Runtime) -> DataLoader:
+    """The loader of a run's training batches (pinned memory when it trains on a GPU)."""
+    return create_loader(TileDataset(cells, tile_size), batches, runtime.options.workers,
+                         pin_memory=runtime.process.device.type == "cuda")
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The augmentation generator of one epoch on one process, after seeding the global generator
+    for it: dropout and drop-connect draw from that one, so a resumed run draws what the
+    uninterrupted run would have."""
+    torch.manual_seed(epoch_seed(seed, epoch, rank, stream=1))
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, rank))
 
 
 def run_summary(config: TrainConfig, history: list[dict[str, Any]]) -> str:
@@ -315,7 +274,7 @@ def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
 
 def _save_epoch(config: TrainConfig, engine: Engine, epoch: int, history: list[dict]) -> Path:
     path = ckpt.checkpoint_path(config.save_dir, config.name, epoch)
-    checkpoint = ckpt.make_checkpoint(engine.model, engine.spec, epoch, history, config.to_dict(),
+    checkpoint = ckpt.make_checkpoint(engine.model, engine.spec, epoch, history, RunRecord(config).to_dict(),
                                       engine.training_state())
     ckpt.save_checkpoint(path, checkpoint)
     write_metrics_csv(Path(config.save_dir) / f"{config.name}-metrics.csv", history)

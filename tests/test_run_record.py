@@ -1,0 +1,45 @@
+"""The typed record of a run that each checkpoint holds (its ``args``): written, read back, read from
+a checkpoint made before it was typed, and refused in one line when it is not one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpasc.errors import InputError
+from hpasc.models.checkpoint import load_checkpoint
+from hpasc.training.augment import AugmentSettings
+from hpasc.training.config import FinetuneConfig, RunRecord, TrainConfig
+from hpasc.training.labels import LabelSources
+from tests.conftest import REPO
+
+BEFORE = REPO / "tests" / "data" / "made_before_tile_spec" / "old-1.pt"
+
+
+def test_a_record_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    train = TrainConfig(tmp_path / "dataset", tmp_path / "models", "b0-bce", epochs=3,
+                        augment=AugmentSettings.from_flags(True, False),
+                        labels=LabelSources((tmp_path / "relabel",), score_map=tmp_path / "map.yaml"),
+                        sampling=tmp_path / "quotas.yaml")
+    tune = FinetuneConfig(tmp_path / "b0-bce-3.pt", tmp_path / "tuned", relabel=(tmp_path / "more",)).resolved(train)
+    for record in (RunRecord(train), RunRecord(train, tune)):
+        again = RunRecord.from_checkpoint({"args": record.to_dict()}, tmp_path / "x.pt")
+        assert again.to_dict() == record.to_dict() and not again.train.differences(train)
+    assert tune.loss == "bce" and tune.augment == train.augment and tune.dataset == train.dataset
+
+
+def test_a_checkpoint_made_before_the_record_was_typed_reads() -> None:
+    record = RunRecord.from_checkpoint(load_checkpoint(BEFORE), BEFORE)
+    assert record.train.arch == "timm:test_efficientnet" and record.train.epochs == 2
+    assert record.train.dataset == Path("/tmp/fixture/dataset") and record.finetune is None
+    assert record.train.differences(TrainConfig(Path("/tmp/fixture/dataset"), Path("m"), "old",
+                                                arch="timm:test_efficientnet", epochs=3, epoch_size=32,
+                                                tile_size=16)) == ["epochs"]
+
+
+def test_a_record_this_version_cannot_read_is_one_line(tmp_path: Path) -> None:
+    args = RunRecord(TrainConfig(tmp_path, tmp_path, "x")).to_dict()
+    for bad in ({**args, "warmup": 3}, {**args, "augment": {"hflip": 1}}, {"name": "x"}):
+        with pytest.raises(InputError, match=r"x\.pt: its run record is not one this version reads \("):
+            RunRecord.from_checkpoint({"args": bad}, tmp_path / "x.pt")
