@@ -1,4 +1,4 @@
-"""Print how many tiles/s the batch augmentation of hpasc.training.augment handles, per recipe.
+"""Print how many tiles/s the batch augmentation of hpasc.stages.train.augment handles, per recipe.
 
 Input: random float32 batches (--batch, 4, S, S) with a centred cell-like blob, S = 512 and 128.
 Recipes: flips and rotation only ("none"), plus random resize ("-r"), plus resize and pad ("-p").
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc import cli  # noqa: E402
-from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.stages.train.augment import AugmentSettings, augment_batch  # noqa: E402
 
 RECIPES = {"none": (False, False), "-r": (True, False), "-p": (False, True)}
 SIZES = (512, 128)

@@ -2,7 +2,7 @@
 
 Tiles: 512² cells cut by ``hpasc.cells.crop`` (pad mode, pixels outside the cell zeroed) from the real
 HPA samples in ../shared/data/hpa_real (8-bit ×257) with their HPA masks, topped up to ``--tiles``
-with cells of ``hpasc.synthetic`` images (16-bit). Each layout is written into a temporary folder
+with cells of ``hpasc.tools.synthetic`` images (16-bit). Each layout is written into a temporary folder
 and then read in one fixed random order (files in the page cache for every layout alike); the
 best of ``--passes`` passes is reported. One core: the process is pinned to one CPU and Blosc
 runs single-threaded.
@@ -38,9 +38,9 @@ from hpasc import cellstore  # noqa: E402
 from hpasc.cells.crop import crop_cells  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.cellstore import write as cellstore_write  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.images import CHANNELS, read_label_image  # noqa: E402
-from hpasc.synthetic import synthesize_image  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.core.images import CHANNELS, read_label_image  # noqa: E402
+from hpasc.tools.synthetic import synthesize_image  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
 SIZE = 512

@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc import cli, images, synthetic  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.tools import synthetic  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.core import images  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.stages.segment.classical import segment_classical  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"

@@ -22,13 +22,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import runtime  # noqa: E402
+from hpasc.core import runtime  # noqa: E402
 from hpasc.cells.crop import pad_to_square  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
-from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
+from hpasc.stages.cut.stage import MaskFolders, cut_folder  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.images import CHANNELS, read_label_image  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.core.images import CHANNELS, read_label_image  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

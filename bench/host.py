@@ -4,7 +4,7 @@ The networks are replaced by stand-ins that do on the host what a GPU run does t
 inputs out of host memory, as a host-to-device copy does) and then sleep for the GPU time measured
 on an H200 (bench/RESULTS.md's GPU section: EfficientNet-B0 at 512 px ~4,000 tiles/s per member in
 float16, HPA's two DPN-UNets ~80 images/s): a sleep holds no core, as a kernel running on the GPU
-holds none. The rest runs for real on synthetic 2048² images (``hpasc.synthetic``), with HPA's
+holds none. The rest runs for real on synthetic 2048² images (``hpasc.tools.synthetic``), with HPA's
 segmentation fed realistic network maps made from each image's known masks, so ``label_cell``
 does a real image's work.
 
@@ -106,7 +106,7 @@ def stand_in_wait(meter: Meter, seconds: float) -> None:
 def synthetic(work: Path, count: int) -> tuple[Path, Path]:
     """``count`` synthetic 2048² images and their known cell masks (``truth/``, ``truth/nuclei``)."""
     images = work / "images"
-    subprocess.run([sys.executable, "-m", "hpasc.synthetic", "-o", str(images), "-n", str(count),
+    subprocess.run([sys.executable, "-m", "hpasc.commands.synthetic", "-o", str(images), "-n", str(count),
                     "--size", "2048", "--seed", "0", "--no-progress", "--log-level", "WARNING"],
                    cwd=REPO, check=True)
     return images, images / "truth"
@@ -114,7 +114,7 @@ def synthetic(work: Path, count: int) -> tuple[Path, Path]:
 
 def startup_cpu(workers: int, module: str) -> float:
     """The workers' CPU seconds to start and import ``module`` (left out of the per-image figure)."""
-    from hpasc.workers import process_pool
+    from hpasc.core.workers import process_pool
 
     before = _children_cpu()
     with process_pool(workers) as pool:

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from host import B0_TILES_PER_S, UNET_IMAGES_PER_S, Figures, Meter, measure, stand_in_wait
-from hpasc import runtime, shared_arrays
-from hpasc.image_folder import scan_images
-from hpasc.images import read_label_image
-from hpasc.inference import ensemble as ensemble_module
-from hpasc.inference import stage as infer_stage
-from hpasc.segmentation import segmenter
-from hpasc.segmentation import stage as seg_stage
-from hpasc.segmentation.settings import ModelFiles, SegmentationSettings
-from hpasc.segmentation.jobs import Outputs
-from hpasc.segmentation.predict import HpaNetworks
+from hpasc.core import runtime, shared_arrays
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import read_label_image
+from hpasc.stages.infer import ensemble as ensemble_module
+from hpasc.stages.infer import stage as infer_stage
+from hpasc.stages.segment import segmenter
+from hpasc.stages.segment import stage as seg_stage
+from hpasc.stages.segment.settings import ModelFiles, SegmentationSettings
+from hpasc.stages.segment.jobs import Outputs
+from hpasc.stages.segment.predict import HpaNetworks
 from measure import _key, ensemble_file, folder_maps  # bench/gpu/measure.py
 
 
@@ -90,7 +90,7 @@ def run_segment(work: Path, images: Path, truth: Path, args) -> Figures:
 
     def run() -> None:
         seg_stage.segment_folder(scan_images(images), Outputs(work / "masks"), settings, options)
-    return measure("segmentator (hpa, batch 16)", run, meter, args.workers, "hpasc.segmentation.jobs",
+    return measure("segmentator (hpa, batch 16)", run, meter, args.workers, "hpasc.stages.segment.jobs",
                    args.images, 1 / UNET_IMAGES_PER_S)
 
 
@@ -109,7 +109,7 @@ def run_infer(work: Path, images: Path, truth: Path, args) -> Figures:
                                           options)
         assert not failed, failed
     gpu_s = cells * args.members / B0_TILES_PER_S + 1 / UNET_IMAGES_PER_S
-    return measure(f"infer ({args.members} x B0, hpa seg)", run, meter, args.workers, "hpasc.inference.jobs",
+    return measure(f"infer ({args.members} x B0, hpa seg)", run, meter, args.workers, "hpasc.stages.infer.jobs",
                    args.images, gpu_s)
 
 

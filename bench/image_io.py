@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.images import CHANNELS, read_image, write_channel  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.core.images import CHANNELS, read_image, write_channel  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real" / "images"
 

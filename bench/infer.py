@@ -36,22 +36,23 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import cli, runtime  # noqa: E402
-from hpasc.cells.cutter import cut_image  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.images import CHANNELS  # noqa: E402
-from hpasc.inference.ensemble import LoadedEnsemble  # noqa: E402
-from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
-from hpasc.inference.postprocess import postprocess  # noqa: E402
-from hpasc.inference.jobs import describe_cells  # noqa: E402
-from hpasc.inference.stage import InferSettings, infer_folder  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.core import runtime  # noqa: E402
+from hpasc.stages.cut.stage import cut_image  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.core.images import CHANNELS  # noqa: E402
+from hpasc.stages.infer.ensemble import LoadedEnsemble  # noqa: E402
+from hpasc.stages.infer.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
+from hpasc.stages.infer.postprocess import postprocess  # noqa: E402
+from hpasc.stages.infer.jobs import describe_cells  # noqa: E402
+from hpasc.stages.infer.stage import InferSettings, infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
-from hpasc.segmentation.settings import SegmentationSettings  # noqa: E402
-from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402
+from hpasc.stages.segment.rescaled import label_cell_at_scale  # noqa: E402
+from hpasc.stages.segment.settings import SegmentationSettings  # noqa: E402
+from hpasc.stages.segment.scaling import prepare, restore_both  # noqa: E402
 from hpasc.submission.rows import prediction_string  # noqa: E402
 from segmentation import stand_in_output  # noqa: E402  (bench/segmentation.py)
 

@@ -1,8 +1,8 @@
-"""Time hpasc.segmentation.postprocess.label_cell on 2048² prediction maps (one core), and, when
+"""Time hpasc.stages.segment.postprocess.label_cell on 2048² prediction maps (one core), and, when
 HPA's hpacellseg.utils is importable, time HPA's label_cell on the same maps and check that both
 give the same labels.
 
-Inputs: prediction maps built from synthetic masks (hpasc.synthetic), with the real HPA samples
+Inputs: prediction maps built from synthetic masks (hpasc.tools.synthetic), with the real HPA samples
 present from the four real cell masks of ../shared/data/hpa_real (nuclei: the Otsu-bright part of
 the blue channel inside each cell, smoothed by --nucleus-smoothing px first), and from a grid of
 361 cells (more than HPA's uint8 labels hold). HPA's code is looked for on sys.path, then under
@@ -12,9 +12,9 @@ expected to agree where its uint8 bugs cannot bite: fewer than 256 nuclei, and n
 nuclei_pred[..., 1] + cell_pred[..., 1] wraps past 255 to flip a nucleus-marker pixel. Inputs
 outside that are timed but marked "n/a" for agreement. On scikit-image 0.26.0, HPA's code needs
 its remove_small_objects(x, N) / remove_small_holes(x, 1000) calls rewritten as max_size=N - 1 /
-max_size=999 to keep its "under N px" sizes (see hpasc/segmentation/postprocess.py).
+max_size=999 to keep its "under N px" sizes (see hpasc/stages/segment/postprocess.py).
 
-With --label-scale S (default 0.25) also the scaled path (hpasc.segmentation.rescaled) on the same
+With --label-scale S (default 0.25) also the scaled path (hpasc.stages.segment.rescaled) on the same
 maps, side by side: its time, its speed-up over our full-scale label_cell, and its F1 against the
 full-scale cells (matched at IoU >= 0.6), per input and pooled over all.
 
@@ -36,11 +36,13 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc import cli, images, synthetic  # noqa: E402
-from hpasc.segmentation import postprocess  # noqa: E402
-from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
+from hpasc.tools import synthetic  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.core import images  # noqa: E402
+from hpasc.stages.segment import postprocess  # noqa: E402
+from hpasc.stages.segment.rescaled import label_cell_at_scale  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
-from hpasc.synthetic.predictions import nuclei_from_blue, predictions_from_masks  # noqa: E402
+from hpasc.tools.synthetic.predictions import nuclei_from_blue, predictions_from_masks  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
 SIZE = 2048

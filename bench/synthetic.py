@@ -1,5 +1,5 @@
 """Print how long one synthetic image takes at 1024² and 2048² on one core: drawing it
-(hpasc.synthetic.synthesize_image) and drawing plus writing its four channels and two masks.
+(hpasc.tools.synthetic.synthesize_image) and drawing plus writing its four channels and two masks.
 
 Usage: python bench/synthetic.py [--images 5]
 """
@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hpasc import cli, runtime, synthetic  # noqa: E402
+from hpasc.tools import synthetic  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.core import runtime  # noqa: E402
 
 SIZES = (1024, 2048)
 

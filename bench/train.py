@@ -4,7 +4,7 @@ and B0 training images/s at 512 px, on the CPU (the CUDA figures are bench/gpu/'
 Input: a cell store cut at 512 px by image_cutter.py from the real HPA samples in
 ../shared/data/hpa_real (their HPA masks), in a temporary folder. Figures:
 
-- loader: ``hpasc.training.data`` TileDataset + DataLoader over a random order of the cells with
+- loader: ``hpasc.stages.train.data`` TileDataset + DataLoader over a random order of the cells with
   ``--workers`` processes, batch 32, uint16 tiles (what a training step receives). Per worker:
   the same with one worker. Workers only decompress; augmentation runs on the training device.
 - augmentation: ``augment_batch`` on a batch of 32 at 512 px with ``-p`` (the costliest recipe), on
@@ -29,15 +29,16 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from hpasc import cli, runtime  # noqa: E402
+from hpasc.commands import cli  # noqa: E402
+from hpasc.core import runtime  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
-from hpasc.cells.cutter import MaskFolders, cut_folder  # noqa: E402
+from hpasc.stages.cut.stage import MaskFolders, cut_folder  # noqa: E402
 from hpasc.cellstore import open_cells  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
-from hpasc.training.augment import AugmentSettings, augment_batch  # noqa: E402
-from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
-from hpasc.training.losses import create_loss  # noqa: E402
+from hpasc.stages.train.augment import AugmentSettings, augment_batch  # noqa: E402
+from hpasc.stages.train.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
+from hpasc.stages.train.losses import create_loss  # noqa: E402
 
 REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
 

@@ -4,7 +4,9 @@
 ``hpasc.cellstore``); it is imported on first use so that ``import hpasc`` stays light.
 """
 
-__version__ = "0.1.0"
+from hpasc.core import __version__
+
+__all__ = ["__version__", "open_cells"]
 
 
 def __getattr__(name: str):

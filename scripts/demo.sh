@@ -21,35 +21,35 @@ source "$(dirname "$0")/env.sh"
 cd "$hpasc_root"
 
 echo "== 1. synthetic images with ground truth -> $out/synthetic"
-python -m hpasc.synthetic -o "$out/synthetic" -n 80 --size 1024 --seed 0
+python -m hpasc.commands.synthetic -o "$out/synthetic" -n 80 --size 1024 --seed 0
 echo "== 2. a public-HPA-style mirror of them (.tif.gz + kaggle_2021.tsv) -> $out/mirror"
-python -m hpasc.mirror -i "$out/synthetic" -o "$out/mirror"
+python -m hpasc.commands.mirror -i "$out/synthetic" -o "$out/mirror"
 echo "== 3. download_publichpa.py from the mirror -> $out/publichpa"
 python download_publichpa.py -i "$out/mirror/kaggle_2021.tsv" -o "$out/publichpa"
 
 echo "== 4. segmentator.py -> $out/cells, $out/nuclei"
 python segmentator.py -i "$out/publichpa" -c "$out/cells" -n "$out/nuclei"
 echo "== 5. agreement of the cell masks with the synthetic truth (F1 of cells at IoU >= 0.6)"
-python -m hpasc.segmentation.agreement --truth "$out/synthetic/truth" --pred "$out/cells"
+python -m hpasc.commands.agreement --truth "$out/synthetic/truth" --pred "$out/cells"
 echo "== 6. image_cutter.py -> $out/dataset"
 python image_cutter.py -i "$out/publichpa" -m "$out/cells" -n "$out/nuclei" -o "$out/dataset" --size 128
 echo "== 7. data_loader.py (5 folds, validation fold 0) -> $out/dataset/split"
 python data_loader.py -i "$out/dataset"
 echo "== 8. a few cells as viewable PNGs -> $out/cells_png"
-python -m hpasc.cellstore export --dataset "$out/dataset" --limit 6 --out "$out/cells_png"
+python -m hpasc.commands.cellstore export --dataset "$out/dataset" --limit 6 --out "$out/cells_png"
 echo "== 9. train_me.py: EfficientNet-B0, BCE, -p augmentation; a short CPU run at 64 px -> $out/models"
 python train_me.py -i "$out/dataset" -s "$out/models" -n b0-bce -c bce -b 32 -p --tile-size 64 \
     --epochs 8 --epoch-size 2000 --lr 1e-3 --pretrained none --resume
 echo "== 10. cell-level mAP of the last checkpoint on the validation cells (synthetic cell truth)"
-python -m hpasc.training.cell_eval --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
+python -m hpasc.commands.cell_eval --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
     --truth "$out/synthetic/truth/cells.csv"
 echo "== 11. negative pseudo-labels from that checkpoint -> $out/pseudo"
-python -m hpasc.pseudo_label --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
+python -m hpasc.commands.pseudo_label --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
     --out "$out/pseudo" --overwrite
 echo "== 12. finetuner.py: one pass over the validation cells -> $out/finetuned"
 python finetuner.py -l "$out/models/b0-bce-8.pt" -s "$out/finetuned" -b 32 --pseudo "$out/pseudo"
 echo "== 13. new synthetic test images with ground truth -> $out/test"
-python -m hpasc.synthetic -o "$out/test" -n 12 --size 1024 --seed 1
+python -m hpasc.commands.synthetic -o "$out/test" -n 12 --size 1024 --seed 1
 cat > "$out/ensemble.yaml" <<'YAML'
 groups:
   - weight: 0.5
@@ -61,7 +61,7 @@ YAML
 echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv, a per-cell table, pictures"
 python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --cells-out "$out/cells.parquet" \
     --overlays "$out/pictures" --overwrite
-python -m hpasc.report --cells "$out/cells.parquet"
+python -m hpasc.commands.report --cells "$out/cells.parquet"
 echo "   the per-cell table: $out/cells.parquet; pictures of the predictions: $out/pictures/index.html"
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
-python -m hpasc.submission.metric --submission "$out/submission.csv" --truth "$out/test/truth"
+python -m hpasc.commands.evaluate --submission "$out/submission.csv" --truth "$out/test/truth"

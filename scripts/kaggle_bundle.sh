@@ -67,7 +67,7 @@ tmp=$(mktemp -d "$parent/.$(basename "$out").tmp-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== checkpoints of $ensemble -> models/, ensemble.yaml"
-python -m hpasc.kaggle models -e "$ensemble" -o "$tmp" | sed 's/^/   /'
+python -m hpasc.commands.kaggle models -e "$ensemble" -o "$tmp" | sed 's/^/   /'
 
 echo "== wheels/: this project's wheel"
 # Built from a copy of the sources, so that no build/ or egg-info folder lands in the repository.
@@ -87,7 +87,7 @@ rm -rf "$src"
 
 if $requirement_wheels; then
     echo "== wheels/: pinned requirements that Kaggle's image lacks (Python $python_version, manylinux x86_64)"
-    pins=$(python -m hpasc.kaggle pins requirements.txt)
+    pins=$(python -m hpasc.commands.kaggle pins requirements.txt)
     abi=cp${python_version/./}
     for pin in $pins; do
         echo "   $pin"
@@ -104,7 +104,7 @@ else
 fi
 
 echo "== infer.py and the top-level scripts it imports"
-scripts=$(python -m hpasc.kaggle scripts . infer.py)
+scripts=$(python -m hpasc.commands.kaggle scripts . infer.py)
 for script in $scripts; do
     echo "   $script"
     cp "$script" "$tmp/"
@@ -120,7 +120,7 @@ else
     echo "note: no HPA segmentation weights$where: the bundle will use infer.py's classical segmentation" >&2
 fi
 
-python -m hpasc.kaggle manifest "$tmp"
+python -m hpasc.commands.kaggle manifest "$tmp"
 chmod 755 "$tmp" # mktemp made it private
 if [ -e "$out" ]; then
     old=$(mktemp -d "$parent/.$(basename "$out").old-XXXXXX")

@@ -54,8 +54,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 def make_dataset(root: Path, images: int, size: int, tile: int, seed: int) -> Path:
     """A cell dataset ``root/dataset`` with its split, cut from ``root/syn`` synthetic images with
-    their truth masks: hpasc.synthetic → image_cutter.py → data_loader.py. Returns ``root``."""
-    for args in (("-m", "hpasc.synthetic", "-o", root / "syn", "-n", images, "--size", size, "--seed", seed,
+    their truth masks: hpasc.tools.synthetic → image_cutter.py → data_loader.py. Returns ``root``."""
+    for args in (("-m", "hpasc.commands.synthetic", "-o", root / "syn", "-n", images, "--size", size, "--seed", seed,
                   "--no-progress"),
                  ("image_cutter.py", "-i", root / "syn", "-m", root / "syn" / "truth", "-n",
                   root / "syn" / "truth" / "nuclei", "-o", root / "dataset", "--size", tile, "--no-progress"),
@@ -89,7 +89,7 @@ def random_weights(tmp_path_factory) -> Path:
     """A DPN-UNet state_dict with random weights (the real weights cannot be downloaded here)."""
     import torch
 
-    from hpasc.segmentation.network import DPNUNet
+    from hpasc.stages.segment.network import DPNUNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random_dpn_unet.pth"

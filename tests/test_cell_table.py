@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.classes import NUM_CLASSES
-from hpasc.inference.cell_table import CONFIDENCES, PROBABILITIES, embedding_path, read_cell_table
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.stages.infer.cell_table import CONFIDENCES, PROBABILITIES, embedding_path, read_cell_table
 from hpasc.submission.rows import parse_prediction_string, read_submission
 from tests.conftest import assert_one_line_error, run_script
 from tests.test_infer import checkpoint  # noqa: F401 (a small trained model)

@@ -21,11 +21,12 @@ import pandas as pd
 import pytest
 
 from hpasc import cellstore
-from hpasc.cellstore import write
-from hpasc.ownership import writer_id
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.errors import InputError
-from hpasc.runtime import Shard
+from hpasc.cellstore import write
+from hpasc.core.errors import InputError
+from hpasc.core.images import composite
+from hpasc.core.ownership import writer_id
+from hpasc.core.runtime import Shard
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 S = 32  # small tiles keep the tests fast; one test uses the default 512
@@ -532,44 +533,44 @@ def test_composite_contrast_follows_the_percentile() -> None:
     tile = np.zeros((4, 8, 8), np.uint16)
     tile[1, :4] = 100
     tile[1, 4:] = 10000  # half dim, half bright protein
-    assert cellstore.composite(tile, 99.5)[0, 0, 1] < 10
-    assert cellstore.composite(tile, 40.0)[0, 0, 1] == 255
-    assert cellstore.composite(np.zeros((4, 8, 8), np.uint16)).max() == 0
+    assert composite(tile, 99.5)[0, 0, 1] < 10
+    assert composite(tile, 40.0)[0, 0, 1] == 255
+    assert composite(np.zeros((4, 8, 8), np.uint16)).max() == 0
 
 
 def test_export_command_line(tmp_path: Path) -> None:
     store = one_channel_store(tmp_path / "d", {"green": 3000, "red": 5000, "blue": 100})
     out = tmp_path / "png"
-    result = run_script("-m", "hpasc.cellstore", "export", "--dataset", tmp_path / "d",
+    result = run_script("-m", "hpasc.commands.cellstore", "export", "--dataset", tmp_path / "d",
                         "--cells", "exp_2", "exp_0", "--out", out, "--raw")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"exp_{k}{c}.png" for k in (0, 2) for c in ("", "_red", "_green", "_blue", "_yellow")])
-    result = run_script("-m", "hpasc.cellstore", "export", "--dataset", tmp_path / "d",
+    result = run_script("-m", "hpasc.commands.cellstore", "export", "--dataset", tmp_path / "d",
                         "--limit", "2", "--out", tmp_path / "limited", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "limited").iterdir()) == ["exp_0.png", "exp_1.png"]
     assert len(store) == 3
 
-    assert_one_line_error(run_script("-m", "hpasc.cellstore", "export", "--dataset", tmp_path / "d",
+    assert_one_line_error(run_script("-m", "hpasc.commands.cellstore", "export", "--dataset", tmp_path / "d",
                                      "--cells", "exp_9", "--out", out), "no cell(s) exp_9")
-    assert_one_line_error(run_script("-m", "hpasc.cellstore", "export", "--dataset", tmp_path / "x",
+    assert_one_line_error(run_script("-m", "hpasc.commands.cellstore", "export", "--dataset", tmp_path / "x",
                                      "--limit", "1", "--out", out), "no such cell dataset folder")
-    both = run_script("-m", "hpasc.cellstore", "export", "--dataset", tmp_path / "d", "--limit", "1",
+    both = run_script("-m", "hpasc.commands.cellstore", "export", "--dataset", tmp_path / "d", "--limit", "1",
                       "--cells", "exp_0", "--out", out)
     assert both.returncode == 2 and "not allowed with" in both.stderr
-    help_text = run_script("-m", "hpasc.cellstore", "export", "--help").stdout
+    help_text = run_script("-m", "hpasc.commands.cellstore", "export", "--help").stdout
     for flag in ("--dataset", "--cells", "--limit", "--out", "--raw", "--percentile", "--no-progress"):
         assert flag in help_text
 
 
 def test_merge_command_line(tmp_path: Path) -> None:
     write_all(tmp_path, ["img-a", "img-c"])
-    result = run_script("-m", "hpasc.cellstore", "merge", "--dataset", tmp_path)
+    result = run_script("-m", "hpasc.commands.cellstore", "merge", "--dataset", tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(cellstore.open_cells(tmp_path)) == 3
-    assert_one_line_error(run_script("-m", "hpasc.cellstore", "merge", "--dataset", tmp_path / "x"),
+    assert_one_line_error(run_script("-m", "hpasc.commands.cellstore", "merge", "--dataset", tmp_path / "x"),
                           "no such cell dataset folder")
-    top = run_script("-m", "hpasc.cellstore", "--help")
+    top = run_script("-m", "hpasc.commands.cellstore", "--help")
     assert top.returncode == 0 and "export" in top.stdout and "merge" in top.stdout
-    assert run_script("-m", "hpasc.cellstore", "frobnicate").returncode == 2
+    assert run_script("-m", "hpasc.commands.cellstore", "frobnicate").returncode == 2

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.errors import InputError
-from hpasc.images import write_channel
+from hpasc.core.errors import InputError
+from hpasc.core.images import write_channel
 from hpasc.submission.check import check_submission, read_image_sizes
 from hpasc.submission.rle import encode_cells, encode_mask
 from hpasc.submission.rows import COLUMNS, prediction_string, read_submission, write_submission
@@ -143,7 +143,7 @@ def test_table_shape_problems_are_found() -> None:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic")
-    result = run_script("-m", "hpasc.synthetic", "-o", folder, "-n", 3, "--size", "200x256",
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", folder, "-n", 3, "--size", "200x256",
                         "--seed", 2, "--no-progress")
     assert result.returncode == 0, result.stderr
     return folder
@@ -157,7 +157,7 @@ def test_submission_built_from_synthetic_truth_passes(synthetic, tmp_path) -> No
     sizes = read_image_sizes(synthetic)
     assert set(sizes.values()) == {(256, 200)}
     assert check_submission(read_submission(path), sizes, [row[0] for row in rows]) == []
-    result = run_script("-m", "hpasc.submission.check", path, "--images", synthetic,
+    result = run_script("-m", "hpasc.commands.check_submission", path, "--images", synthetic,
                         "--sample-submission", sample, "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     cells = sum(len(row[3].split()) // 57 for row in rows)
@@ -167,7 +167,7 @@ def test_submission_built_from_synthetic_truth_passes(synthetic, tmp_path) -> No
 def test_cli_prints_at_most_20_problems(tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, [(f"img{k}", WIDTH, HEIGHT, "0 1.5 AAAA") for k in range(15)])
-    result = run_script("-m", "hpasc.submission.check", path, "--no-progress")
+    result = run_script("-m", "hpasc.commands.check_submission", path, "--no-progress")
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     # Each row has three problems: confidence, 18 classes missing, malformed mask.
@@ -177,11 +177,11 @@ def test_cli_prints_at_most_20_problems(tmp_path) -> None:
 
 
 def test_cli_unusable_input_is_a_one_line_error(tmp_path) -> None:
-    assert_one_line_error(run_script("-m", "hpasc.submission.check", tmp_path / "absent.csv"),
+    assert_one_line_error(run_script("-m", "hpasc.commands.check_submission", tmp_path / "absent.csv"),
                           "absent.csv", "does not exist")
     path = tmp_path / "submission.csv"
     write_submission(path, [])
-    assert_one_line_error(run_script("-m", "hpasc.submission.check", path, "--sample-submission",
+    assert_one_line_error(run_script("-m", "hpasc.commands.check_submission", path, "--sample-submission",
                                      tmp_path / "nosample.csv"), "nosample.csv")
 
 

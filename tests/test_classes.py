@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, format_labels, parse_labels, read_label_table
-from hpasc.errors import InputError
+from hpasc.core.classes import CLASS_NAMES, NUM_CLASSES, format_labels, parse_labels, read_label_table
+from hpasc.core.errors import InputError
 
 
 def test_classes() -> None:

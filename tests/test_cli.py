@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hpasc import cli, runtime
-from hpasc.errors import InputError
+from hpasc.commands import cli
+from hpasc.core import runtime
+from hpasc.core.errors import InputError
 from tests.conftest import REPO, run_script
 
 SCRIPTS = sorted(p.name for p in REPO.glob("*.py"))
@@ -44,7 +45,7 @@ def test_shards_partition_the_items() -> None:
 def test_parser_offers_only_chosen_flags() -> None:
     parser = cli.stage_parser("demo", flags=("workers", "shard"))
     args = parser.parse_args(["--workers", "3", "--shard", "1/2", "--no-progress"])
-    options = runtime.CommonOptions.from_args(args)
+    options = cli.common_options(args)
     assert options == runtime.CommonOptions(workers=3, shard=runtime.Shard(1, 2), progress=False)
     with pytest.raises(SystemExit):
         parser.parse_args(["--device", "cpu"])
@@ -72,7 +73,7 @@ def test_device_flag_and_resolution() -> None:
 
 def test_manifest(tmp_path: Path) -> None:
     args = argparse.Namespace(input=Path("a/b"), shard=runtime.Shard(1, 3), limit=None, label=[2, 5])
-    path = runtime.write_manifest(tmp_path, "demo", args, {"failed": 0})
+    path = runtime.write_manifest(tmp_path, "demo", vars(args), {"failed": 0})
     manifest = json.loads(path.read_text())
     assert path.name == "manifest-shard1of3.json"
     assert manifest["stage"] == "demo" and manifest["failed"] == 0
@@ -133,7 +134,7 @@ def test_ranges_keep_their_bounds() -> None:
     ("hpasc.commands.download", ["-i", "x.csv", "-o", "out", "--backoff", "inf"]),
     ("hpasc.commands.train", ["--lr", "nan"]),
     ("hpasc.commands.infer", ["-i", "t", "-e", "e.yaml", "--overlay-threshold", "nan"]),
-    ("hpasc.report", ["--cells", "c.parquet", "--threshold", "nan"]),
+    ("hpasc.commands.report", ["--cells", "c.parquet", "--threshold", "nan"]),
 ])
 def test_nan_and_infinity_are_usage_errors(module: str, flags: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from hpasc.cells.crop import (Box, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells,
-                              pad_to_square)
-from hpasc.cells.tile_spec import TileSpec
+from hpasc.cells.crop import Box, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells, pad_to_square
 from hpasc.cells.factors import (CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training,
                                  outlier_factors)
+from hpasc.cells.tile_spec import TileSpec
 
 
 def ramp_image(height: int = 64, width: int = 80) -> np.ndarray:

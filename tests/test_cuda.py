@@ -14,22 +14,22 @@ import numpy as np
 import pytest
 import torch
 
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.core.runtime import CommonOptions
 from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
 from hpasc.models.precision import Precision
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import score_tiles
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
-from hpasc.segmentation.network import DPNUNet
-from hpasc.segmentation.predict import HpaNetworks
-from hpasc.segmentation.scaling import prepare
+from hpasc.stages.segment.network import DPNUNet
+from hpasc.stages.segment.predict import HpaNetworks
+from hpasc.stages.segment.scaling import prepare
+from hpasc.stages.train.augment import AugmentSettings
+from hpasc.stages.train.distributed import Process
+from hpasc.stages.train.engine import Engine, place_model
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_submission
-from hpasc.runtime import CommonOptions
-from hpasc.synthetic import synthesize_image
-from hpasc.training.augment import AugmentSettings
-from hpasc.training.distributed import Process
-from hpasc.training.engine import Engine, place_model
+from hpasc.tools.synthetic import synthesize_image
 from tests.conftest import REPO, make_dataset, run_script
 
 pytestmark = [pytest.mark.cuda,
@@ -160,9 +160,9 @@ def test_page_locked_slots_feed_the_gpu_exactly() -> None:
     """Tiles a spawned worker writes into a page-locked slot reach the GPU unchanged (the copy is
     asynchronous from such memory; scoring waits for it before the slot is lent again), and HPA's
     networks read their inputs straight from slots."""
+    from hpasc.core.shared_arrays import SharedArrays, SlotRing
+    from hpasc.core.workers import process_pool
     from hpasc.models.pinning import page_locker
-    from hpasc.shared_arrays import SharedArrays, SlotRing
-    from hpasc.workers import process_pool
 
     tiles = random_tiles(6, 11).numpy()
     with SlotRing(2, 1 << 20, page_locker(CUDA)) as ring, process_pool(1) as pool:

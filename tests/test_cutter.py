@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.cells.split import read_split
 from hpasc.cellstore import open_cells
-from hpasc.classes import read_label_table
-from hpasc.image_folder import scan_images
-from hpasc.images import read_label_image, write_channel, write_label_image
+from hpasc.core.classes import read_label_table
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import read_label_image, write_channel, write_label_image
+from hpasc.stages.split.stage import read_split
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 SIZE = 64  # small tiles keep the tests fast; the cutting code is the same for 512
@@ -27,7 +27,7 @@ SIZE = 64  # small tiles keep the tests fast; the cutting code is the same for 5
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
-    made = run_script("-m", "hpasc.synthetic", "-o", root, "-n", "6", "--size", "384",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", root, "-n", "6", "--size", "384",
                       "--seed", "2", "--no-progress")
     assert made.returncode == 0, made.stderr
     return root

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import tifffile
 
-from hpasc.download import Selection, map_locations, read_public_csv, select_rows
-from hpasc.errors import InputError
-from hpasc.image_folder import scan_images
-from hpasc.images import CHANNELS, write_png
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import CHANNELS, write_png
+from hpasc.stages.download.stage import Selection, map_locations, read_public_csv, select_rows
 from tests.conftest import assert_one_line_error, run_script
 
 TIMEOUT = 0.4
@@ -248,7 +248,7 @@ def test_bad_csv_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_offline_mirror_round_trip(tmp_path: Path) -> None:
-    """hpasc.mirror + download_publichpa.py over file:// URLs give back the source images."""
+    """hpasc.stages.download.mirror + download_publichpa.py over file:// URLs give back the source images."""
     source = tmp_path / "train"
     labels = {"img-a": "16|0", "img-b": "11|2", "img-c": "18"}
     for seed, image_id in enumerate(labels):
@@ -257,7 +257,7 @@ def test_offline_mirror_round_trip(tmp_path: Path) -> None:
     pd.DataFrame({"ID": list(labels), "Label": list(labels.values())}).to_csv(
         source / "train.csv", index=False)
 
-    made = run_script("-m", "hpasc.mirror", "-i", source, "-o", tmp_path / "mirror", "--no-progress")
+    made = run_script("-m", "hpasc.commands.mirror", "-i", source, "-o", tmp_path / "mirror", "--no-progress")
     assert made.returncode == 0, made.stderr
     result = _download(tmp_path / "mirror" / "kaggle_2021.tsv", tmp_path / "out")
 

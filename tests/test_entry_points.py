@@ -52,7 +52,7 @@ def test_console_scripts_run_from_any_folder(name: str, tmp_path: Path) -> None:
 
 def test_python_dash_m_works_outside_the_repository(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "1",
+    result = subprocess.run([sys.executable, "-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "1",
                              "--size", "128", "--no-progress"], cwd=tmp_path, capture_output=True,
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -89,8 +89,9 @@ def test_the_model_commands_are_all_that_load_a_model() -> None:
     runs a model must take --precision too)."""
     users = {".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / "hpasc").rglob("*.py")
              if "ModelRunner.load(" in path.read_text() or "Segmenter(" in path.read_text()}
-    covered = {"hpasc.segmentation.stage", "hpasc.inference.stage", "hpasc.inference.ensemble",
-               "hpasc.training.finetune", "hpasc.pseudo_label", "hpasc.training.cell_eval", "hpasc.tools.gradcam",
+    covered = {"hpasc.stages.segment.stage", "hpasc.stages.infer.stage", "hpasc.stages.infer.ensemble",
+               "hpasc.stages.train.finetune", "hpasc.tools.pseudo_label", "hpasc.tools.cell_eval",
+               "hpasc.tools.gradcam",
                "hpasc.tools.label_tool"}
     assert users <= covered, sorted(users - covered)
 
@@ -104,3 +105,53 @@ def test_help_names_the_installed_command(name: str, argv: list[str], capsys) ->
         importlib.import_module(module).main(argv)
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: {name}")
+
+
+# The package's floors, lowest first: a module imports only from its own floor or those below it.
+FLOORS = (("core",), ("cells", "cellstore", "labels", "models", "submission"), ("stages",), ("tools",),
+          ("commands",))
+
+
+def _floor(module: str) -> int:
+    package = module.split(".")[1] if module.count(".") else ""
+    return next((level for level, names in enumerate(FLOORS) if package in names), 0)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hpasc"):
+            found |= {f"{node.module}.{alias.name}" if node.module == "hpasc" else node.module for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("hpasc")}
+    return found
+
+
+def test_every_module_imports_only_from_its_floor_or_below() -> None:
+    """core under cells/cellstore/labels/models/submission under stages under tools under commands:
+    no arrow back up, lazy imports included (``hpasc`` itself, the version, counts as the floor)."""
+    upward = []
+    for path in (REPO / "hpasc").rglob("*.py"):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        if module == "hpasc.__init__":
+            continue  # open_cells, handed on lazily from the cell store
+        upward += [f"{module} -> {name}" for name in _imports(path) if _floor(name) > _floor(module)]
+    assert not upward, upward
+
+
+def test_only_the_command_layer_parses_flags() -> None:
+    """Every console script's main is in hpasc/commands/, and no other module imports argparse."""
+    assert all(module.startswith("hpasc.commands.") for module in _modules_with_main())
+    parsers = [str(path.relative_to(REPO)) for path in (REPO / "hpasc").rglob("*.py")
+               if "commands" not in path.parts and "argparse" in {m.split(".")[0] for m in _stdlib_imports(path)}]
+    assert not parsers, parsers
+
+
+def _stdlib_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
 
-from hpasc.classes import parse_labels
-from hpasc.errors import InputError
-from hpasc.images import read_label_image, write_label_image
+from hpasc.core.classes import parse_labels
+from hpasc.core.errors import InputError
+from hpasc.core.images import read_label_image, write_label_image
 from hpasc.submission.matching import iou_matrix
 from hpasc.submission.metric import TruthImage, average_precision, evaluate, read_truth
 from hpasc.submission.rle import encode_cells, encode_mask, text_to_rle
@@ -213,7 +213,7 @@ def truth_submission(folder: Path) -> list[SubmissionRow]:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic")
-    result = run_script("-m", "hpasc.synthetic", "-o", folder, "-n", 3, "--size", 256, "--seed", 2,
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", folder, "-n", 3, "--size", 256, "--seed", 2,
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     return folder
@@ -222,7 +222,7 @@ def synthetic(tmp_path_factory) -> Path:
 def test_end_to_end_truth_as_submission_scores_one(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, truth_submission(synthetic))
-    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth",
+    result = run_script("-m", "hpasc.commands.evaluate", "--submission", path, "--truth", synthetic / "truth",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -236,7 +236,7 @@ def test_end_to_end_truth_as_submission_scores_one(synthetic, tmp_path) -> None:
 def test_end_to_end_missing_image_lowers_the_score(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, truth_submission(synthetic)[1:])
-    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth",
+    result = run_script("-m", "hpasc.commands.evaluate", "--submission", path, "--truth", synthetic / "truth",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "1 truth image(s) have no submission row" in result.stderr
@@ -246,9 +246,9 @@ def test_end_to_end_missing_image_lowers_the_score(synthetic, tmp_path) -> None:
 def test_cli_one_line_errors(synthetic, tmp_path) -> None:
     path = tmp_path / "submission.csv"
     write_submission(path, [*truth_submission(synthetic), ("stranger", 256, 256, "")])
-    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", synthetic / "truth")
+    result = run_script("-m", "hpasc.commands.evaluate", "--submission", path, "--truth", synthetic / "truth")
     assert_one_line_error(result, "stranger", "not in the truth")
-    result = run_script("-m", "hpasc.submission.metric", "--submission", tmp_path / "absent.csv",
+    result = run_script("-m", "hpasc.commands.evaluate", "--submission", tmp_path / "absent.csv",
                         "--truth", synthetic / "truth")
     assert_one_line_error(result, "absent.csv")
 
@@ -328,12 +328,12 @@ def test_hpa_style_mask_folder_with_a_cell_label_csv(tmp_path: Path, hpa_real: P
     path = tmp_path / "submission.csv"
     write_submission(path, [(image_id, labels.shape[1], labels.shape[0],
                              prediction_string(list(masks.values()), scores))])
-    result = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", hpa_real / "masks",
+    result = run_script("-m", "hpasc.commands.evaluate", "--submission", path, "--truth", hpa_real / "masks",
                         "--truth-suffix", "_cellmask", "--truth-labels", tmp_path / "cell_labels.csv",
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "mAP: 1.0000"
     assert "3 truth image(s) have no submission row" in result.stderr  # the other three masks
-    missing = run_script("-m", "hpasc.submission.metric", "--submission", path, "--truth", hpa_real / "masks",
+    missing = run_script("-m", "hpasc.commands.evaluate", "--submission", path, "--truth", hpa_real / "masks",
                          "--truth-suffix", "_cellmask")
     assert_one_line_error(missing, "cells.csv")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from hpasc.classes import NUM_CLASSES
+from hpasc.core.classes import NUM_CLASSES
 from hpasc.tools.explore import conditional, cooccurrence, label_report
 from tests.conftest import assert_one_line_error, make_dataset, run_script
 
@@ -27,7 +27,7 @@ def _assert_viewable(path: Path) -> None:
 
 def test_real_labels_and_overlays(hpa_real: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = run_script("-m", "hpasc.tools.explore", "--labels", hpa_real / "train.csv",
+    result = run_script("-m", "hpasc.commands.explore", "--labels", hpa_real / "train.csv",
                         "--images", hpa_real / "images", "--masks", hpa_real / "masks",
                         "--mask-suffix", "_cellmask", "--overlays", "2", "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -83,7 +83,7 @@ def test_cooccurrence_hand_computed() -> None:
 def test_dataset_cells_and_examples(tmp_path: Path) -> None:
     make_dataset(tmp_path, images=6, size=256, tile=32, seed=3)
     out = tmp_path / "report"
-    result = run_script("-m", "hpasc.tools.explore", "--labels", tmp_path / "syn" / "train.csv",
+    result = run_script("-m", "hpasc.commands.explore", "--labels", tmp_path / "syn" / "train.csv",
                         "--dataset", tmp_path / "dataset", "--examples", "3", "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
     _assert_viewable(out / "cells_per_image.png")
@@ -96,6 +96,6 @@ def test_dataset_cells_and_examples(tmp_path: Path) -> None:
 
 
 def test_missing_labels_file_is_one_line_error(tmp_path: Path) -> None:
-    result = run_script("-m", "hpasc.tools.explore", "--labels", tmp_path / "nope.csv", "--out", tmp_path / "r")
+    result = run_script("-m", "hpasc.commands.explore", "--labels", tmp_path / "nope.csv", "--out", tmp_path / "r")
     assert_one_line_error(result, "nope.csv")
     assert not (tmp_path / "r" / "index.html").exists()

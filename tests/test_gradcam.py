@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 from hpasc.tools.gradcam import cam_for_tile
 from tests.conftest import assert_one_line_error, make_dataset, run_script
@@ -115,7 +115,7 @@ def dataset_and_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 def test_the_command_writes_heatmaps_and_an_index(dataset_and_checkpoint, tmp_path) -> None:
     dataset, checkpoint = dataset_and_checkpoint
     out = tmp_path / "cams"
-    result = run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset", dataset,
+    result = run_script("-m", "hpasc.commands.gradcam", "--checkpoint", checkpoint, "--dataset", dataset,
                         "--limit", "2", "--out", out, "--device", "cpu", "--no-progress")
     assert result.returncode == 0, result.stderr
     pngs = sorted(out.glob("*.png"))
@@ -128,10 +128,10 @@ def test_the_command_writes_heatmaps_and_an_index(dataset_and_checkpoint, tmp_pa
 
 def test_bad_input_is_one_line(dataset_and_checkpoint, tmp_path) -> None:
     dataset, checkpoint = dataset_and_checkpoint
-    assert_one_line_error(run_script("-m", "hpasc.tools.gradcam", "--checkpoint", tmp_path / "none.pt", "--dataset",
+    assert_one_line_error(run_script("-m", "hpasc.commands.gradcam", "--checkpoint", tmp_path / "none.pt", "--dataset",
                                      dataset, "--limit", "1", "--out", tmp_path / "a", "--no-progress"),
                           "none.pt")
-    assert_one_line_error(run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset", dataset,
+    assert_one_line_error(run_script("-m", "hpasc.commands.gradcam", "--checkpoint", checkpoint, "--dataset", dataset,
                                      "--cells", "nosuchcell_1", "--out", tmp_path / "b", "--device", "cpu",
                                      "--no-progress"), "nosuchcell_1")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

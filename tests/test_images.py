@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from hpasc import atomic
-from hpasc.errors import InputError
-from hpasc.image_folder import scan_images
-from hpasc.images import (CHANNELS, read_channel, read_image, read_label_image, write_channel,
-                          write_label_image, write_png)
-from hpasc.synthetic import synthesize_image
+from hpasc.core import atomic
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import (CHANNELS, read_channel, read_image, read_label_image, write_channel, write_label_image,
+                               write_png)
+from hpasc.tools.synthetic import synthesize_image
 
 
 def smooth_image(seed: int, shape=(96, 128)) -> np.ndarray:

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from hpasc.image_folder import scan_images
-from hpasc.images import CHANNELS, read_label_image, write_png
-from hpasc.inference.ensemble import LoadedEnsemble
-from hpasc.inference.ensemble_file import read_ensemble
-from hpasc.inference.jobs import CutPlan, cells_of_image
-from hpasc.inference.stage import InferSettings, Predictor
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import CHANNELS, read_label_image, write_png
 from hpasc.models.checkpoint import load_checkpoint, save_checkpoint
-from hpasc.segmentation.classical import segment_classical
+from hpasc.stages.infer.ensemble import LoadedEnsemble
+from hpasc.stages.infer.ensemble_file import read_ensemble
+from hpasc.stages.infer.jobs import CutPlan, cells_of_image
+from hpasc.stages.infer.stage import InferSettings, Predictor
+from hpasc.stages.segment.classical import segment_classical
 from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
@@ -41,7 +41,7 @@ def test_images(tmp_path_factory) -> tuple[Path, Path]:
     """Synthetic test images plus a blank one (no cells) and one missing its yellow channel, with
     a sample submission listing them in a shuffled order."""
     root = tmp_path_factory.mktemp("test_images")
-    result = run_script("-m", "hpasc.synthetic", "-o", root / "syn", "-n", "4", "--size", "256",
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", root / "syn", "-n", "4", "--size", "256",
                         "--seed", "21", "--no-progress")
     assert result.returncode == 0, result.stderr
     images = root / "test"
@@ -99,7 +99,7 @@ def test_raw_scores_differ_from_postprocessed_ones(checkpoint, test_images, tmp_
 
 
 def test_a_3072_image(checkpoint, tmp_path) -> None:
-    result = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "big", "-n", "1", "--size", "3072",
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "big", "-n", "1", "--size", "3072",
                         "--seed", "3", "--no-progress")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "submission.csv"
@@ -126,7 +126,7 @@ def test_bad_input_is_one_line(checkpoint, test_images, tmp_path) -> None:
 def test_hpa_backend_through_the_network_pipeline(checkpoint, random_weights, tmp_path) -> None:
     """HPA's networks (random weights: the real ones cannot be downloaded here) run in this
     process on batches while workers restore, label, cut and encode."""
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "images", "-n", "3", "--size", "200x300",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "images", "-n", "3", "--size", "200x300",
                       "--seed", "5", "--no-progress")
     assert made.returncode == 0, made.stderr
     out = tmp_path / "submission.csv"

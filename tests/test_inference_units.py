@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from hpasc.errors import InputError
-from hpasc.inference.ensemble import LoadedEnsemble
-from hpasc.inference.ensemble_file import PostprocessSettings, read_ensemble
-from hpasc.inference.postprocess import postprocess
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
+from hpasc.stages.infer.ensemble import LoadedEnsemble
+from hpasc.stages.infer.ensemble_file import PostprocessSettings, read_ensemble
+from hpasc.stages.infer.postprocess import postprocess
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""The Kaggle bundle (scripts/kaggle_bundle.sh, hpasc.kaggle) and the submission notebook
+"""The Kaggle bundle (scripts/kaggle_bundle.sh, hpasc.tools.kaggle) and the submission notebook
 (kaggle/submission.ipynb), run offline: the bundle of a small ensemble, its failures, and the
 notebook's code on a folder laid out like Kaggle's competition data."""
 
@@ -17,13 +17,13 @@ import pytest
 import torch
 import yaml
 
-from hpasc.errors import InputError
-from hpasc.kaggle import needed_scripts, notebook_code, requirement_pins
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.core.errors import InputError
+from hpasc.core.weights_cache import sha256
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
-from hpasc.weights_cache import sha256
+from hpasc.tools.kaggle import needed_scripts, notebook_code, requirement_pins
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"
@@ -102,9 +102,9 @@ def test_bundle_holds_wheel_checkpoints_ensemble_and_manifest(
     wheels = sorted(p.name for p in (out / "wheels").iterdir())
     assert len(wheels) == 1 and wheels[0].startswith("hpasc-") and wheels[0].endswith("-py3-none-any.whl")
     names = zipfile.ZipFile(out / "wheels" / wheels[0]).namelist()
-    assert "hpasc/kaggle.py" in names and "hpasc/training/sampling.yaml" in names
-    assert (installed / "hpasc" / "inference").is_dir()
-    assert (installed / "hpasc" / "training" / "sampling.yaml").is_file()
+    assert "hpasc/tools/kaggle.py" in names and "hpasc/stages/train/sampling.yaml" in names
+    assert (installed / "hpasc" / "stages" / "infer").is_dir()
+    assert (installed / "hpasc" / "stages" / "train" / "sampling.yaml").is_file()
     assert (out / "infer.py").read_bytes() == (REPO / "infer.py").read_bytes()
 
     rewritten = yaml.safe_load((out / "ensemble.yaml").read_text())
@@ -253,7 +253,7 @@ def kaggle_data(root: Path) -> list[str]:
     """``root/test`` with three synthetic images in the Kaggle layout and ``root/sample_submission.csv``
     listing them (not in file-name order), in the real sample's columns. Returns the IDs in order."""
     synthetic = root / "synthetic"
-    result = run_script("-m", "hpasc.synthetic", "-o", synthetic, "-n", 3, "--size", 256, "--seed", 4,
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", synthetic, "-n", 3, "--size", 256, "--seed", 4,
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     (root / "test").mkdir()

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from hpasc import synthetic
-from hpasc.images import read_label_image
-from hpasc.segmentation import postprocess
-from hpasc.segmentation.postprocess import Sizes, label_cell
-from hpasc.segmentation.rescaled import label_cell_at_scale
+from hpasc.core.images import read_label_image
+from hpasc.stages.segment import postprocess
+from hpasc.stages.segment.postprocess import Sizes, label_cell
+from hpasc.stages.segment.rescaled import label_cell_at_scale
 from hpasc.submission.matching import iou_matrix, match_instances
-from hpasc.synthetic.predictions import nuclei_from_blue, predictions_from_masks
+from hpasc.tools import synthetic
+from hpasc.tools.synthetic.predictions import nuclei_from_blue, predictions_from_masks
 from tests.conftest import run_script
 
 
@@ -87,7 +87,7 @@ def test_quarter_scale_finds_the_same_cells_with_smooth_edges(hpa_real: Path) ->
 
 
 def test_the_flag_on_the_command_line(tmp_path: Path, random_weights: Path) -> None:
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "images", "-n", "1", "--size", "256",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "images", "-n", "1", "--size", "256",
                       "--seed", "2", "--no-progress")
     assert made.returncode == 0, made.stderr
     common = ("segmentator.py", "-i", tmp_path / "images", "--no-progress", "--workers", "1")

@@ -117,13 +117,13 @@ def _ready(driver_url: str) -> bool:
 
 
 class Tool:
-    """``python -m hpasc.tools.label_tool --port 0`` as a subprocess, and the URL it prints."""
+    """``python -m hpasc.commands.label_tool --port 0`` as a subprocess, and the URL it prints."""
 
     def __init__(self, dataset: Path, out: Path) -> None:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONPATH=path)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hpasc.tools.label_tool", "--dataset", str(dataset), "--class", str(CLASS),
+            [sys.executable, "-m", "hpasc.commands.label_tool", "--dataset", str(dataset), "--class", str(CLASS),
              "--out", str(out), "--port", "0", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         lines: queue.Queue[str] = queue.Queue()
@@ -236,12 +236,12 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
     import numpy as np
     import torch
 
-    import hpasc.training.predict
+    import hpasc.stages.train.predict
+    from hpasc.cells.tile_spec import TileSpec
+    from hpasc.core.runtime import CommonOptions
     from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
     from hpasc.models.registry import create_model
-    from hpasc.cells.tile_spec import TileSpec
     from hpasc.models.spec import ModelSpec
-    from hpasc.runtime import CommonOptions
 
     spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(32))
     torch.manual_seed(0)
@@ -259,7 +259,7 @@ def test_checkpoint_orders_the_most_uncertain_cells_first(dataset: Path, tmp_pat
         scores[:, CLASS] = wanted
         return scores
 
-    monkeypatch.setattr(hpasc.training.predict, "score_rows", fake_scores)
+    monkeypatch.setattr(hpasc.stages.train.predict, "score_rows", fake_scores)
     ordered = open_session(dataset, CLASS, tmp_path, checkpoint, CommonOptions(workers=1, progress=False),
                            "cpu").cells
     assert ordered == [by_id[i] for i in np.argsort(np.abs(wanted - 0.5), kind="stable")]

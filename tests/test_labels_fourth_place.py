@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.classes import label_matrix
-from hpasc.errors import InputError
+from hpasc.core.classes import label_matrix
+from hpasc.core.errors import InputError
 from hpasc.labels.fourth_place import apply_recipe, is_fourth_place_folder, listed_images, read_fourth_place
 from hpasc.labels.pickles import read_id_set
 from hpasc.labels.summary import inspect_labels
@@ -93,7 +93,7 @@ def test_class_eleven(theirs) -> None:
 
 
 def test_class_six_per_antibody(theirs, tmp_path: Path) -> None:
-    from hpasc.download import antibody_of_images
+    from hpasc.stages.download.stage import antibody_of_images
 
     (tmp_path / "public.csv").write_text(PUBLIC_TABLE)
     targets, _, result = run_recipe(theirs, antibody_of_images(tmp_path / "public.csv"))
@@ -158,7 +158,7 @@ def test_listed_images_follow_the_last_line() -> None:
 
 
 def test_inspect_command_on_their_folder() -> None:
-    result = run_script("-m", "hpasc.labels", "inspect", FOURTH)
+    result = run_script("-m", "hpasc.commands.labels", "inspect", FOURTH)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == "labels: 544928 entries, 17 classes"
@@ -175,7 +175,7 @@ def test_inspect_a_spec_folder_with_a_dataset(tmp_path: Path) -> None:
 
 
 def test_inspect_errors_are_one_line(tmp_path: Path) -> None:
-    assert_one_line_error(run_script("-m", "hpasc.labels", "inspect", tmp_path / "missing"), "does not exist")
+    assert_one_line_error(run_script("-m", "hpasc.commands.labels", "inspect", tmp_path / "missing"), "does not exist")
     (tmp_path / "relabel").mkdir()
     (tmp_path / "relabel" / "1.txt").write_text("a_0 7\n")
-    assert_one_line_error(run_script("-m", "hpasc.labels", "inspect", tmp_path), "1.txt:1", "score '7'")
+    assert_one_line_error(run_script("-m", "hpasc.commands.labels", "inspect", tmp_path), "1.txt:1", "score '7'")

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.errors import InputError
-from hpasc.images import read_label_image
+from hpasc.cells.provenance import HPA_PUBLISHED, Provenance, read_provenance, record_provenance, same_cells
+from hpasc.core.errors import InputError
+from hpasc.core.images import read_label_image
 from hpasc.labels.files import read_label_lines
 from hpasc.labels.pickles import read_id_set
-from hpasc.segmentation.provenance import (HPA_PUBLISHED, Provenance, read_provenance, record_provenance,
-                                           same_cells)
 from tests.conftest import assert_one_line_error, run_script
 
 FAST = ("--epochs", "1", "--epoch-size", "32", "--tile-size", "32", "--workers", "1", "--no-progress",
@@ -57,7 +56,7 @@ def test_record_refuses_to_mix_segmentations(tmp_path: Path) -> None:
 
 def test_remap_moves_ids_to_the_same_physical_cells(classical: Path, hpa_real: Path, tmp_path: Path) -> None:
     out = tmp_path / "remapped"
-    result = run_script("-m", "hpasc.labels", "remap", hpa_real / "relabel_example", "--from-masks",
+    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "relabel_example", "--from-masks",
                         hpa_real / "masks", "--from-suffix", "_cellmask", "--to-masks", classical / "masks", "-o", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("remap: 17 ids moved, 1 dropped (no cell at IoU >= 0.6), 0 dropped")
@@ -89,13 +88,14 @@ def test_remap_keeps_the_4th_place_layout(classical: Path, hpa_real: Path, tmp_p
     ids = {c for c, _, _ in read_label_lines(hpa_real / "relabel_example" / "8.txt")}
     (theirs / "auto-relabel" / "8.p").write_bytes(pickle.dumps(ids))
     out = tmp_path / "out"
-    result = run_script("-m", "hpasc.labels", "remap", theirs, "--from-masks", hpa_real / "masks", "--from-suffix",
+    result = run_script("-m", "hpasc.commands.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
+                        "--from-suffix",
                         "_cellmask", "--to-masks", classical / "masks", "-o", out)
     assert result.returncode == 0, result.stderr
     assert (out / "relabel" / "6.txt").read_text() == "5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0 1\n"  # image ids
     assert len(read_id_set(out / "auto-relabel" / "8.p")) == 8
     assert len(read_label_lines(out / "relabel" / "11.txt")) == 9  # 10 ids, 1 without a matching cell
-    assert_one_line_error(run_script("-m", "hpasc.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
+    assert_one_line_error(run_script("-m", "hpasc.commands.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
                                      "--to-masks", classical / "masks", "-o", out), "exists")
 
 
@@ -110,7 +110,7 @@ def test_a_classical_dataset_refuses_hpa_made_ids(classical: Path, hpa_real: Pat
     allowed = run_script(*common, "-n", "allowed", "--allow-foreign-ids")
     assert allowed.returncode == 0, allowed.stderr
     remapped = tmp_path / "remapped"
-    result = run_script("-m", "hpasc.labels", "remap", hpa_real / "relabel_example", "--from-masks",
+    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "relabel_example", "--from-masks",
                         hpa_real / "masks", "--from-suffix", "_cellmask", "--to-masks", classical / "masks",
                         "-o", remapped)
     assert result.returncode == 0, result.stderr

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.errors import InputError
-from hpasc.models.checkpoint import (CHECKPOINT_FORMAT, build_model, checkpoint_path, find_latest,
-                                     load_checkpoint, make_checkpoint, run_checkpoints, save_checkpoint)
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.core.errors import InputError
+from hpasc.models.checkpoint import (CHECKPOINT_FORMAT, build_model, checkpoint_path, find_latest, load_checkpoint,
+                                     make_checkpoint, run_checkpoints, save_checkpoint)
 from hpasc.models.registry import create_model
 from hpasc.models.scoring import prepare_batch, score_tiles, to_probabilities
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
 
 TILE = 32

@@ -12,8 +12,8 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import url_map
 
-from hpasc.errors import InputError
-from hpasc.http import HttpPolicy
+from hpasc.core.errors import InputError
+from hpasc.core.http import HttpPolicy
 from hpasc.models.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
                                        load_pretrained, resolve_pretrained)
 from hpasc.models.registry import create_model

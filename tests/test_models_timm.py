@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.models.architecture import Pretrained
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.registry import architecture, create_model
@@ -50,7 +50,7 @@ def test_train_me_trains_a_timm_backbone_that_rebuilds_from_its_checkpoint(train
 
 def test_infer_and_gradcam_work_on_the_timm_backbone(trained: Path, tmp_path: Path) -> None:
     images = tmp_path / "test"
-    made = run_script("-m", "hpasc.synthetic", "-o", images, "-n", "2", "--size", "256", "--seed", "3",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", images, "-n", "2", "--size", "256", "--seed", "3",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     checkpoint = trained / "models" / f"{TINY}-bce-2.pt"
@@ -63,12 +63,12 @@ def test_infer_and_gradcam_work_on_the_timm_backbone(trained: Path, tmp_path: Pa
     assert submission["PredictionString"].str.len().gt(0).all()
 
     cams = tmp_path / "cams"
-    explained = run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset",
+    explained = run_script("-m", "hpasc.commands.gradcam", "--checkpoint", checkpoint, "--dataset",
                            trained / "dataset", "--limit", "2", "--classes", "0", "--out", cams,
                            "--no-progress")
     assert explained.returncode == 0, explained.stderr
     assert len(list(cams.glob("*_c0.png"))) == 2 and (cams / "index.html").is_file()
-    wrong = run_script("-m", "hpasc.tools.gradcam", "--checkpoint", checkpoint, "--dataset", trained / "dataset",
+    wrong = run_script("-m", "hpasc.commands.gradcam", "--checkpoint", checkpoint, "--dataset", trained / "dataset",
                        "--limit", "1", "--layer", "conv_head", "--out", tmp_path / "no", "--no-progress")
     assert_one_line_error(wrong, "timm:test_efficientnet has no Grad-CAM layer 'conv_head'", "last_stage")
 

@@ -13,10 +13,10 @@ import pytest
 import tifffile
 
 from hpasc.cellstore import open_cells
-from hpasc.errors import InputError
-from hpasc.image_folder import scan_images
-from hpasc.images import CHANNELS, read_label_image
-from hpasc.multichannel import parse_channel_order
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import CHANNELS, read_label_image
+from hpasc.core.multichannel import parse_channel_order
 from hpasc.submission.check import read_image_sizes
 from tests.conftest import assert_one_line_error, run_script
 from tests.test_infer import checkpoint  # noqa: F401 (a small trained model)

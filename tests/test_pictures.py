@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from hpasc.images import read_label_image
-from hpasc.inference.cell_table import read_cell_table
-from hpasc.overlays import CLASS_COLOURS, FILL_ALPHA, GREY
+from hpasc.core.images import read_label_image
+from hpasc.core.overlays import CLASS_COLOURS, FILL_ALPHA, GREY
+from hpasc.stages.infer.cell_table import read_cell_table
 from tests.conftest import run_script
 from tests.test_infer import checkpoint  # noqa: F401 (a small trained model)
 from tests.test_label_tool import Browser, browser  # noqa: F401 (headless Chromium)
@@ -60,7 +60,8 @@ def test_cells_are_drawn_in_their_top_class_colour(checkpoint: Path, tmp_path: P
 
 
 def test_segmentator_pictures_outline_every_cell(tmp_path: Path) -> None:
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "2", "--size", "256", "--seed", "8",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "2", "--size", "256",
+                      "--seed", "8",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     cells = tmp_path / "cells"

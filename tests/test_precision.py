@@ -7,14 +7,15 @@ import argparse
 import pytest
 import torch
 
-from hpasc.models.precision import Precision, add_precision_flag, precision_from_args
+from hpasc.commands import cli
+from hpasc.models.precision import Precision
 from tests.conftest import run_script
 
 
 def parse(*argv: str) -> Precision:
     parser = argparse.ArgumentParser()
-    add_precision_flag(parser)
-    return precision_from_args(parser.parse_args(argv))
+    cli.add_precision_flag(parser)
+    return cli.precision_from_args(parser.parse_args(argv))
 
 
 def test_precision_flag_values() -> None:

@@ -1,5 +1,5 @@
-"""Negative pseudo-labels and positive mining (hpasc.pseudo_label): the rule on a hand-made table,
-and ``python -m hpasc.pseudo_label`` end to end on a small cut dataset with an untrained model."""
+"""Negative pseudo-labels and positive mining (hpasc.tools.pseudo_label): the rule on a hand-made table,
+and ``python -m hpasc.commands.pseudo_label`` end to end on a small cut dataset with an untrained model."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.cells.split import read_split
+from hpasc.cells.tile_spec import TileSpec
+from hpasc.core.runtime import CommonOptions
+from hpasc.labels.folders import read_label_folder
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.models.spec import ModelSpec
-from hpasc.pseudo_label import PseudoRule, pseudo_labels
-from hpasc.runtime import CommonOptions
-from hpasc.training.data import load_cells
-from hpasc.training.predict import score_rows
-from hpasc.labels.folders import read_label_folder
+from hpasc.stages.split.stage import read_split
+from hpasc.stages.train.data import load_cells
+from hpasc.stages.train.predict import score_rows
+from hpasc.tools.pseudo_label import PseudoRule, pseudo_labels
 from tests.conftest import assert_one_line_error, run_script
 
 TILE = 32
@@ -118,7 +118,7 @@ def dataset(tmp_path_factory) -> Path:
     """10 synthetic images cut into 32 px tiles and split (data_loader.py's defaults)."""
     root = tmp_path_factory.mktemp("pseudo")
     synthetic, out = root / "SYN", root / "DS"
-    for args in (("-m", "hpasc.synthetic", "-o", synthetic, "-n", "10", "--size", "384", "--seed", "1"),
+    for args in (("-m", "hpasc.commands.synthetic", "-o", synthetic, "-n", "10", "--size", "384", "--seed", "1"),
                  ("image_cutter.py", "-i", synthetic, "-m", synthetic / "truth", "-n",
                   synthetic / "truth" / "nuclei", "-o", out, "--size", str(TILE)),
                  ("data_loader.py", "-i", out)):
@@ -179,7 +179,7 @@ def between(values: np.ndarray, quantile: float) -> float:
 
 def pseudo_label(*args: str | Path, cwd: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return run_script("-m", "hpasc.pseudo_label", *args, cwd=cwd, env=env, timeout=180)
+    return run_script("-m", "hpasc.commands.pseudo_label", *args, cwd=cwd, env=env, timeout=180)
 
 
 def test_command_writes_what_the_rule_gives(dataset: Path, checkpoint: Path, tmp_path: Path) -> None:

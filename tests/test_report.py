@@ -1,4 +1,4 @@
-"""python -m hpasc.report: a hand-made cell table gives the exact per-image quality numbers,
+"""python -m hpasc.commands.report: a hand-made cell table gives the exact per-image quality numbers,
 worst image first, the per-class shares of confident calls, and an HTML page with its plots."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpasc.classes import NUM_CLASSES
-from hpasc.inference.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES
-from hpasc.report import prevalence
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.stages.infer.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES
+from hpasc.tools.report import prevalence
 from tests.conftest import assert_one_line_error, run_script
 
 
@@ -37,7 +37,7 @@ def test_the_report_numbers_and_page(tmp_path: Path) -> None:
     table = _table(tmp_path / "cells.csv")
     shares = prevalence(table, 0.5)
     assert shares[2] == 3 / 6 and shares[18] == 2 / 6 and shares[5] == 1 / 6 and shares[0] == 0
-    result = run_script("-m", "hpasc.report", "--cells", tmp_path / "cells.csv", "--no-progress")
+    result = run_script("-m", "hpasc.commands.report", "--cells", tmp_path / "cells.csv", "--no-progress")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "cells-report"
     assert result.stdout.strip() == f"report: {out / 'index.html'}"
@@ -52,6 +52,7 @@ def test_the_report_numbers_and_page(tmp_path: Path) -> None:
 
 
 def test_a_missing_or_foreign_table_is_one_line(tmp_path: Path) -> None:
-    assert_one_line_error(run_script("-m", "hpasc.report", "--cells", tmp_path / "none.csv"), "none.csv")
+    assert_one_line_error(run_script("-m", "hpasc.commands.report", "--cells", tmp_path / "none.csv"), "none.csv")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    assert_one_line_error(run_script("-m", "hpasc.report", "--cells", tmp_path / "other.csv"), "not a cell table")
+    result = run_script("-m", "hpasc.commands.report", "--cells", tmp_path / "other.csv")
+    assert_one_line_error(result, "not a cell table")

@@ -15,10 +15,10 @@ import pytest
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.submission import rle
-from hpasc.submission.rows import (parse_prediction_string, prediction_string, read_sample_submission,
-                                   read_submission, write_submission)
+from hpasc.submission.rows import (parse_prediction_string, prediction_string, read_sample_submission, read_submission,
+                                   write_submission)
 from tests.conftest import HPA_REAL
 
 # Kaggle's sample submission: the empty mask of a 2048² and of a 3072² image.

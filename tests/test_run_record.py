@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import load_checkpoint
-from hpasc.training.augment import AugmentSettings
-from hpasc.training.config import FinetuneConfig, RunRecord, TrainConfig
-from hpasc.training.labels import LabelSources
+from hpasc.stages.train.augment import AugmentSettings
+from hpasc.stages.train.config import FinetuneConfig, RunRecord, TrainConfig
+from hpasc.stages.train.labels import LabelSources
 from tests.conftest import REPO
 
 BEFORE = REPO / "tests" / "data" / "made_before_tile_spec" / "old-1.pt"

@@ -1,4 +1,4 @@
-"""python -m hpasc.segmentation.agreement on the real HPA masks."""
+"""python -m hpasc.commands.agreement on the real HPA masks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc.images import read_label_image, write_label_image
+from hpasc.core.images import read_label_image, write_label_image
 from tests.conftest import assert_one_line_error, run_script
 
 
@@ -22,7 +22,7 @@ def test_agreement_of_hpa_masks_with_themselves_and_a_damaged_copy(tmp_path: Pat
     damaged[damaged == 1] = 0  # one cell lost: F1 = 2(n-1) / (2(n-1) + 1)
     write_label_image(pred / masks[1].name.replace("_cellmask", ""), damaged)
 
-    result = run_script("-m", "hpasc.segmentation.agreement", "--truth", hpa_real / "masks",
+    result = run_script("-m", "hpasc.commands.agreement", "--truth", hpa_real / "masks",
                         "--pred", pred, "--truth-suffix", "_cellmask")
 
     assert result.returncode == 0, result.stderr
@@ -36,6 +36,6 @@ def test_agreement_of_hpa_masks_with_themselves_and_a_damaged_copy(tmp_path: Pat
 
 def test_missing_reference_is_a_one_line_error(tmp_path: Path, hpa_real: Path):
     write_label_image(tmp_path / "unknown-id.png", np.ones((4, 4), np.uint16))
-    result = run_script("-m", "hpasc.segmentation.agreement", "--truth", hpa_real / "masks",
+    result = run_script("-m", "hpasc.commands.agreement", "--truth", hpa_real / "masks",
                         "--pred", tmp_path)
     assert_one_line_error(result, "unknown-id: no reference mask")

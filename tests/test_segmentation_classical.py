@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from hpasc import images, synthetic
-from hpasc.image_folder import scan_images
-from hpasc.segmentation.classical import segment_classical
+from hpasc.core import images
+from hpasc.core.image_folder import scan_images
+from hpasc.stages.segment.classical import segment_classical
 from hpasc.submission.matching import match_instances
+from hpasc.tools import synthetic
 
 # The targets are mean >= 0.90 and each >= 0.80 (measured: 1.0, 1.0, 0.89, 0.90); the tests hold a
 # looser mean so that they do not fail on a one-cell change.

@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from hpasc.errors import InputError
-from hpasc.http import HttpPolicy
-from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
-from hpasc.segmentation.weights import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
-                                        load_hpa_model, load_hpa_state_dict, resolve_weights)
+from hpasc.core.errors import InputError
+from hpasc.core.http import HttpPolicy
+from hpasc.stages.segment.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
+from hpasc.stages.segment.weight_files import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
+                                               resolve_weights)
+from hpasc.stages.segment.weights import load_hpa_model, load_hpa_state_dict
 from tests.test_download import Behaviour, FakeHPA, serve
 
 SHAPES = Path(__file__).resolve().parents[2] / "shared" / "hpa_unet" / "dpn_unet_state_dict_shapes.json"

@@ -1,4 +1,4 @@
-"""hpasc.segmentation.postprocess: HPA's label_cell rebuilt (thresholds, sizes, >255 cells, no overflow).
+"""hpasc.stages.segment.postprocess: HPA's label_cell rebuilt (thresholds, sizes, >255 cells, no overflow).
 
 Equality with HPA's own code is checked by bench/label_cell.py (HPA's code is never imported here);
 these tests pin HPA's numbers on hand-worked maps, each building block against the scikit-image
@@ -13,10 +13,10 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, segmentation
 from skimage.morphology import closing, disk, remove_small_objects
 
-from hpasc.segmentation import postprocess
-from hpasc.segmentation.postprocess import label_cell
-from hpasc.synthetic import synthesize_image
-from hpasc.synthetic.predictions import predictions_from_masks
+from hpasc.stages.segment import postprocess
+from hpasc.stages.segment.postprocess import label_cell
+from hpasc.tools.synthetic import synthesize_image
+from hpasc.tools.synthetic.predictions import predictions_from_masks
 
 
 def blank(height: int = 300, width: int = 300) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage import transform, util
 
-from hpasc.segmentation.scaling import Geometry, bit_depth_gain, prepare, restore, restore_both
-from hpasc.synthetic import synthesize_image
+from hpasc.stages.segment.scaling import Geometry, bit_depth_gain, prepare, restore, restore_both
+from hpasc.tools.synthetic import synthesize_image
 
 
 def eight_bit_image(shape: tuple[int, int], seed: int = 0) -> np.ndarray:

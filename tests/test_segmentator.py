@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.image_folder import scan_images
-from hpasc.images import read_label_image
+from hpasc.core.image_folder import scan_images
+from hpasc.core.images import read_label_image
 from hpasc.submission.matching import match_instances
 from tests.conftest import REPO, assert_one_line_error, run_script
 
@@ -25,7 +25,7 @@ def segmentator(*args: str | Path, cwd: Path, cache: Path):
 def kaggle_layout(tmp_path_factory) -> Path:
     """``train/`` with three synthetic 512² images (and their truth) in a fresh folder."""
     root = tmp_path_factory.mktemp("kaggle")
-    made = run_script("-m", "hpasc.synthetic", "-o", root / "train", "-n", "3", "--size", "512",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", root / "train", "-n", "3", "--size", "512",
                       "--seed", "5", "--no-progress")
     assert made.returncode == 0, made.stderr
     return root
@@ -92,7 +92,7 @@ def test_unusable_input_is_a_one_line_error(tmp_path: Path):
 
 
 def test_hpa_backend_runs_end_to_end(tmp_path: Path, random_weights: Path):
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "images", "-n", "2",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "images", "-n", "2",
                       "--size", "200x300", "--seed", "1", "--no-progress")
     assert made.returncode == 0, made.stderr
 
@@ -111,9 +111,9 @@ def test_hpa_backend_runs_end_to_end(tmp_path: Path, random_weights: Path):
 
 
 def test_public_api_names() -> None:
-    import hpasc.segmentation as segmentation
-    from hpasc.segmentation.postprocess import label_cell
-    from hpasc.segmentation.weights import load_hpa_model
+    import hpasc.stages.segment as segmentation
+    from hpasc.stages.segment.postprocess import label_cell
+    from hpasc.stages.segment.weights import load_hpa_model
 
     assert segmentation.label_cell is label_cell and segmentation.load_hpa_model is load_hpa_model
     assert set(segmentation.__all__) >= {"DPNUNet", "segment_classical", "segment_folder"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.shared_arrays import SharedArrays, Slot, SlotRing, release_unclaimed
-from hpasc.workers import process_pool
+from hpasc.core.shared_arrays import SharedArrays, Slot, SlotRing, release_unclaimed
+from hpasc.core.workers import process_pool
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="POSIX shared memory is listed in /dev/shm on Linux")

@@ -1,4 +1,4 @@
-"""Image-level stratified folds (hpasc.cells.split) and data_loader.py, on the competition's real labels."""
+"""Image-level stratified folds (hpasc.stages.split.stage) and data_loader.py, on the competition's real labels."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.cells.split import TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split, split_dataset
-from hpasc.classes import NUM_CLASSES, read_label_table
-from hpasc.errors import InputError
+from hpasc.core.classes import NUM_CLASSES, read_label_table
+from hpasc.core.errors import InputError
+from hpasc.stages.split.stage import (TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split,
+                                      split_dataset)
 from tests.conftest import assert_one_line_error, run_script
 
 FOLDS = 5

@@ -15,7 +15,7 @@ def _last(result, status: int = 0) -> str:
 
 def test_the_chain_ends_each_stage_with_a_summary(tmp_path: Path) -> None:
     syn = tmp_path / "syn"
-    assert run_script("-m", "hpasc.synthetic", "-o", syn, "-n", "6", "--size", "256", "--seed", "9",
+    assert run_script("-m", "hpasc.commands.synthetic", "-o", syn, "-n", "6", "--size", "256", "--seed", "9",
                       "--no-progress").returncode == 0
     (syn / "odd_red.png").write_bytes(b"")  # an incomplete image: counted as failed
     cells = tmp_path / "cells"

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from hpasc import images, runtime, synthetic
-from hpasc.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, parse_labels
-from hpasc.synthetic.__main__ import build_parser
+from hpasc.commands.synthetic import build_parser, parse_size
+from hpasc.core import images, runtime
+from hpasc.core.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, parse_labels
+from hpasc.tools import synthetic
 from tests.conftest import assert_one_line_error, run_script
 
 QUIET = runtime.CommonOptions(progress=False)
@@ -24,7 +25,7 @@ CLI_SIZE = (256, 320)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return run_script("-m", "hpasc.synthetic", *args, timeout=120)
+    return run_script("-m", "hpasc.commands.synthetic", *args, timeout=120)
 
 
 def synth(size: tuple[int, int], *key: int, classes: tuple[int, ...] | None = None):
@@ -296,7 +297,7 @@ def test_parser_refuses_bad_values(argv, capsys):
 
 
 def test_size_accepts_square_and_height_by_width():
-    assert synthetic.parse_size("512") == (512, 512)
-    assert synthetic.parse_size("768x1024") == (768, 1024)
+    assert parse_size("512") == (512, 512)
+    assert parse_size("768x1024") == (768, 1024)
     with pytest.raises(argparse.ArgumentTypeError):
-        synthetic.parse_size("64")
+        parse_size("64")

@@ -18,14 +18,14 @@ import torch
 from hpasc.cells.crop import cell_boxes, crop_cell, crop_cells
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore import open_cells
-from hpasc.errors import InputError
-from hpasc.inference.ensemble import LoadedEnsemble
-from hpasc.inference.ensemble_file import read_ensemble
-from hpasc.inference.jobs import CutPlan, cells_of_image
+from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
-from hpasc.models.spec import ModelSpec
 from hpasc.models.runner import check_tiles_for, warn_enlarging
+from hpasc.models.spec import ModelSpec
+from hpasc.stages.infer.ensemble import LoadedEnsemble
+from hpasc.stages.infer.ensemble_file import read_ensemble
+from hpasc.stages.infer.jobs import CutPlan, cells_of_image
 from tests.conftest import REPO, run_script
 
 RESIZE = TileSpec(32, mode="resize")
@@ -128,7 +128,7 @@ def test_an_ensemble_mixing_tile_specs_cuts_once_per_spec(tmp_path: Path) -> Non
 
 def synthetic_images(root: Path, count: int) -> Path:
     """``root`` with ``count`` 256 px synthetic images (seed 3) in ``root/syn``."""
-    result = run_script("-m", "hpasc.synthetic", "-o", root / "syn", "-n", count, "--size", 256, "--seed", 3,
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", root / "syn", "-n", count, "--size", 256, "--seed", 3,
                         "--no-progress")
     assert result.returncode == 0, result.stderr
     return root
@@ -168,7 +168,7 @@ def test_tools_refuse_tiles_cut_another_way(resized: Path, tmp_path: Path, caplo
     with pytest.raises(InputError, match="not cut the way the model's training tiles were"):
         check_tiles_for(store, ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(16)))  # a padded model
     pad = spec_checkpoint(tmp_path / "pad.pt", TileSpec(16))
-    result = run_script("-m", "hpasc.pseudo_label", "--checkpoint", pad, "--dataset", resized / "dataset",
+    result = run_script("-m", "hpasc.commands.pseudo_label", "--checkpoint", pad, "--dataset", resized / "dataset",
                         "--out", tmp_path / "pseudo", "--no-progress")
     assert result.returncode == 2 and "(expected mode pad; given mode resize)" in result.stderr
     with caplog.at_level(logging.WARNING):
@@ -235,7 +235,7 @@ def test_a_margin_mismatch_between_a_store_and_a_checkpoint_is_one_line(before: 
                         tmp_path / "dataset", "--size", 16, "--zero", "others", "--margin", 8, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert run_script("data_loader.py", "-i", tmp_path / "dataset", "--folds", 2).returncode == 0
-    result = run_script("-m", "hpasc.pseudo_label", "--checkpoint", BEFORE / "old-1.pt", "--dataset",
+    result = run_script("-m", "hpasc.commands.pseudo_label", "--checkpoint", BEFORE / "old-1.pt", "--dataset",
                         tmp_path / "dataset", "--out", tmp_path / "pseudo", "--no-progress")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from hpasc.training.augment import AugmentSettings, _draw, augment_batch
+from hpasc.stages.train.augment import AugmentSettings, _draw, augment_batch
 
 NO_CHANGE = AugmentSettings(hflip_p=0.0, vflip_p=0.0, rotate_p=0.0)
 

@@ -1,5 +1,5 @@
 """It learns: a short CPU run on synthetic images (cell-level truth known) ranks cells far better
-than chance, measured by the cell-level mAP of ``hpasc.training.cell_eval`` against the synthetic
+than chance, measured by the cell-level mAP of ``hpasc.tools.cell_eval`` against the synthetic
 truth. One minute of training at 32 px; the bound is loose (twice the label-prevalence baseline;
 the run reaches about three times it)."""
 
@@ -19,7 +19,7 @@ def test_a_short_cpu_run_beats_the_prevalence_baseline(tmp_path: Path) -> None:
                          "--lr", "1e-3", "--epochs", "6", "--epoch-size", "1500", "--workers", "1",
                          "--no-progress", env=env, timeout=900)
     assert trained.returncode == 0, trained.stderr
-    scored = run_script("-m", "hpasc.training.cell_eval", "--checkpoint", root / "models" / "b0-bce-6.pt",
+    scored = run_script("-m", "hpasc.commands.cell_eval", "--checkpoint", root / "models" / "b0-bce-6.pt",
                         "--dataset", root / "dataset", "--truth", root / "syn" / "truth" / "cells.csv",
                         "--no-progress", env=env)
     assert scored.returncode == 0, scored.stderr

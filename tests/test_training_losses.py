@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hpasc.training.losses import LOSSES, create_loss
+from hpasc.stages.train.losses import LOSSES, create_loss
 
 LOGITS = [[0.0, 2.0], [-1.0, 3.0]]
 TARGETS = [[1.0, 0.0], [0.5, 1.0]]

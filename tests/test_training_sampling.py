@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.errors import InputError
-from hpasc.training.sampling import EpochSampler, SamplingConfig, read_sampling_config
+from hpasc.core.errors import InputError
 from hpasc.labels.folders import LabelSet
-from hpasc.training.targets import build_targets
+from hpasc.stages.train.sampling import EpochSampler, SamplingConfig, read_sampling_config
+from hpasc.stages.train.targets import build_targets
 
 ALL = list(range(19))
 

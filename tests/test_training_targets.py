@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.labels.folders import (DEFAULT_SCORE_MAP, ScoreMap, format_soft, merge_label_sets, read_label_folder,
                                   read_score_map, write_label_folder)
-from hpasc.training.targets import build_targets
+from hpasc.stages.train.targets import build_targets
 from tests.conftest import HPA_REAL
 
 IMAGE = "5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0"

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from hpasc.training.finetune import finetune_sample
-from hpasc.training.metrics import class_average_precision, write_metrics_csv
-from hpasc.training.trainer import epoch_seed, resolve_tile_size, stopped_early
+from hpasc.stages.train.finetune import finetune_sample
+from hpasc.stages.train.metrics import class_average_precision, write_metrics_csv
+from hpasc.stages.train.stage import epoch_seed, resolve_tile_size, stopped_early
 
 
 def history(*scores: float | None) -> list[dict]:

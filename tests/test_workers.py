@@ -12,8 +12,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from hpasc.runtime import usable_cores
-from hpasc.workers import bounded_map, failure_reason, process_pool
+from hpasc.core.runtime import usable_cores
+from hpasc.core.workers import bounded_map, failure_reason, process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_pool_workers_never_import_torch() -> None:
         import runpy, sys
         for script in ("segmentator.py", "infer.py", "image_cutter.py"):
             runpy.run_path(script, run_name="__mp_main__")
-        import hpasc.cells.cutter, hpasc.inference.jobs, hpasc.segmentation.jobs
+        import hpasc.stages.cut.stage, hpasc.stages.infer.jobs, hpasc.stages.segment.jobs
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm")))
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ Sections (each appends its rows to --results, a JSON-lines file; ``--table`` pri
   dtype, channels-last on and off; host-to-device input and device-to-host softmax included.
 - ``segmentator``: the segmentator stage (``segment_folder``) over --images images (559, Kaggle's
   test set) with 16 workers, at each --label-scales; the networks run for real, then their output
-  is swapped for realistic maps made from each image's known masks (``hpasc.synthetic.predictions``),
+  is swapped for realistic maps made from each image's known masks (``hpasc.tools.synthetic.predictions``),
   so ``label_cell`` does a real image's work. The whole run's images/s (start-up included), the
   time to the first image and the steady state after it; GPU busy % sampled through NVML.
 - ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
@@ -41,27 +41,27 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from hpasc import runtime  # noqa: E402
-from hpasc.image_folder import scan_images  # noqa: E402
-from hpasc.images import read_label_image  # noqa: E402
-from hpasc.inference import stage as infer_stage  # noqa: E402
+from hpasc.core import runtime  # noqa: E402
+from hpasc.core.image_folder import scan_images  # noqa: E402
+from hpasc.core.images import read_label_image  # noqa: E402
+from hpasc.stages.infer import stage as infer_stage  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.segmentation import segmenter  # noqa: E402
-from hpasc.segmentation import stage as seg_stage  # noqa: E402
-from hpasc.segmentation.settings import ModelFiles, SegmentationSettings  # noqa: E402
-from hpasc.segmentation.jobs import Outputs  # noqa: E402
-from hpasc.segmentation.network import DPNUNet  # noqa: E402
-from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
-from hpasc.segmentation.scaling import prepare  # noqa: E402
-from hpasc.synthetic.predictions import network_sized_maps  # noqa: E402
-from hpasc.training.augment import AugmentSettings  # noqa: E402
-from hpasc.training.distributed import Process  # noqa: E402
-from hpasc.training.engine import Engine, place_model  # noqa: E402
-from hpasc.training.losses import create_loss  # noqa: E402
+from hpasc.stages.segment import segmenter  # noqa: E402
+from hpasc.stages.segment import stage as seg_stage  # noqa: E402
+from hpasc.stages.segment.settings import ModelFiles, SegmentationSettings  # noqa: E402
+from hpasc.stages.segment.jobs import Outputs  # noqa: E402
+from hpasc.stages.segment.network import DPNUNet  # noqa: E402
+from hpasc.stages.segment.predict import HpaNetworks  # noqa: E402
+from hpasc.stages.segment.scaling import prepare  # noqa: E402
+from hpasc.tools.synthetic.predictions import network_sized_maps  # noqa: E402
+from hpasc.stages.train.augment import AugmentSettings  # noqa: E402
+from hpasc.stages.train.distributed import Process  # noqa: E402
+from hpasc.stages.train.engine import Engine, place_model  # noqa: E402
+from hpasc.stages.train.losses import create_loss  # noqa: E402
 
 BASE_IMAGES = 8  # distinct synthetic images; the rest of a folder are copies under new IDs
 SECTIONS = ("networks", "segmentator", "training", "inference")
@@ -150,7 +150,8 @@ def synthetic_images(work: Path, count: int) -> Path:
     ``work/masks{count}``."""
     base = work / "base"
     if not base.is_dir():
-        jobs = [subprocess.Popen([sys.executable, "-m", "hpasc.synthetic", "-o", str(base / f"s{seed}"), "-n", "1",
+        jobs = [subprocess.Popen([sys.executable, "-m", "hpasc.commands.synthetic", "-o", str(base / f"s{seed}"),
+                                  "-n", "1",
                                   "--size", "2048", "--seed", str(seed), "--no-progress"], cwd=REPO)
                 for seed in range(BASE_IMAGES)]
         assert all(job.wait() == 0 for job in jobs)
@@ -334,7 +335,7 @@ def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
 
 def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int = 40) -> tuple[float, int]:
     from hpasc.cellstore import open_cells
-    from hpasc.training.data import CellSet, EpochBatches, TileDataset, create_loader
+    from hpasc.stages.train.data import CellSet, EpochBatches, TileDataset, create_loader
 
     dataset = work / "dataset"
     if not (dataset / "cells.csv").is_file():

@@ -24,7 +24,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.images import Region
+from hpasc.core.images import Region
+
 
 @dataclass(frozen=True)
 class Box:

@@ -22,21 +22,10 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from hpasc.classes import MITOTIC_SPINDLE
-from hpasc.images import Region
-
-CLEAN = 1.0
-NO_NUCLEUS = 0.01
-CUT = 0.001
-OUTLIER = 0.001
-RED_SHARE = 0.077
-BLUE_YELLOW_SHARE = 0.05
-EDGE_CLEAN_ABOVE = 0.3
-EDGE_CUT_BELOW = 0.01
-THRESHOLDS = {"no_nucleus": NO_NUCLEUS, "cut": CUT, "outlier": OUTLIER, "red_share": RED_SHARE,
-              "blue_yellow_share": BLUE_YELLOW_SHARE, "edge_clean_above": EDGE_CLEAN_ABOVE,
-              "edge_cut_below": EDGE_CUT_BELOW}
-"""The heuristics' numbers, recorded with every tile recipe (store and checkpoint)."""
+from hpasc.cells.thresholds import (BLUE_YELLOW_SHARE, CLEAN, CUT, EDGE_CLEAN_ABOVE, EDGE_CUT_BELOW, NO_NUCLEUS,
+                                    OUTLIER, RED_SHARE)
+from hpasc.core.classes import MITOTIC_SPINDLE
+from hpasc.core.images import Region
 
 
 def _edge_factor(ratio: float) -> float:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpasc.cells.factors import THRESHOLDS
+from hpasc.cells.thresholds import THRESHOLDS
 
 VERSION = 1
 MODES = ("pad", "resize")

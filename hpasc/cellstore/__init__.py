@@ -2,7 +2,8 @@
 
 Layout of a dataset folder ``ROOT`` (format version 1)::
 
-    ROOT/store.json                   tile size, channels, dtype, codec, columns, merged images
+    ROOT/store.json                   tile spec (how the tiles were cut), channels, dtype, codec,
+                                      columns, merged images
     ROOT/cells.csv                    the merged table: every complete image's rows, sorted by
                                       image id then mask id, plus ``tile_index`` (see below)
     ROOT/images/{ID}/tiles/           a zarr v3 array (n_cells, 4, S, S) uint16, one chunk per
@@ -36,14 +37,14 @@ open files or handles: it pickles cheaply into DataLoader workers (fork or spawn
 ``tile_index`` in ``cells.csv`` is the cell's position in its image's array, so the table may be
 filtered or reordered by a user without losing its tiles.
 
-Command line: ``python -m hpasc.cellstore export|merge --help``.
+Command line: ``hpasc-cellstore export|merge --help``.
 
 Modules: ``layout`` (names, formats, which images are complete), ``temporary`` (temporary folders
 and their writers), ``write`` (:func:`write_image`, :func:`merge`), ``read`` (:class:`CellStore`,
-:func:`open_cells`), ``export`` (PNG composites), ``__main__`` (the command line).
+:func:`open_cells`), ``export`` (PNGs of cells); the command line is :mod:`hpasc.commands.cellstore`.
 """
 
-from hpasc.cellstore.export import MIX, composite, export_pngs
+from hpasc.cellstore.export import export_pngs
 from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS, TABLE, TILE_INDEX,
                                     TILES, VERSION, done_images, image_done)
 from hpasc.cellstore.read import CellStore, open_cells, open_tiles
@@ -51,8 +52,8 @@ from hpasc.cellstore.temporary import STALE_AFTER_S, abandoned, clean_temporary
 from hpasc.cellstore.write import CODEC, check_cut, cut_mismatch, merge, write_image
 
 __all__ = [
-    "CODEC", "FORMAT", "IMAGES", "IMAGE_META", "MARKER", "META", "MIX", "REQUIRED_COLUMNS", "ROWS",
+    "CODEC", "FORMAT", "IMAGES", "IMAGE_META", "MARKER", "META", "REQUIRED_COLUMNS", "ROWS",
     "STALE_AFTER_S", "TABLE", "TILES", "TILE_INDEX", "VERSION", "CellStore", "abandoned",
-    "check_cut", "cut_mismatch", "clean_temporary", "composite", "done_images", "export_pngs", "image_done",
+    "check_cut", "cut_mismatch", "clean_temporary", "done_images", "export_pngs", "image_done",
     "merge", "open_cells", "open_tiles", "write_image",
 ]

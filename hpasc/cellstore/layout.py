@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 
 FORMAT, VERSION = "hpasc-cellstore", 1
 IMAGES, TABLE, META = "images", "cells.csv", "store.json"

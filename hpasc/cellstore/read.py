@@ -16,11 +16,10 @@ from numcodecs import blosc
 from zarr.storage import LocalStore
 
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX,
-                                    TILES, VERSION, chunk_file, done_images, image_done, parse_table, read_json,
-                                    read_text)
-from hpasc.errors import InputError
-from hpasc.images import CHANNELS
+from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGES, META, REQUIRED_COLUMNS, TABLE, TILE_INDEX, TILES,
+                                    VERSION, chunk_file, done_images, image_done, parse_table, read_json, read_text)
+from hpasc.core.errors import InputError
+from hpasc.core.images import CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +157,13 @@ def open_cells(path: str | os.PathLike) -> CellStore:
         count = len(done_images(root))
         if count:
             raise InputError(f"{root}: no {TABLE} yet, though it holds {count} complete images; "
-                             f"merge them with: python -m hpasc.cellstore merge --dataset {root}")
+                             f"merge them with: hpasc-cellstore merge --dataset {root}")
         raise InputError(f"{root}: not a cell dataset (no {TABLE} and no images; "
                          "run image_cutter.py to make one)")
     meta = read_json(root / META) if (root / META).is_file() else {}
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{root}: missing or unknown {META} (need a version {VERSION} {FORMAT}); "
-                         f"run: python -m hpasc.cellstore merge --dataset {root}")
+                         f"run: hpasc-cellstore merge --dataset {root}")
     table = parse_table(read_text(root / TABLE), meta["columns"], root / TABLE, (*REQUIRED_COLUMNS, TILE_INDEX))
     merged = set(meta["images"])
     present = done_images(root)

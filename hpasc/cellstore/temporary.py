@@ -1,5 +1,5 @@
 """Temporary image folders, ``images/.{ID}~{writer}~{pid}~{token}.tmp``: their names, and removing
-those whose writer is gone (the rule is :func:`hpasc.ownership.abandoned`)."""
+those whose writer is gone (the rule is :func:`hpasc.core.ownership.abandoned`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from hpasc.cellstore.layout import IMAGES, is_temporary
-from hpasc.ownership import STALE_AFTER_S, abandoned, writer_info, writer_tag
+from hpasc.core.ownership import STALE_AFTER_S, abandoned, writer_info, writer_tag
 
 __all__ = ["STALE_AFTER_S", "abandoned", "clean_temporary", "temporary_name", "writer_info"]
 

@@ -17,14 +17,14 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
-from hpasc import atomic, locks
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore.layout import (CHUNK_SEPARATORS, FORMAT, IMAGE_META, IMAGES, MARKER, META, REQUIRED_COLUMNS, ROWS,
                                     TABLE, TILE_INDEX, TILES, VERSION, chunk_file, done_images, parse_table,
                                     read_image_meta, read_json, read_text)
-from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore.temporary import STALE_AFTER_S, clean_temporary, temporary_name, writer_info
-from hpasc.errors import InputError
-from hpasc.images import CHANNELS
+from hpasc.core import atomic, locks
+from hpasc.core.errors import InputError
+from hpasc.core.images import CHANNELS
 
 log = logging.getLogger(__name__)
 

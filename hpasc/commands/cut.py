@@ -12,11 +12,11 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli, runtime
 from hpasc.cells.tile_spec import MODES, THEIR_MARGIN, ZEROING, TileSpec
-from hpasc.cells.cutter import MaskFolders, cut_folder, default_nuclei_folder, read_labels
-from hpasc.image_folder import scan_images
-
+from hpasc.commands import cli
+from hpasc.core import runtime
+from hpasc.core.image_folder import scan_images
+from hpasc.stages.cut.stage import MaskFolders, cut_folder, default_nuclei_folder, read_labels
 
 DEFAULT = TileSpec()
 
@@ -66,8 +66,8 @@ def _run(args: argparse.Namespace, spec: TileSpec) -> int:
     nuclei = args.nuclei or default_nuclei_folder(args.masks)
     labels = read_labels(args.input, args.labels, args.no_labels)
     failed = cut_folder(scan_images(args.input, args.channels), MaskFolders(args.masks, nuclei), labels,
-                        args.output, spec, runtime.CommonOptions.from_args(args))
-    runtime.write_manifest(args.output, "image_cutter", args,
+                        args.output, spec, cli.common_options(args))
+    runtime.write_manifest(args.output, "image_cutter", vars(args),
                        {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 

@@ -8,10 +8,11 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli, runtime
-from hpasc.classes import NUM_CLASSES
-from hpasc.download import Selection, download_public_hpa
-from hpasc.http import HttpPolicy
+from hpasc.commands import cli
+from hpasc.core import runtime
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.core.http import HttpPolicy
+from hpasc.stages.download.stage import Selection, download_public_hpa
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +46,8 @@ def _run(args: argparse.Namespace) -> int:
                           labels=tuple(args.label), limit=args.limit)
     policy = HttpPolicy(timeout=args.timeout, retries=args.retries, backoff=args.backoff)
     failed = download_public_hpa(args.input, args.output, selection, policy,
-                                 runtime.CommonOptions.from_args(args))
-    runtime.write_manifest(args.output, "download_publichpa", args, {"failed": len(failed)})
+                                 cli.common_options(args))
+    runtime.write_manifest(args.output, "download_publichpa", vars(args), {"failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from hpasc import cli
-from hpasc.training.commands import add_finetune_flags, add_shared_flags, finetune_entry
+from hpasc.commands import cli
+from hpasc.commands.train_flags import add_finetune_flags, add_shared_flags, finetune_entry
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@ Kaggle submission.csv: segmentation (HPA's networks or the classical backend) �
 image_cutter.py's own cropping and border/outlier factors → the ensemble's class scores (Negative =
 1 - max when the models have 18 outputs) → the 4th place's cell/image weighting and factors → one
 row per image with every cell × 19 classes and its RLE mask, in the sample submission's order. The
-result is checked (python -m hpasc.submission.check) before it is kept."""
+result is checked (hpasc-check-submission) before it is kept."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli, runtime
-from hpasc.errors import InputError
-from hpasc.image_folder import scan_images
-from hpasc.inference.cell_table import check_table_path
-from hpasc.models.precision import add_precision_flag, precision_from_args
-from hpasc.segmentation.flags import add_segmentation_flags, segmentation_settings
+from hpasc.commands import cli
+from hpasc.commands.segment_flags import add_segmentation_flags, segmentation_settings
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import scan_images
+from hpasc.stages.infer.cell_table import check_table_path
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
 
@@ -59,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-other-segmentation", action="store_true",
                         help="predict even when this run's segmentation (backend, HPA's weights) is not the one "
                              "the checkpoints' training cells were cut from (a warning instead of a refusal)")
-    add_precision_flag(parser)
+    cli.add_precision_flag(parser)
     add_segmentation_flags(parser)
     return parser
 
@@ -89,15 +88,15 @@ def _check_place(path: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
-    from hpasc.inference.stage import InferSettings, infer_folder
+    from hpasc.stages.infer.stage import InferSettings, infer_folder
 
     settings = InferSettings(segmentation=segmentation_settings(args, args.segmentation_batch),
                              batch_size=args.batch_size, tta=args.tta, postprocessing=not args.no_postprocessing,
-                             save_masks=args.save_masks, precision=precision_from_args(args),
+                             save_masks=args.save_masks, precision=cli.precision_from_args(args),
                              cells_out=args.cells_out, embeddings=args.embeddings, overlays=args.overlays,
                              overlay_threshold=args.overlay_threshold,
                              allow_other_segmentation=args.allow_other_segmentation)
-    options = runtime.CommonOptions.from_args(args)
+    options = cli.common_options(args)
     output = _outputs(args, options.overwrite)
     sample = None if args.sample_submission is None else read_sample_submission(args.sample_submission)
     failures = infer_folder(scan_images(args.input, args.channels), args.ensemble, output, sample, settings, options)

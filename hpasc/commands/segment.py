@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli, runtime
-from hpasc.image_folder import scan_images
-from hpasc.models.precision import add_precision_flag
-from hpasc.segmentation.flags import add_segmentation_flags, segmentation_settings
+from hpasc.commands import cli
+from hpasc.commands.segment_flags import add_segmentation_flags, segmentation_settings
+from hpasc.core import runtime
+from hpasc.core.image_folder import scan_images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,23 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
                         help="images per network batch (hpa backend)")
     add_segmentation_flags(parser)
-    add_precision_flag(parser)
+    cli.add_precision_flag(parser)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the pool's spawned workers re-import this entry point and must not load torch,
     # and --help need not load the image stack (1.3 s).
-    from hpasc.segmentation.jobs import Outputs
-    from hpasc.segmentation.stage import segment_folder
+    from hpasc.stages.segment.jobs import Outputs
+    from hpasc.stages.segment.stage import segment_folder
 
     outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
     settings = segmentation_settings(args, args.batch_size)
     settings.models.check()  # a mistyped weights path is reported before the images are looked at
     folder = scan_images(args.input, args.channels)
-    backend, failed = segment_folder(folder, outputs, settings, runtime.CommonOptions.from_args(args))
+    backend, failed = segment_folder(folder, outputs, settings, cli.common_options(args))
     for folder in filter(None, (args.cells, args.nuclei)):
-        runtime.write_manifest(folder, "segmentator", args, {"backend": backend, "failed": len(failed)})
+        runtime.write_manifest(folder, "segmentator", vars(args), {"backend": backend, "failed": len(failed)})
     return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
 
 

@@ -11,8 +11,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpasc import cli, runtime
-from hpasc.cells.split import SplitSettings, split_dataset, split_folder
+from hpasc.commands import cli
+from hpasc.core import runtime
+from hpasc.stages.split.stage import SplitSettings, split_dataset, split_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = SplitSettings(folds=args.folds, fold=args.fold, seed=args.seed)
     outcome = split_dataset(args.input, args.extra, settings)
     if outcome.written:
-        runtime.write_manifest(split_folder(args.input), "data_loader", args, {
+        runtime.write_manifest(split_folder(args.input), "data_loader", vars(args), {
             "train_images": outcome.stats["train"]["images"],
             "validation_images": outcome.stats["validation"]["images"]})
     runtime.log_done(f"{outcome.stats['train']['images']} training and {outcome.stats['validation']['images']} "

@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hpasc import cli
-from hpasc.training.commands import add_shared_flags, add_train_flags, train_entry
+from hpasc.commands import cli
+from hpasc.commands.train_flags import add_shared_flags, add_train_flags, train_entry
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 
 SCORES = range(0, 6)  # SPEC: integer scores 0..5 (0 and 1 both mean 'not this class')
 

@@ -18,9 +18,9 @@ from types import MappingProxyType
 import numpy as np
 import yaml
 
-from hpasc import atomic
-from hpasc.classes import NUM_CLASSES, is_class_index
-from hpasc.errors import InputError
+from hpasc.core import atomic
+from hpasc.core.classes import NUM_CLASSES, is_class_index
+from hpasc.core.errors import InputError
 from hpasc.labels.files import SCORES, label_lines, read_label_lines
 
 logger = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpasc.classes import NUM_CLASSES
-from hpasc.errors import InputError
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.core.errors import InputError
 from hpasc.labels.files import read_scores
 from hpasc.labels.pickles import read_id_set
 

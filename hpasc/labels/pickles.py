@@ -9,7 +9,7 @@ import os
 import pickle
 from pathlib import Path
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 
 
 class _NoGlobals(pickle.Unpickler):

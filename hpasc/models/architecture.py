@@ -10,8 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
-from hpasc.errors import InputError
-from hpasc.http import HttpPolicy
+from hpasc.core.errors import InputError
+from hpasc.core.http import HttpPolicy
 
 TIMM_PREFIX = "timm:"
 

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hpasc import atomic
-from hpasc.errors import InputError
+from hpasc.core import atomic
+from hpasc.core.errors import InputError
+from hpasc.core.weights_cache import one_line
 from hpasc.models.precision import Precision
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
-from hpasc.weights_cache import one_line
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_spec", "model_state", "epoch", "metrics", "args")

@@ -18,11 +18,11 @@ from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import url_map
 from torch import Tensor, nn
 
-from hpasc import weights_cache
-from hpasc.errors import InputError
-from hpasc.http import FetchError, HttpPolicy
+from hpasc.core import weights_cache
+from hpasc.core.errors import InputError
+from hpasc.core.http import FetchError, HttpPolicy
+from hpasc.core.weights_cache import one_line
 from hpasc.models.architecture import Architecture, Pretrained
-from hpasc.weights_cache import one_line
 
 log = logging.getLogger(__name__)
 

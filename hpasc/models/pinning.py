@@ -3,7 +3,7 @@
 A copy to the GPU from ordinary (pageable) memory goes through a driver's staging buffer: a CPU
 memcpy in the calling thread, ~4 ms per 2048² image's 40 MB of tiles in the one main process.
 From page-locked memory the GPU's copy engine reads the bytes itself and the call returns at once.
-The stages' shared-memory slots (:class:`hpasc.shared_arrays.SlotRing`) live for a whole run, so
+The stages' shared-memory slots (:class:`hpasc.core.shared_arrays.SlotRing`) live for a whole run, so
 they are registered with CUDA once, when created.
 """
 

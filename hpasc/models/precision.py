@@ -10,7 +10,6 @@ torch is imported when a precision is applied, not with this module: the entry p
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -51,18 +50,3 @@ class Precision:
 
         cuda = torch.device(device).type == "cuda"
         return torch.channels_last if cuda and self.channels_last else torch.contiguous_format
-
-
-def add_precision_flag(parser: argparse.ArgumentParser, what: str = "") -> None:
-    """``--precision`` (and ``--no-amp``, its float32 shorthand) for every command that runs a
-    network; ``what`` says what it applies to where that is not the whole command."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--precision", choices=PRECISIONS, default=Precision.dtype,
-                       help="autocast dtype on CUDA" + (f" for {what}" if what else "") +
-                            " (default: %(default)s; float32: no autocast); CPU runs always use float32")
-    group.add_argument("--no-amp", dest="precision", action="store_const", const="float32",
-                       help="same as --precision float32")
-
-
-def precision_from_args(args: argparse.Namespace) -> Precision:
-    return Precision(args.precision)

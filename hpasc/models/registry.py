@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.models import efficientnet
 from hpasc.models.architecture import TIMM_PREFIX, Architecture
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import build_model, load_checkpoint
 from hpasc.models.precision import Precision
 from hpasc.models.scoring import score_tiles

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpasc.classes import NEGATIVE, NUM_CLASSES
+from hpasc.core.classes import NEGATIVE, NUM_CLASSES
 from hpasc.models.precision import Precision
 from hpasc.models.spec import ModelSpec
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.classes import NEGATIVE, NUM_CLASSES, is_class_index
-from hpasc.errors import InputError
-from hpasc.weights_cache import one_line
+from hpasc.core.classes import NEGATIVE, NUM_CLASSES, is_class_index
+from hpasc.core.errors import InputError
+from hpasc.core.weights_cache import one_line
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import logging
 import timm
 from torch import nn
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
+from hpasc.core.weights_cache import one_line
 from hpasc.models.architecture import TIMM_PREFIX, Architecture, Pretrained
-from hpasc.weights_cache import one_line
 
 log = logging.getLogger(__name__)
 _FALLBACK_TILE_SIZE = 224

@@ -1,6 +1,6 @@
 """Check a submission.csv before uploading it.
 
-``python -m hpasc.submission.check submission.csv [--images DIR] [--sample-submission CSV]`` checks:
+``hpasc-check-submission submission.csv [--images DIR] [--sample-submission CSV]`` checks:
 
 - the columns are exactly ``ID,ImageWidth,ImageHeight,PredictionString`` and no ID repeats;
 - widths and heights are positive and, with ``--images``, equal to the images' sizes (read from the
@@ -25,7 +25,6 @@ a full-size image; :func:`hpasc.submission.rle.text_to_rle` has verified that ea
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -36,10 +35,10 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
-from hpasc import cli, runtime
-from hpasc.classes import NUM_CLASSES
-from hpasc.image_folder import scan_images
-from hpasc.multichannel import ChannelOrder
+from hpasc.core import runtime
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.core.image_folder import scan_images
+from hpasc.core.multichannel import ChannelOrder
 from hpasc.submission.rle import text_to_rle
 from hpasc.submission.rows import COLUMNS, parse_prediction_string, read_sample_submission, read_submission
 
@@ -190,34 +189,10 @@ def read_image_sizes(folder: str | os.PathLike, channels: ChannelOrder | None = 
     return {image_id: found.source(image_id).size() for image_id in found.ids}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("submission", type=Path, help="the submission.csv to check")
-    parser.add_argument("--images", type=Path,
-                        help="test image folder: the rows must cover its images at their sizes")
-    cli.add_channels_flag(parser)
-    parser.add_argument("--sample-submission", type=Path,
-                        help="sample submission CSV: the rows must have its IDs in its order")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    submission = read_submission(args.submission)
-    sizes = None if args.images is None else read_image_sizes(args.images, args.channels)
-    order = None if args.sample_submission is None else read_sample_submission(args.sample_submission).order
-    result = check(submission, sizes, order, runtime.CommonOptions.from_args(args))
-    for problem in result.problems[:MAX_PRINTED]:
-        print(problem)
-    if len(result.problems) > MAX_PRINTED:
-        print(f"... and {len(result.problems) - MAX_PRINTED} more problem(s)")
-    print(f"{args.submission}: {result.images} image(s), {result.cells} cell(s), "
-          f"{len(result.problems)} problem(s)")
-    return cli.EXIT_SOME_FAILED if result.problems else cli.EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_run, build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
+def check_file(submission: Path, images: Path | None = None, channels: ChannelOrder | None = None,
+               sample_submission: Path | None = None, options: runtime.CommonOptions | None = None) -> CheckResult:
+    """:func:`check` of a submission file, against the sizes of the images of a folder (``channels``
+    as :func:`read_image_sizes` takes them) and the IDs and order of a sample submission, if given."""
+    sizes = None if images is None else read_image_sizes(images, channels)
+    order = None if sample_submission is None else read_sample_submission(sample_submission).order
+    return check(read_submission(submission), sizes, order, options)

@@ -1,6 +1,6 @@
 """The competition metric on a submission against cell-level truth.
 
-``python -m hpasc.submission.metric --submission submission.csv --truth DIR`` reads the truth as the
+``hpasc-evaluate --submission submission.csv --truth DIR`` reads the truth as the
 synthetic generator writes it (``DIR/{ID}.png`` uint16 cell masks, ``DIR/cells.csv`` with
 ``ID,mask_id,Label``, the cell's classes ``|``-joined) and prints one line per class
 (``class name AP n_truth n_pred``) and, last, ``mAP: <value>``.
@@ -35,11 +35,10 @@ predictions; a submission row for an image outside the truth is an error.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +46,10 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as coco_mask
 
-from hpasc import atomic, cli, runtime
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.errors import InputError
-from hpasc.images import read_label_image
+from hpasc.core import atomic, runtime
+from hpasc.core.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
+from hpasc.core.errors import InputError
+from hpasc.core.images import read_label_image
 from hpasc.submission.rle import Rle, cell_rles, text_to_rle
 from hpasc.submission.rows import parse_prediction_string, read_submission
 
@@ -300,45 +299,17 @@ def report(result: Result) -> list[str]:
     return lines
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0.5 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a value in (0.5, 1], got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--submission", type=Path, required=True, help="the submission.csv to score")
-    parser.add_argument("--truth", type=Path, required=True,
-                        help="truth folder: {ID}.png cell masks and cells.csv (ID,mask_id,Label)")
-    parser.add_argument("--truth-suffix", default="", metavar="SUFFIX",
-                        help="the masks are {ID}{SUFFIX}.png, e.g. _cellmask for HPA-style mask folders")
-    parser.add_argument("--truth-labels", type=Path, default=None, metavar="CSV",
-                        help="the cells' classes (ID,mask_id,Label; default: cells.csv in the truth folder)")
-    parser.add_argument("--rules", choices=RULES, default="open-images",
-                        help="open-images (the competition's: predictions of classes absent from the "
-                             "image, empty masks and NaN confidences are ignored) or strict (all count)")
-    parser.add_argument("--iou-threshold", type=_threshold, default=IOU_THRESHOLD,
-                        help="mask IoU a prediction needs to match a truth cell (above 0.5)")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> None:
-    submission = read_submission(args.submission)
-    truth = read_truth(args.truth, runtime.CommonOptions.from_args(args), args.truth_suffix, args.truth_labels)
-    absent = len(set(truth) - set(submission["ID"]))
+def evaluate_files(submission: Path, truth_folder: Path, options: runtime.CommonOptions, truth_suffix: str = "",
+                   truth_labels: Path | None = None, iou_threshold: float = IOU_THRESHOLD,
+                   rules: str = "open-images") -> Result:
+    """Score a submission file against a truth folder (masks ``{ID}{truth_suffix}.png`` and
+    ``cells.csv``, or ``truth_labels``); a truth image without a row counts as predicting nothing."""
+    rows = read_submission(submission)
+    truth = read_truth(truth_folder, options, truth_suffix, truth_labels)
+    absent = len(set(truth) - set(rows["ID"]))
     if absent:
         log.warning("%d truth image(s) have no submission row: scored as without predictions", absent)
-    result = evaluate(submission, truth, args.iou_threshold, args.rules)
+    result = evaluate(rows, truth, iou_threshold, rules)
     if not result.scored:
-        raise InputError(f"{args.truth_labels or args.truth / TRUTH_TABLE}: no cell carries a class, nothing to score")
-    print("\n".join(report(result)))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_run, build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
+        raise InputError(f"{truth_labels or truth_folder / TRUTH_TABLE}: no cell carries a class, nothing to score")
+    return result

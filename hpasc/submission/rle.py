@@ -31,7 +31,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from hpasc.images import Region
+from hpasc.core.images import Region
 
 __all__ = ["cell_rles", "decode_mask", "encode_cells", "encode_mask", "rle_to_text", "run_lengths",
            "text_to_rle"]

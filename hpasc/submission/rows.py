@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpasc import atomic
-from hpasc.classes import NUM_CLASSES
-from hpasc.errors import InputError
+from hpasc.core import atomic
+from hpasc.core.classes import NUM_CLASSES
+from hpasc.core.errors import InputError
 
 COLUMNS: tuple[str, ...] = ("ID", "ImageWidth", "ImageHeight", "PredictionString")
 SubmissionRow = tuple[str, int, int, str]

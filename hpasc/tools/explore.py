@@ -1,6 +1,6 @@
 """An exploratory report of the labels, the cells and the segmentation, as PNGs and one index.html.
 
-``python -m hpasc.tools.explore --labels train.csv --out report/`` writes, from the ``ID,Label`` table:
+``hpasc-explore --labels train.csv --out report/`` writes, from the ``ID,Label`` table:
 
 - ``prevalence.png``: images per class;
 - ``cooccurrence.png``: the 19×19 conditional frequency P(column class | row class), i.e. of the
@@ -25,7 +25,6 @@ is written atomically, and ``manifest.json`` records the run.
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,14 +35,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hpasc import atomic, cli, runtime
-from hpasc.cellstore import CellStore, composite, open_cells
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
-from hpasc.errors import InputError
-from hpasc.image_folder import ImageFolder, scan_images
-from hpasc.images import read_label_image, write_png
-from hpasc.overlays import mask_overlay, save_figure
-from hpasc.weblinks import href
+from hpasc.cellstore import CellStore, open_cells
+from hpasc.core import atomic, runtime
+from hpasc.core.classes import CLASS_NAMES, NUM_CLASSES, label_matrix, read_label_table
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import ImageFolder
+from hpasc.core.images import read_label_image, write_png
+from hpasc.core.overlays import composite, mask_overlay, save_figure
+from hpasc.core.weblinks import href
 
 log = logging.getLogger(__name__)
 
@@ -248,43 +247,3 @@ def explore(labels_path: Path, out: Path, dataset: Path | None = None, images: I
         sections.append(overlay_report(images, masks, mask_suffix, out, overlays, options))
     atomic.write_text(out / "index.html", render_index(sections, f"HPA exploration: {labels_path.name}"))
     return [out / path for section in sections for _, path in section.figures]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--labels", type=Path, required=True, help="labels CSV (ID,Label), e.g. train.csv")
-    parser.add_argument("--out", type=Path, required=True, help="report folder")
-    parser.add_argument("--dataset", type=Path, help="cell dataset folder (image_cutter.py's output)")
-    parser.add_argument("--images", type=Path, help="image folder for segmentation overlays (with --masks)")
-    parser.add_argument("--masks", type=Path, help="cell mask folder for overlays (with --images)")
-    cli.add_channels_flag(parser)
-    parser.add_argument("--mask-suffix", default="", help="mask file name is {ID}{suffix}.png")
-    parser.add_argument("--examples", type=cli.positive_int, default=4, help="example cells per class")
-    parser.add_argument("--overlays", type=cli.positive_int, default=4, help="images with overlays")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.images is None) != (args.masks is None):
-        parser.error("--images and --masks go together")
-    return args
-
-
-def _run(args: argparse.Namespace) -> int:
-    images = None if args.images is None else scan_images(args.images, args.channels)
-    written = explore(args.labels, args.out, args.dataset, images, args.masks, args.mask_suffix,
-                      args.examples, args.overlays, runtime.CommonOptions.from_args(args))
-    figures = [p.relative_to(args.out).as_posix() for p in written]
-    runtime.write_manifest(args.out, "explore", args, {"figures": figures})
-    log.info("wrote %d figures and %s", len(written), args.out / "index.html")
-    return cli.EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_run, parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """Grad-CAM heatmaps of a trained checkpoint over chosen cells: where in a cell the model looks
 when it scores a class.
 
-``python -m hpasc.tools.gradcam --checkpoint C --dataset D --limit 8 --out DIR`` writes, for each cell
+``hpasc-gradcam --checkpoint C --dataset D --limit 8 --out DIR`` writes, for each cell
 and class, ``DIR/{cell_id}_c{class}.png`` (the heatmap over the cell's colour composite, the same
-view as ``python -m hpasc.cellstore export``), an ``index.html`` that shows them in a table, and a
+view as ``hpasc-cellstore export``), an ``index.html`` that shows them in a table, and a
 manifest. A cell's classes are ``--classes`` if given, else its image-level labels, else the
 class it scores highest. The model sees each tile exactly as in inference
 (:func:`hpasc.models.scoring.prepare_batch`); :func:`cam_for_tile` is the computation alone.
@@ -11,7 +11,6 @@ class it scores highest. The model sees each tile exactly as in inference
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 from collections.abc import Sequence
@@ -23,16 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpasc import atomic, cli, runtime
-from hpasc.cellstore import CellStore, composite, open_cells
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.images import write_png
+from hpasc.cellstore import CellStore, open_cells
+from hpasc.core import atomic, runtime
+from hpasc.core.classes import CLASS_NAMES, parse_labels
+from hpasc.core.images import composite, write_png
+from hpasc.core.weblinks import href
+from hpasc.models.precision import Precision
 from hpasc.models.registry import architecture
-from hpasc.models.precision import add_precision_flag, precision_from_args
 from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
-from hpasc.weblinks import href
 
 log = logging.getLogger(__name__)
 
@@ -126,60 +125,48 @@ def index_html(heatmaps: Sequence[Heatmap], title: str) -> str:
             f"</table></body></html>\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__.split("\n\n")[0], flags=("device",))
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="C",
-                        help="a trained .pt checkpoint")
-    parser.add_argument("--dataset", type=Path, required=True, metavar="D",
-                        help="the cell dataset folder (image_cutter.py's output)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cells", nargs="+", metavar="ID", help="cell ids ({image ID}_{k}) to explain")
-    which.add_argument("--limit", type=cli.positive_int, metavar="N", help="explain the first N kept cells")
-    parser.add_argument("--classes", nargs="+", type=int, choices=range(NUM_CLASSES), metavar="K",
-                        help="classes to explain for every cell (default: the cell's image-level labels, "
-                             "else its top-scoring class)")
-    parser.add_argument("--layer", default=None,
-                        help="the layer Grad-CAM looks at, by its name in the architecture's registry "
-                             "entry: conv_head (default), last_block or bn1 for the EfficientNets, "
-                             "last_stage for timm models")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="folder for {cell id}_c{class}.png, index.html and the manifest")
-    add_precision_flag(parser, "scoring the cells (the heatmaps' gradients are float32 always)")
-    return parser
+@dataclass(frozen=True)
+class GradcamRun:
+    """Which cells of a dataset to explain (``cells`` by id, else the first ``limit`` kept ones),
+    for which classes (None: each cell's own, see :func:`classes_of`), at which layer, into ``out``."""
+
+    checkpoint: Path
+    dataset: Path
+    out: Path
+    cells: tuple[str, ...] = ()
+    limit: int | None = None
+    classes: tuple[int, ...] | None = None
+    layer: str | None = None
+    precision: Precision = Precision()
 
 
-def _run(args: argparse.Namespace) -> int:
-    options = runtime.CommonOptions.from_args(args)
-    runner = ModelRunner.load(args.checkpoint, runtime.resolve_device(options.device), precision_from_args(args))
-    model, spec = runner.model, runner.spec
-    store = open_cells(args.dataset)
-    rows = choose_rows(store, args.cells, args.limit)
+def explain_cells(run: GradcamRun, options: runtime.CommonOptions) -> list[Heatmap]:
+    """Write the run's heatmaps and their ``index.html``; returns the heatmaps."""
+    runner = ModelRunner.load(run.checkpoint, runtime.resolve_device(options.device), run.precision)
+    store = open_cells(run.dataset)
+    rows = choose_rows(store, list(run.cells) or None, run.limit)
     runner.check_tiles(store)
-    target_layer(model, spec, args.layer)  # a layer the model lacks is refused before any work
+    target_layer(runner.model, runner.spec, run.layer)  # a layer the model lacks is refused before any work
+    heatmaps = [heatmap for row in options.bar(rows, unit="cell", desc="gradcam")
+                for heatmap in _explain_cell(runner, store, row, run)]
+    atomic.write_text(run.out / "index.html", index_html(heatmaps, f"Grad-CAM of {run.checkpoint.name}"))
+    log.info("wrote %d heatmaps of %d cells to %s", len(heatmaps), len(rows), run.out)
+    return heatmaps
+
+
+def _explain_cell(runner: ModelRunner, store: CellStore, row: int, run: GradcamRun) -> list[Heatmap]:
+    tile = store[row]
+    cell_id, labels = store.table["cell_id"].iat[row], store.table["labels"].iat[row]
+    scores = runner.score([torch.from_numpy(tile)[None]])[0]
     heatmaps = []
-    for row in options.bar(rows, unit="cell", desc="gradcam"):
-        tile = store[row]
-        cell_id, labels = store.table["cell_id"].iat[row], store.table["labels"].iat[row]
-        scores = runner.score([torch.from_numpy(tile)[None]])[0]
-        for class_index in classes_of(labels, scores, spec, args.classes):
-            if class_index not in spec.outputs:
-                # Negative, for a model that derives it from the other classes: nothing to explain.
-                log.warning("%s: the model has no output for class %d (%s), skipped", cell_id, class_index,
-                            CLASS_NAMES[class_index])
-                continue
-            heat = cam_for_tile(model, spec, tile, class_index, args.layer)
-            name = f"{cell_id}_c{class_index}.png"
-            write_png(args.out / name, overlay(tile, heat))
-            heatmaps.append(Heatmap(cell_id, class_index, float(scores[class_index]), name))
-    atomic.write_text(args.out / "index.html", index_html(heatmaps, f"Grad-CAM of {args.checkpoint.name}"))
-    runtime.write_manifest(args.out, "gradcam", args, {"heatmaps": len(heatmaps)})
-    log.info("wrote %d heatmaps of %d cells to %s", len(heatmaps), len(rows), args.out)
-    return cli.EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_run, build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
+    for class_index in classes_of(labels, scores, runner.spec, list(run.classes) if run.classes else None):
+        if class_index not in runner.spec.outputs:
+            # Negative, for a model that derives it from the other classes: nothing to explain.
+            log.warning("%s: the model has no output for class %d (%s), skipped", cell_id, class_index,
+                        CLASS_NAMES[class_index])
+            continue
+        heat = cam_for_tile(runner.model, runner.spec, tile, class_index, run.layer)
+        name = f"{cell_id}_c{class_index}.png"
+        write_png(run.out / name, overlay(tile, heat))
+        heatmaps.append(Heatmap(cell_id, class_index, float(scores[class_index]), name))
+    return heatmaps

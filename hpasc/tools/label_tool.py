@@ -1,6 +1,6 @@
 """A local web page for scoring cells of one class 1..5 by eye: manual relabelling.
 
-``python -m hpasc.tools.label_tool --dataset DIR --class C --out relabel/ [--checkpoint CKPT]`` serves,
+``hpasc-label-tool --dataset DIR --class C --out relabel/ [--checkpoint CKPT]`` serves,
 on 127.0.0.1 only, a page that shows the cells of ``DIR`` whose image labels contain class ``C``
 one at a time (a colour composite with per-channel toggles and a contrast slider). Keys 1-5 score
 the cell and move on, ArrowLeft / ArrowRight navigate, ``u`` undoes the last score.
@@ -24,13 +24,11 @@ tool at a time per label folder (an exclusive lock), so that undo never drops an
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import secrets
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,17 +38,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from hpasc import atomic, locks
-from hpasc.cellstore import CellStore, composite, open_cells
-from hpasc.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
-from hpasc.cli import class_index, run, stage_parser
-from hpasc.errors import InputError
-from hpasc.images import encode_png
+from hpasc.cells.provenance import label_folder_made_on
+from hpasc.cellstore import CellStore, open_cells
+from hpasc.core import atomic, locks
+from hpasc.core.classes import CLASS_NAMES, parse_labels
+from hpasc.core.errors import InputError
+from hpasc.core.images import composite, encode_png
+from hpasc.core.runtime import CommonOptions
 from hpasc.labels import files as label_files
 from hpasc.labels.files import SCORES, label_lines
-from hpasc.models.precision import Precision, add_precision_flag, precision_from_args
-from hpasc.runtime import CommonOptions
-from hpasc.segmentation.provenance import label_folder_made_on
+from hpasc.models.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +165,10 @@ def most_uncertain_first(store: CellStore, cells: list[Cell], class_index: int, 
     (ties keep cell-id order: the sort is stable)."""
     import torch  # only this option needs torch; the page itself starts without it
 
+    from hpasc.core.runtime import resolve_device
     from hpasc.models.runner import ModelRunner
-    from hpasc.runtime import resolve_device
-    from hpasc.training.data import CellSet
-    from hpasc.training.predict import score_rows
+    from hpasc.stages.train.data import CellSet
+    from hpasc.stages.train.predict import score_rows
 
     runner = ModelRunner.load(checkpoint, resolve_device(device), precision)
     table = store.table.assign(store=0, row=np.arange(len(store.table)))
@@ -359,47 +356,34 @@ def open_session(dataset: Path, class_index: int, out: Path, checkpoint: Path | 
     return Session(store, cells, out / f"{class_index}.txt")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser(__doc__.split("\n\n")[0], flags=("workers", "device"))
-    parser.add_argument("--dataset", type=Path, required=True, help="a cell dataset folder")
-    parser.add_argument("--class", dest="class_index", type=class_index(range(NUM_CLASSES)), required=True,
-                        help="the class to score (index 0..18)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="the label folder ({class}.txt is appended to)")
-    parser.add_argument("--checkpoint", type=Path, help="order cells most uncertain first by this model")
-    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: a free one)")
-    add_precision_flag(parser)
-    return parser
+@dataclass(frozen=True)
+class LabelToolRun:
+    """Score the cells of ``class_index`` of ``dataset`` into ``out``, served on 127.0.0.1:``port``
+    (0: a free one), most uncertain first by ``checkpoint`` if given."""
+
+    dataset: Path
+    class_index: int
+    out: Path
+    checkpoint: Path | None = None
+    port: int = 8765
+    precision: Precision = Precision()
 
 
-def _run(args: argparse.Namespace) -> int:
-    with locks.exclusive(args.out, "another label tool", wait=False):
-        atomic.remove_abandoned(args.out)
-        return _serve(args)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    session = open_session(args.dataset, args.class_index, args.out, args.checkpoint,
-                           CommonOptions.from_args(args), args.device, precision_from_args(args))
-    token = secrets.token_urlsafe(16)
-    try:
-        server = make_server(session, args.port, token)
-    except OSError as exc:
-        raise InputError(f"cannot listen on {HOST}:{args.port} ({exc.strerror})") from None
-    scored, total = session.progress()
-    url = f"http://{HOST}:{server.server_address[1]}/?token={token}"
-    log.info("class %d: %d of %d cells scored, scores go to %s", args.class_index, scored, total,
-             session.path)
-    log.info("serving %s", url)
-    print(f"serving {url}", flush=True)  # on stdout too, for whoever started the tool to read
-    with server:
-        server.serve_forever()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    run(_run, build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
+def serve_labels(run: LabelToolRun, options: CommonOptions) -> None:
+    """Serve the page until interrupted, holding the label folder (one tool at a time)."""
+    with locks.exclusive(run.out, "another label tool", wait=False):
+        atomic.remove_abandoned(run.out)
+        session = open_session(run.dataset, run.class_index, run.out, run.checkpoint, options, options.device,
+                               run.precision)
+        token = secrets.token_urlsafe(16)
+        try:
+            server = make_server(session, run.port, token)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {HOST}:{run.port} ({exc.strerror})") from None
+        scored, total = session.progress()
+        url = f"http://{HOST}:{server.server_address[1]}/?token={token}"
+        log.info("class %d: %d of %d cells scored, scores go to %s", run.class_index, scored, total, session.path)
+        log.info("serving %s", url)
+        print(f"serving {url}", flush=True)  # on stdout too, for whoever started the tool to read
+        with server:
+            server.serve_forever()

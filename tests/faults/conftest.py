@@ -17,12 +17,11 @@ from tests.test_infer import checkpoint  # noqa: F401 (a small trained model, fo
 from tests.test_label_tool import browser, dataset  # noqa: F401 (the label tool's dataset and Chromium)
 
 
-
 @pytest.fixture(scope="session")
 def many_images(tmp_path_factory) -> Path:
     """24 synthetic 768² images: a few seconds of work for two workers."""
     root = tmp_path_factory.mktemp("fault_images") / "images"
-    made = run_script("-m", "hpasc.synthetic", "-o", root, "-n", "24", "--size", "768", "--seed", "4",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", root, "-n", "24", "--size", "768", "--seed", "4",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     return root

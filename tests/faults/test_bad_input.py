@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from hpasc.classes import read_label_table
-from hpasc.errors import InputError
-from hpasc.images import CHANNELS, Limits, decode_channel
+from hpasc.core.classes import read_label_table
+from hpasc.core.errors import InputError
+from hpasc.core.images import CHANNELS, Limits, decode_channel
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 
@@ -57,10 +57,10 @@ def test_bombs_are_refused_before_they_inflate() -> None:
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad_mirror")
-    made = run_script("-m", "hpasc.synthetic", "-o", root / "syn", "-n", "3", "--size", "128", "--seed", "2",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", root / "syn", "-n", "3", "--size", "128", "--seed", "2",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
-    made = run_script("-m", "hpasc.mirror", "-i", root / "syn", "-o", root / "mirror", "--no-progress")
+    made = run_script("-m", "hpasc.commands.mirror", "-i", root / "syn", "-o", root / "mirror", "--no-progress")
     assert made.returncode == 0, made.stderr
     return root / "mirror"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hpasc.errors import InputError
-from hpasc.inference.ensemble_file import read_ensemble
+from hpasc.core.errors import InputError
+from hpasc.stages.infer.ensemble_file import read_ensemble
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from hpasc.core.weblinks import href
 from hpasc.tools.gradcam import Heatmap, index_html
-from hpasc.weblinks import href
 
 
 class _Links(HTMLParser):

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-
-from hpasc.ownership import writer_id
+from hpasc.core.ownership import writer_id
 from tests.conftest import REPO, make_dataset, run_script, wait_until
 from tests.faults.conftest import Stage, alive, dead_pid
 
@@ -88,7 +87,7 @@ class _SlowFiles(BaseHTTPRequestHandler):
 
 def test_ctrl_c_stops_the_downloader(many_images: Path, tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
-    made = run_script("-m", "hpasc.mirror", "-i", many_images, "-o", mirror, "--no-progress")
+    made = run_script("-m", "hpasc.commands.mirror", "-i", many_images, "-o", mirror, "--no-progress")
     assert made.returncode == 0, made.stderr
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_SlowFiles,), {"folder": mirror}))
     threading.Thread(target=server.serve_forever, daemon=True).start()

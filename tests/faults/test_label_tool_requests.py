@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hpasc.errors import InputError
+from hpasc.core.errors import InputError
 from hpasc.labels.folders import read_label_folder
 from hpasc.tools.label_tool import make_server, open_session
 from tests.conftest import assert_one_line_error, run_script
@@ -161,7 +161,7 @@ def test_a_second_tool_on_one_folder_is_refused(dataset: Path, tmp_path: Path) -
     out = tmp_path / "relabel"
     first = Tool(dataset, out)
     try:
-        result = run_script("-m", "hpasc.tools.label_tool", "--dataset", dataset, "--class", CLASS, "--out", out,
+        result = run_script("-m", "hpasc.commands.label_tool", "--dataset", dataset, "--class", CLASS, "--out", out,
                             "--port", "0", "--no-progress", timeout=120)
         assert_one_line_error(result, str(out), "another label tool")
     finally:
@@ -192,4 +192,4 @@ def test_a_score_that_only_looks_like_a_digit_is_one_line(tmp_path: Path) -> Non
     (folder / "4.txt").write_text("plain_3 5\nplain_4 \u00b2\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"4.txt:2: score '²'"):
         read_scores(folder / "4.txt")
-    assert_one_line_error(run_script("-m", "hpasc.labels", "inspect", folder), "4.txt:2: '²'")
+    assert_one_line_error(run_script("-m", "hpasc.commands.labels", "inspect", folder), "4.txt:2: '²'")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpasc import atomic, cellstore
+from hpasc import cellstore
+from hpasc.core import atomic
 from tests.conftest import REPO, make_dataset, run_script
 from tests.test_cellstore import write_all
 
@@ -23,7 +24,7 @@ from tests.test_cellstore import write_all
 def test_a_merge_waits_for_the_one_running_and_then_lists_every_image(tmp_path: Path) -> None:
     write_all(tmp_path, ["img-a"])
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from hpasc import locks\n"
+        [sys.executable, "-c", "import sys, time; from hpasc.core import locks\n"
                                f"with locks.exclusive({str(tmp_path)!r}, 'a merge'):\n"
                                "    print('held', flush=True); sys.stdin.readline()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
@@ -74,7 +75,8 @@ def test_a_checkpoint_over_the_file_size_limit_is_one_line(tmp_path: Path) -> No
 
 
 def test_per_item_write_failures_are_logged_and_the_stage_goes_on(tmp_path: Path) -> None:
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "3", "--size", "256", "--seed", "6",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "3", "--size", "256",
+                      "--seed", "6",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     result = _run_limited(600, "segmentator.py", "-i", tmp_path / "syn", "-c", tmp_path / "cells", "--backend",
@@ -87,7 +89,8 @@ def test_per_item_write_failures_are_logged_and_the_stage_goes_on(tmp_path: Path
 
 def test_an_output_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file, not a folder")
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "1", "--size", "128", "--seed", "6",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "1", "--size", "128",
+                      "--seed", "6",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     result = run_script("segmentator.py", "-i", tmp_path / "syn", "-c", tmp_path / "file" / "cells", "--backend",
@@ -107,7 +110,8 @@ def test_written_files_honour_the_umask(tmp_path: Path) -> None:
         importlib.reload(atomic)
     atomic.write_text(tmp_path / "b.txt", "x")
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o666 & ~previous
-    made = run_script("-m", "hpasc.synthetic", "-o", tmp_path / "syn", "-n", "1", "--size", "128", "--seed", "6",
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "1", "--size", "128",
+                      "--seed", "6",
                       "--no-progress")
     assert made.returncode == 0, made.stderr
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "syn").glob("*.png")}

@@ -1,0 +1,124 @@
+"""Process pools for the CPU-bound stages.
+
+Spawned, not forked: a parent that holds CUDA state or threads (OpenCV's, torch's) cannot be
+forked safely. Each worker runs OpenCV single-threaded, because the pool provides the parallelism,
+and gives Blosc (the cell store's compression) its share of the cores: all of them for one
+worker, one each when there are as many workers as cores.
+A worker that dies (e.g. killed for memory) breaks the pool, which cli.run reports in one line.
+
+Stopping: Ctrl-C reaches the main process only (workers start with SIGINT blocked), which
+cancels the jobs not started and lets the running ones finish (one item each); a worker whose
+parent is gone (kill -9) exits within :data:`PARENT_POLL_S`. Every output is written
+atomically, so a job cut short leaves at most a temporary file, which the stage removes on its
+next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from typing import TypeVar
+
+import cv2
+
+from hpasc.core import runtime
+from hpasc.core.shared_arrays import release_unclaimed
+
+T = TypeVar("T")
+PARENT_POLL_S = 0.5
+
+
+class _Pool(ProcessPoolExecutor):
+    """A spawn pool whose workers ignore Ctrl-C and die with their parent."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        # The pool spawns its workers inside submit. A signal blocked here stays blocked in them
+        # (the mask survives fork and exec), so a terminal's ^C, sent to the whole process group,
+        # interrupts only this process; a pending one is delivered when the mask is restored.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def stop_now(self) -> None:
+        """Cancel the jobs not started and wait for the running ones: one item each, seconds.
+
+        Not terminated: a worker killed mid-job leaves the semaphores its libraries made
+        (numcodecs') registered, and the resource tracker warns about them at exit."""
+        self.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A spawn pool for the block; an exception (^C included) leaving the block stops it at once."""
+    pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                 initargs=(os.getpid(), max(1, runtime.usable_cores() // workers)))
+    try:
+        yield pool
+    except BaseException:
+        pool.stop_now()
+        raise
+    finally:  # results handed over in shared memory that no one took (a stage stopped early)
+        release_unclaimed()
+    pool.shutdown()
+
+
+def _init_worker(parent: int, blosc_threads: int) -> None:
+    cv2.setNumThreads(1)
+    # Read by c-blosc at every call; otherwise each worker starts min(cores, 8) threads of its own.
+    os.environ["BLOSC_NTHREADS"] = str(blosc_threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A parent killed with -9 runs no clean-up: its workers would go on writing outputs.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def collect_failures(futures: dict[Future, str], options: runtime.CommonOptions,
+                     unit: str = "image") -> dict[str, str]:
+    """Wait for every job (item id per future) with a progress bar; item id → failure reason."""
+    failures = {}
+    for future in options.bar(as_completed(futures), total=len(futures), unit=unit):
+        reason = failure_reason(future)
+        if reason is not None:
+            failures[futures[future]] = reason
+    return failures
+
+
+def failure_reason(future: Future) -> str | None:
+    """None for a job that succeeded (waiting for it), else a one-line reason."""
+    error = future.exception()
+    return None if error is None else runtime.describe_failure(error)
+
+
+def bounded_map(submit: Callable[[T], Future], items: Iterable[T], window: int) -> Iterator[tuple[T, Future]]:
+    """Submit ``submit(item)`` for each item, at most ``window`` jobs ahead of the consumer, and
+    yield each item with its finished future in the items' order: workers stay busy while the
+    results' memory stays bounded."""
+    pending: deque[tuple[T, Future]] = deque()
+    waiting = iter(items)
+    for item in waiting:
+        pending.append((item, submit(item)))
+        if len(pending) >= window:
+            break
+    while pending:
+        item, future = pending.popleft()
+        future.exception()  # waits for the job
+        yield item, future
+        following = next(waiting, _END)
+        if following is not _END:
+            pending.append((following, submit(following)))
+
+
+_END = object()

@@ -1,1 +1,0 @@
-"""Inference: the ensemble, post-processing and the pipelined infer.py stage."""

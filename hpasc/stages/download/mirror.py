@@ -1,0 +1,42 @@
+"""A public-HPA-style mirror of a Kaggle-layout image folder: 16-bit {ID}_{color}.tif.gz files
+and a kaggle_2021.tsv whose Image column holds file:// URL prefixes, so that download_publichpa.py
+can run without a network (the demo, tests, an air-gapped copy of HPA data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hpasc.core import atomic, runtime
+from hpasc.core.classes import format_labels, read_label_table
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import ImageFolder
+from hpasc.core.images import CHANNELS, write_channel
+from hpasc.stages.download.stage import LOCATION_TO_CLASS
+
+# The first public-HPA location name of each class, for the human-readable Label column.
+_LOCATION_OF_CLASS = {c: name for name, c in reversed(LOCATION_TO_CLASS.items())}
+
+
+def make_mirror(folder: ImageFolder, labels_csv: Path, out: Path, options: runtime.CommonOptions) -> Path:
+    """Write the mirror of the images of ``folder`` into ``out``; returns the path of its TSV."""
+    labels = read_label_table(labels_csv)
+    unlabelled = [i for i in folder.ids if i not in labels]
+    if unlabelled:
+        raise InputError(f"{labels_csv}: no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for image_id in options.bar(folder.ids, unit="image"):
+        image = folder.read(image_id)
+        for index, channel in enumerate(CHANNELS):
+            write_channel(out / f"{image_id}_{channel}.tif.gz", image[..., index])
+    table = pd.DataFrame({
+        "Image": [f"{out.resolve().as_uri()}/{i}" for i in folder.ids],
+        "Label": [",".join(_LOCATION_OF_CLASS[c] for c in labels[i]) for i in folder.ids],
+        "Cellline": "synthetic",
+        "in_trainset": False,
+        "Label_idx": [format_labels(labels[i]) for i in folder.ids],
+    })
+    tsv = out / "kaggle_2021.tsv"
+    atomic.write_text(tsv, table.to_csv(sep="\t", index=False))
+    return tsv

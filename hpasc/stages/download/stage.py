@@ -1,0 +1,203 @@
+"""Download public-HPA images (the 4th place's extra training data) as 16-bit Kaggle-layout PNGs.
+
+Each selected CSV row names a URL prefix; its four ``{prefix}_{color}.tif.gz`` files are fetched,
+each is decompressed and decoded in memory, and only when all four are good are the PNGs written
+(atomically), so a failed image never leaves a partial set behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from hpasc.core import atomic, runtime
+from hpasc.core.classes import format_labels
+from hpasc.core.errors import InputError
+from hpasc.core.http import FetchError, HttpPolicy, fetch
+from hpasc.core.images import CHANNELS, decode_channel, write_png
+from hpasc.core.runtime import CommonOptions, describe_failure
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REQUIRED_COLUMNS = ("Image", "Label", "Cellline", "in_trainset")
+# Public-HPA location names → competition class (the competition's published mapping; several
+# finer HPA locations fold into one class). Used when the CSV lacks a Label_idx column.
+LOCATION_TO_CLASS: dict[str, int] = {
+    "Nucleoplasm": 0, "Nuclear membrane": 1, "Nucleoli": 2, "Nucleoli fibrillar center": 3,
+    "Nuclear speckles": 4, "Nuclear bodies": 5, "Endoplasmic reticulum": 6,
+    "Golgi apparatus": 7, "Intermediate filaments": 8, "Actin filaments": 9,
+    "Focal adhesion sites": 9, "Microtubules": 10, "Mitotic spindle": 11, "Centrosome": 12,
+    "Centriolar satellite": 12, "Plasma membrane": 13, "Cell Junctions": 13, "Mitochondria": 14,
+    "Aggresome": 15, "Cytosol": 16, "Vesicles": 17, "Peroxisomes": 17, "Endosomes": 17,
+    "Lysosomes": 17, "Lipid droplets": 17, "Cytoplasmic bodies": 17, "No staining": 18,
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which CSV rows to download."""
+
+    include_trainset: bool = False
+    celllines: tuple[str, ...] = ()
+    labels: tuple[int, ...] = ()
+    limit: int | None = None
+
+
+def read_public_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the public-HPA table (comma- or tab-separated); derive ``Label_idx`` when absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"public-HPA CSV {path} does not exist")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            sep = "\t" if "\t" in handle.readline() else ","
+        table = pd.read_csv(path, sep=sep, dtype={"Label_idx": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    if "Label_idx" not in table.columns:
+        table["Label_idx"] = table["Label"].map(map_locations)
+    table["Label_idx"] = table["Label_idx"].fillna("").astype(str)
+    table["in_trainset"] = table["in_trainset"].map(_as_bool)
+    table["ID"] = table["Image"].astype(str).map(lambda url: url.rstrip("/").rsplit("/", 1)[-1])
+    return table
+
+
+def antibody_of_images(path: str | os.PathLike) -> dict[str, str]:
+    """Public image id → its antibody (the folder before the image in its URL, e.g.
+    ``.../10005/1926_D2_1``), for the images outside the Kaggle train set."""
+    table = read_public_csv(path)
+    public = table[~table["in_trainset"]]
+    antibodies = public["Image"].astype(str).map(lambda url: url.rstrip("/").rsplit("/", 2)[-2])
+    return dict(zip(public["ID"], antibodies, strict=True))
+
+
+def map_locations(names: object) -> str:
+    """``"Cytosol,Vesicles"`` → ``"16|17"``; locations outside the competition are dropped."""
+    if not isinstance(names, str):
+        return ""
+    classes = [LOCATION_TO_CLASS[n.strip()] for n in names.split(",") if n.strip() in LOCATION_TO_CLASS]
+    return format_labels(list(dict.fromkeys(classes)))
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) and not (isinstance(value, float) and np.isnan(value))
+
+
+def select_rows(table: pd.DataFrame, selection: Selection) -> pd.DataFrame:
+    """Rows with a competition label (and not in the Kaggle train set unless asked), filtered."""
+    keep = table["Label_idx"] != ""
+    if not selection.include_trainset:
+        keep &= ~table["in_trainset"]
+    if selection.celllines:
+        keep &= table["Cellline"].isin(selection.celllines)
+    if selection.labels:
+        wanted = {str(c) for c in selection.labels}
+        keep &= table["Label_idx"].map(lambda text: bool(wanted & set(text.split("|"))))
+    chosen = table[keep]
+    duplicated = chosen["ID"].duplicated()
+    for image_id in chosen.loc[duplicated, "ID"]:
+        log.warning("%s: another selected row has the same file name; keeping the first", image_id)
+    chosen = chosen[~duplicated]
+    if selection.limit is not None:
+        chosen = chosen.head(selection.limit)
+    return chosen.reset_index(drop=True)
+
+
+def fetch_channel(url: str, policy: HttpPolicy, stop: threading.Event | None = None) -> np.ndarray:
+    """Fetch one ``.tif.gz`` channel and decode it to uint16 (a file that fails to decode is
+    fetched again, up to the retry limit)."""
+    name = url.rsplit("/", 1)[-1]
+    return fetch(url, policy, lambda data: decode_channel(data, name), stop)
+
+
+def channel_paths(out: Path, image_id: str) -> list[Path]:
+    return [out / f"{image_id}_{channel}.png" for channel in CHANNELS]
+
+
+def download_image(prefix: str, image_id: str, out: Path, policy: HttpPolicy,
+                   stop: threading.Event | None = None) -> None:
+    """Fetch all four channels, then write them; on failure remove any partial set on disk."""
+    try:
+        planes = [fetch_channel(f"{prefix}_{channel}.tif.gz", policy, stop) for channel in CHANNELS]
+    except FetchError:
+        paths = channel_paths(out, image_id)
+        if not all(p.is_file() for p in paths):
+            for path in paths:
+                path.unlink(missing_ok=True)
+        raise
+    for path, plane in zip(channel_paths(out, image_id), planes):
+        write_png(path, plane)
+
+
+def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy: HttpPolicy,
+                        options: CommonOptions) -> list[str]:
+    """Download the selected images into ``out``; write its labels and failures CSVs.
+
+    Returns the IDs of the images that failed (they are also listed in the failures file).
+    """
+    rows = select_rows(read_public_csv(csv_path), selection)
+    if rows.empty:
+        raise InputError(f"{csv_path}: no row has a competition label and matches the selection")
+    rows = rows.iloc[options.shard.select(range(len(rows)))]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_abandoned(out)
+    todo = []
+    for prefix, image_id in zip(rows["Image"], rows["ID"]):
+        if not options.overwrite and all(p.is_file() for p in channel_paths(out, image_id)):
+            log.info("%s: already downloaded, skipped", image_id)
+        else:
+            todo.append((prefix, image_id))
+    log.info("%d selected images, %d to download", len(rows), len(todo))
+    failures = _download_all(todo, out, policy, options)
+    _write_tables(out, rows, failures, options)
+    runtime.log_done(f"{len(todo) - len(failures)} images downloaded, {len(rows) - len(todo)} downloaded before "
+                     f"(failures listed in failures{options.shard.suffix}.csv)", len(failures), out)
+    return sorted(failures)
+
+
+def _download_all(todo: list[tuple[str, str]], out: Path, policy: HttpPolicy,
+                  options: CommonOptions) -> dict[str, str]:
+    """Download ``(prefix, image id)`` pairs in threads; image id → failure reason. ^C stops at
+    once: queued images are cancelled and running ones start no further request."""
+    failures: dict[str, str] = {}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=options.workers)
+    try:
+        futures = {pool.submit(download_image, p, i, out, policy, stop): i for p, i in todo}
+        for future in options.bar(as_completed(futures), total=len(futures), unit="image"):
+            error = future.exception()
+            if error is not None:
+                failures[futures[future]] = str(error) if isinstance(error, FetchError) else describe_failure(error)
+                log.error("%s: failed: %s", futures[future], failures[futures[future]])
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return failures
+
+
+def _write_tables(out: Path, rows: pd.DataFrame, failures: dict[str, str],
+                  options: CommonOptions) -> None:
+    suffix = options.shard.suffix
+    complete = rows[[i not in failures for i in rows["ID"]]]
+    labels = pd.DataFrame({"ID": complete["ID"], "Label": complete["Label_idx"]})
+    atomic.write_text(out / f"labels{suffix}.csv", labels.to_csv(index=False))
+    failed = rows[[i in failures for i in rows["ID"]]]
+    table = pd.DataFrame({"ID": failed["ID"], "Image": failed["Image"],
+                          "reason": [failures[i] for i in failed["ID"]]})
+    atomic.write_text(out / f"failures{suffix}.csv", table.to_csv(index=False))

@@ -1,0 +1,1 @@
+"""infer.py: the ensemble, post-processing and the pipelined stage (``stage``)."""

@@ -1,0 +1,188 @@
+"""infer.py's run: test images → cells → ensemble scores → submission.csv.
+
+Pipelined: the :class:`~hpasc.stages.segment.segmenter.Segmenter` (the one segmentator.py uses)
+segments each image in worker processes (with HPA's networks on batches here), and the same worker
+cuts its cells with image_cutter.py's own function (tiles, border and outlier factors) and
+RLE-encodes the masks (:class:`~hpasc.stages.infer.jobs.CutPlan`). The tiles come back in a
+shared-memory slot that this process keeps mapped (page-locked on CUDA, so the GPU copies them
+itself); the pipes carry only the cells' rows and masks. The main process scores the tiles with the
+ensemble (on the GPU when there is one) and post-processes them, image by image, while the workers
+already work on the next images: at most a bounded window of images is in flight, which bounds
+memory (a 3072² image with 100 cells holds ~200 MB of 512 px tiles). An image that fails (a missing
+channel, an unreadable file) is logged and gets a row without predictions; the others are
+predicted.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpasc.cells.provenance import record_provenance
+from hpasc.core import atomic, runtime
+from hpasc.core.errors import InputError
+from hpasc.core.image_folder import ImageFolder
+from hpasc.core.images import read_image_size
+from hpasc.core.shared_arrays import SlotRing
+from hpasc.core.workers import process_pool
+from hpasc.models.pinning import page_locker
+from hpasc.models.precision import Precision
+from hpasc.stages.infer.cell_table import CellTable, image_rows
+from hpasc.stages.infer.ensemble import LoadedEnsemble
+from hpasc.stages.infer.ensemble_file import read_ensemble
+from hpasc.stages.infer.jobs import CutPlan, ImageCells
+from hpasc.stages.infer.pictures import PredictionPictures
+from hpasc.stages.infer.postprocess import postprocess
+from hpasc.stages.segment.segmenter import Segmenter
+from hpasc.stages.segment.settings import SegmentationSettings
+from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
+
+log = logging.getLogger(__name__)
+
+CELLS_PER_SLOT = 48
+"""An image's tiles travel in a shared-memory slot when it has at most this many cells (HPA's images
+hold 10-40; 96 MiB at 512 px); a larger one's in a block of its own, ~15 ms more per 40 MB."""
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    segmentation: SegmentationSettings = field(default_factory=lambda: SegmentationSettings(batch_size=4))
+    batch_size: int = 32
+    tta: bool = False
+    postprocessing: bool = True
+    save_masks: Path | None = None
+    precision: Precision = field(default_factory=Precision)
+    cells_out: Path | None = None
+    """Also write the per-cell table here (:mod:`hpasc.stages.infer.cell_table`)."""
+    embeddings: bool = False
+    overlays: Path | None = None
+    """Also write a picture of each image's predictions here, with an index.html."""
+    overlay_threshold: float = 0.5
+    allow_other_segmentation: bool = False
+    """Predict with masks made another way than the checkpoints' training cells (a warning, not
+    a refusal)."""
+
+
+class Predictor:
+    """Scores each image's cells with the ensemble and keeps its submission row."""
+
+    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing,
+                 table: CellTable | None = None) -> None:
+        self.ensemble, self.settings, self.postprocessing = ensemble, settings, postprocessing
+        self.table = table
+        self.pictures = None if settings.overlays is None else PredictionPictures(settings.overlays,
+                                                                                  settings.overlay_threshold)
+        self.rows: dict[str, tuple[int, int, str]] = {}
+
+    def __call__(self, image_id: str, cells: ImageCells) -> None:
+        with cells.tiles.opened() as tiles:
+            raw, embeddings = self.score(tiles)
+        scores = raw
+        if self.settings.postprocessing and len(raw):
+            scores = postprocess(raw, cells.cells["border"].to_numpy(), cells.cells["outlier"].to_numpy(),
+                                 self.postprocessing)
+        self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
+        if self.table is not None:
+            self.table.add(image_rows(cells.cells, raw, scores), embeddings)
+        if self.pictures is not None and cells.preview is not None:
+            self.pictures.add(image_id, cells.preview, cells.cells["mask_id"].to_numpy(), scores)
+
+    def score(self, tiles: tuple[np.ndarray, ...]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The cells' ensemble probabilities, and each member's embeddings when the table keeps them."""
+        keep = self.table is not None and bool(self.table.members)
+        parts, vectors = [np.zeros((0, 19), np.float32)], []
+        size = self.settings.batch_size
+        for start in range(0, len(tiles[0]), size):
+            batch = [torch.from_numpy(t[start:start + size]) for t in tiles]
+            if keep:
+                probabilities, embeddings = self.ensemble.with_embeddings(batch)
+                vectors.append(embeddings)
+            else:
+                probabilities = self.ensemble(batch)
+            parts.append(probabilities)
+        if not keep:
+            return np.concatenate(parts), None
+        widths = self.ensemble.embedding_widths
+        return np.concatenate(parts), [np.concatenate([np.zeros((0, w), np.float16), *(v[j] for v in vectors)])
+                                       for j, w in enumerate(widths)]
+
+
+def image_size(folder: Path, image_id: str, sizes: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(width, height) of an image that failed: from the sample submission, else from the header
+    of any of its files that has one, else (0, 0)."""
+    if image_id in sizes:
+        return sizes[image_id]
+    name = glob.escape(image_id)
+    for path in sorted([*folder.glob(f"{name}_*"), *folder.glob(f"{name}.*")]):
+        try:
+            return read_image_size(path)
+        except (InputError, OSError):
+            continue
+    return 0, 0
+
+
+def _clean_outputs(out: Path | None, settings: InferSettings) -> None:
+    for path in filter(None, (out, settings.cells_out)):
+        atomic.remove_abandoned(path.parent, of=path.name)
+    for folder in filter(None, (settings.save_masks, settings.overlays)):
+        atomic.remove_abandoned(folder)
+
+
+def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sample: SampleSubmission | None,
+                 settings: InferSettings, options: runtime.CommonOptions) -> dict[str, str]:
+    """Write the submission (``out``; None: none) for the images of ``folder`` (in ``sample``'s
+    order, when given) and the cell table when ``settings`` asks; returns {failed image: reason}."""
+    ensemble = read_ensemble(ensemble_file)
+    segmenter = Segmenter(settings.segmentation, options)
+    _clean_outputs(out, settings)
+    order, sizes = (sample.order, sample.sizes) if sample is not None else (None, {})
+    ids = order if order is not None else sorted(folder.ids + list(folder.unusable))
+    if not ids:
+        raise InputError(f"{folder.root}: no images to predict")
+    device = torch.device(runtime.resolve_device(options.device))
+    loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
+    loaded.check_segmentation(segmenter.provenance, settings.allow_other_segmentation)
+    log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
+             segmenter.backend,
+             "; ".join(r.describe() for r in loaded.tile_specs), device)
+    if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
+        record_provenance(settings.save_masks, segmenter.provenance, keeps_others=False)
+    table = None if settings.cells_out is None else CellTable(
+        [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
+    predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
+    present = [i for i in ids if i in set(folder.ids)]
+    failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
+    plan = CutPlan(loaded.tile_specs, settings.save_masks, settings.overlays is not None)
+    tiles_slot = CELLS_PER_SLOT * sum(spec.size ** 2 * 4 * 2 for spec in loaded.tile_specs)  # uint16 × 4 planes
+    with segmenter, SlotRing(segmenter.in_flight, tiles_slot, page_locker(device)) as tiles, \
+            process_pool(options.workers) as pool:
+        failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")
+    runtime.log_failures(failures)
+    if out is not None:
+        write_submission(out, _rows(ids, predictor.rows, folder.root, sizes), order)
+    if table is not None:
+        log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
+                 ", ".join(map(str, table.write(settings.cells_out))))
+    pictures = None if predictor.pictures is None else predictor.pictures.finish()
+    written = [str(p) for p in (out, settings.cells_out, pictures) if p is not None]
+    runtime.log_done(f"{len(predictor.rows)} of {len(ids)} images predicted", len(failures), ", ".join(written))
+    return failures
+
+
+def _rows(ids: list[str], predicted: dict[str, tuple[int, int, str]], images: Path,
+          sizes: dict[str, tuple[int, int]]) -> list[tuple[str, int, int, str]]:
+    """The submission's rows: predicted images, and failed ones whose size is known with no
+    predictions; a failed image of unknown size has no row (a row needs a valid size)."""
+    rows = []
+    for image_id in ids:
+        width, height, text = predicted.get(image_id) or (*image_size(images, image_id, sizes), "")
+        if width and height:
+            rows.append((image_id, width, height, text))
+        else:
+            log.error("%s: left out of the submission: no channel file gives its size", image_id)
+    return rows

@@ -1,0 +1,223 @@
+"""The one path from images to cell masks that segmentator.py and infer.py share.
+
+A :class:`Segmenter` is made from :class:`~hpasc.stages.segment.settings.SegmentationSettings`: it
+decides the backend once (``auto``: HPA's networks when their weights are at hand), says what will
+make the masks (:attr:`Segmenter.provenance`, recorded beside masks, in cell stores and in
+checkpoints), and :meth:`Segmenter.segment` runs a folder's images through it, handing each
+image's masks to a :class:`~hpasc.stages.segment.jobs.MasksUse` in a worker process.
+
+The classical backend runs entirely in the workers. With HPA's networks (:class:`NetworkPipeline`):
+workers read and prepare each image, the networks run here on batches of same-sized images, and
+workers restore their maps and run ``label_cell``. Inputs, maps and results cross between the
+processes in shared-memory slots that this process keeps mapped (page-locked on CUDA), so the
+pipes carry only names; bounded queues keep the workers and the GPU busy together.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from hpasc.cells.provenance import Provenance
+from hpasc.core import runtime
+from hpasc.core.image_folder import ImageFolder
+from hpasc.core.shared_arrays import SharedArrays, SlotRing
+from hpasc.core.weights_cache import sha256
+from hpasc.core.workers import bounded_map, failure_reason
+from hpasc.stages.segment.jobs import MasksUse, PreparedImage, classical_job, finish_job, prepare_job
+from hpasc.stages.segment.predict import HpaNetworks
+from hpasc.stages.segment.settings import EXACT, ModelFiles, SegmentationSettings
+from hpasc.stages.segment.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS
+from hpasc.stages.segment.weights import load_hpa_model
+
+log = logging.getLogger(__name__)
+
+# Slot sizes of the shared-memory rings: a 3072² image's network input (3 × 768² float32) and its
+# two networks' maps fit; anything larger travels in a block of its own, which costs the main
+# process ~15 ms more per 40 MB.
+INPUT_SLOT = 8 << 20
+MAPS_SLOT = 16 << 20
+
+OnResult = Callable[[str, object], None]
+
+
+def choose_backend(requested: str, models: ModelFiles) -> str:
+    """``auto`` means HPA's networks when their weights are at hand, else the classical backend."""
+    if requested != "auto":
+        return requested
+    if models.available():
+        return "hpa"
+    log.warning("HPA's segmentation weights are not in %s: using the classical backend "
+                "(--backend hpa downloads them, or give --nuclei-model/--cell-model)", models.cache)
+    return "classical"
+
+
+def load_networks(settings: SegmentationSettings, options: runtime.CommonOptions) -> HpaNetworks:
+    device = runtime.resolve_device(options.device)
+    paths = settings.models.resolve(options.progress)
+    return HpaNetworks(load_hpa_model(paths[NUCLEI_WEIGHTS], device),
+                       load_hpa_model(paths[CELL_WEIGHTS], device), device, settings.precision)
+
+
+class Segmenter:
+    """Images → cell and nucleus masks, the same way for every stage. Use it as a context manager:
+    entering loads HPA's networks and makes the shared-memory slots (the stage's start-up)."""
+
+    def __init__(self, settings: SegmentationSettings, options: runtime.CommonOptions) -> None:
+        settings.models.check()  # a mistyped weights path is refused before any work
+        self.settings, self.options = settings, options
+        self.backend = choose_backend(settings.backend, settings.models)
+        if self.backend != "hpa" and settings.label_scale != EXACT:
+            log.warning("--label-scale %g has no effect with the %s backend", settings.label_scale, self.backend)
+        self.pipeline: NetworkPipeline | None = None
+
+    @functools.cached_property
+    def provenance(self) -> Provenance:
+        """What makes the masks: the backend and, for HPA's networks, their weight files' checksums and
+        the scale of their post-processing (the weights are downloaded here if need be)."""
+        if self.backend != "hpa":
+            return Provenance(self.backend)
+        weights = {name: sha256(path) for name, path in self.settings.models.resolve(self.options.progress).items()}
+        return Provenance("hpa", weights, self.settings.label_scale)
+
+    def __enter__(self) -> Segmenter:
+        if self.backend == "hpa":
+            networks = load_networks(self.settings, self.options)
+            self.pipeline = NetworkPipeline(networks, self.settings, self.options)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+
+    @property
+    def in_flight(self) -> int:
+        """How many images' results can be waiting at once (a result ring's size)."""
+        return self.pipeline.in_flight if self.pipeline else 2 * self.options.workers
+
+    def segment(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
+                on_result: OnResult = lambda image_id, result: None, results: SlotRing | None = None,
+                desc: str | None = None) -> dict[str, str]:
+        """Segment the images ``ids`` of ``folder`` and hand each one's masks to ``use`` in a worker;
+        ``on_result(image_id, result)`` receives what ``use`` returned, here; with ``results``,
+        ``use`` gets a slot of that ring for it. Returns {failed image: reason}."""
+        if self.backend == "hpa" and self.pipeline is None:
+            raise RuntimeError("enter the Segmenter (with segmenter: ...) before segment(): it loads the networks")
+        bar = self.options.bar(total=len(ids), unit="image", desc=desc)
+        try:
+            if self.pipeline is not None:
+                return self.pipeline.run(folder, ids, use, pool, on_result, results, bar)
+            return self._classical(folder, ids, use, pool, on_result, results, bar)
+        finally:
+            bar.close()
+
+    def _classical(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
+                   on_result: OnResult, results: SlotRing | None, bar) -> dict[str, str]:
+        """Workers segment and hand over ahead of ``on_result``, ``2 × workers`` images at most."""
+        failures: dict[str, str] = {}
+
+        def submit(image_id: str) -> Future:
+            return pool.submit(classical_job, folder.source(image_id), use, results and results.lend(image_id))
+
+        for image_id, job in bounded_map(submit, ids, 2 * self.options.workers):
+            _hand_over(image_id, job, on_result, failures)
+            if results is not None:
+                results.settle(image_id)
+            bar.update(1)
+        return failures
+
+
+def _hand_over(image_id: str, job: Future, on_result: OnResult, failures: dict[str, str]) -> None:
+    reason = failure_reason(job)
+    if reason is not None:
+        failures[image_id] = reason
+    else:
+        on_result(image_id, job.result())
+
+
+class NetworkPipeline:
+    """Prepare in workers → network batches here → ``finish_job`` (labels, then the stage's
+    :class:`MasksUse`) in workers, with bounded queues. Results reach ``on_result`` in the order
+    their network batches ran (same-sized images are batched together, so not always the order
+    of the ids)."""
+
+    def __init__(self, networks: HpaNetworks, settings: SegmentationSettings, options: runtime.CommonOptions):
+        self.networks, self.settings = networks, settings
+        self.window = 2 * options.workers + settings.batch_size
+        # An image holds a slot from its job's submission to its hand-over: the window's jobs plus
+        # a batch waiting for the networks.
+        self.in_flight = self.window + settings.batch_size
+        self.inputs = SlotRing(self.in_flight, INPUT_SLOT, networks.page_locker())
+        self.maps = SlotRing(self.in_flight, MAPS_SLOT)
+
+    def close(self) -> None:
+        self.inputs.close()
+        self.maps.close()
+
+    def run(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
+            on_result: OnResult, results: SlotRing | None, bar) -> dict[str, str]:
+        run = _PipelineRun(self, folder, pool, functools.partial(finish_job, folder, self.settings.label_scale, use),
+                           on_result, results, bar)
+        return run.run(ids)
+
+
+class _PipelineRun:
+    """One folder through a :class:`NetworkPipeline`."""
+
+    def __init__(self, pipeline: NetworkPipeline, folder: ImageFolder, pool: ProcessPoolExecutor,
+                 finish: Callable[..., object], on_result: OnResult, results: SlotRing | None, bar) -> None:
+        self.pipeline, self.folder, self.pool, self.finish = pipeline, folder, pool, finish
+        self.on_result, self.results, self.bar = on_result, results, bar
+        self.failures: dict[str, str] = {}
+        self.finishing: deque[tuple[str, Future]] = deque()
+
+    def run(self, ids: list[str]) -> dict[str, str]:
+        groups: dict[tuple[int, ...], list[tuple[str, PreparedImage]]] = {}
+        inputs = self.pipeline.inputs
+
+        def submit(image_id: str) -> Future:
+            return self.pool.submit(prepare_job, self.folder.source(image_id), inputs.lend(image_id))
+
+        for image_id, job in bounded_map(submit, ids, self.pipeline.window):
+            reason = failure_reason(job)
+            if reason is not None:
+                inputs.settle(image_id)
+                self._fail(image_id, reason)
+                continue
+            prepared = job.result()
+            group = groups.setdefault(prepared.shape, [])
+            group.append((image_id, prepared))
+            if len(group) == self.pipeline.settings.batch_size:
+                self._network(groups.pop(prepared.shape))
+        for group in groups.values():
+            self._network(group)
+        while self.finishing:
+            self._collect_oldest()
+        return self.failures
+
+    def _network(self, group: list[tuple[str, PreparedImage]]) -> None:
+        nuclei, cells = self.pipeline.networks.run([prepared.planes.arrays()[0] for _, prepared in group])
+        for image_id, prepared in group:
+            prepared.planes.release()
+            self.pipeline.inputs.settle(image_id)
+        for index, (image_id, prepared) in enumerate(group):
+            maps = SharedArrays.put([nuclei[index], cells[index]], self.pipeline.maps.lend(image_id))
+            slot = self.results and self.results.lend(image_id)
+            self.finishing.append((image_id, self.pool.submit(self.finish, image_id, maps, prepared.geometry, slot)))
+        while len(self.finishing) > self.pipeline.window or (self.finishing and self.finishing[0][1].done()):
+            self._collect_oldest()
+
+    def _collect_oldest(self) -> None:
+        image_id, job = self.finishing.popleft()
+        _hand_over(image_id, job, self.on_result, self.failures)
+        self.pipeline.maps.settle(image_id)
+        if self.results is not None:
+            self.results.settle(image_id)
+        self.bar.update(1)
+
+    def _fail(self, image_id: str, reason: str) -> None:
+        self.failures[image_id] = reason
+        self.bar.update(1)

@@ -1,0 +1,22 @@
+"""Scoring the cells of a dataset with a model: the loader over chosen rows feeding
+:meth:`~hpasc.models.runner.ModelRunner.score` (pseudo-labels, cell-level evaluation, the label tool)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpasc.core.runtime import CommonOptions
+from hpasc.models.runner import ModelRunner
+from hpasc.stages.train.data import CellSet, TileDataset, create_loader, fixed_batches
+
+
+def score_rows(runner: ModelRunner, cells: CellSet, rows: np.ndarray, batch_size: int,
+               options: CommonOptions) -> np.ndarray:
+    """The (len(rows), 19) probabilities of cells ``rows``, in that order (InputError for tiles cut
+    another way than the model's training tiles)."""
+    for store in cells.stores:
+        runner.check_tiles(store)
+    loader = create_loader(TileDataset(cells, runner.spec.tile_size), fixed_batches(rows, batch_size),
+                           options.workers, pin_memory=runner.device.type == "cuda")
+    batches = options.bar(loader, desc="scoring cells", unit="batch")
+    return runner.score(tiles for tiles, _ in batches)

@@ -1,1 +1,0 @@
-"""Training: models, checkpoints, targets, sampling, augmentation, the loop."""
