@@ -127,3 +127,30 @@ def test_a_label_folder_made_from_a_dataset_gets_its_record(classical: Path, tmp
     record_provenance(tmp_path / "other", HPA_PUBLISHED, keeps_others=False)
     with pytest.raises(InputError, match="holds masks or cells made by HPA's segmentation"):
         open_session(classical / "dataset", 0, tmp_path / "other")
+
+
+def test_the_record_decides_and_a_folder_without_one_is_said(classical: Path, hpa_real: Path, tmp_path: Path) -> None:
+    """A 4th-place folder remapped onto these masks carries their record and is accepted; a SPEC
+    folder without a record is applied with a warning; inspect says when ids name other cells."""
+    theirs = tmp_path / "theirs"
+    (theirs / "relabel").mkdir(parents=True)
+    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "relabel_example" / "11.txt").read_bytes())
+    remapped = tmp_path / "remapped"
+    result = run_script("-m", "hpasc.commands.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
+                        "--from-suffix", "_cellmask", "--to-masks", classical / "masks", "-o", remapped)
+    assert result.returncode == 0, result.stderr
+    unrecorded = tmp_path / "unrecorded"
+    unrecorded.mkdir()
+    (unrecorded / "8.txt").write_bytes((hpa_real / "relabel_example" / "8.txt").read_bytes())
+    trained = run_script("train_me.py", "-i", classical / "dataset", "-s", tmp_path / "models", *FAST,
+                         "--relabel", remapped, "--relabel", unrecorded, "-n", "recorded")
+    assert trained.returncode == 0, trained.stderr
+    assert f"{unrecorded} has no segmentation record: its ids are applied by name, unchecked" in trained.stderr
+    assert "the 4th place's labels" in trained.stderr
+    inspect = [run_script("-m", "hpasc.commands.labels", "inspect", folder, "--dataset", classical / "dataset")
+               for folder in (theirs, remapped, unrecorded)]
+    assert all(r.returncode == 0 for r in inspect), [r.stderr for r in inspect]
+    assert "caution: the ids were made on HPA's segmentation, the dataset was cut from the classical backend" \
+        in inspect[0].stdout
+    assert "caution" not in inspect[1].stdout and "unchecked" not in inspect[1].stdout
+    assert "unchecked: the label folder has no segmentation record" in inspect[2].stdout

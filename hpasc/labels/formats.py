@@ -135,7 +135,8 @@ class SpecFolder:
 
 class FourthPlaceFolder:
     """The 4th place's published folder (``relabel/``, ``validation/``, ``auto-relabel*/``) read
-    with their rules (:mod:`hpasc.labels.fourth_place`); its ids name cells of HPA's masks."""
+    with their rules (:mod:`hpasc.labels.fourth_place`); its ids name cells of HPA's masks unless
+    its record says otherwise (``hpasc-labels remap`` writes one)."""
 
     name = "4th-place"
     description = "the 4th place's layout and rules"
@@ -145,7 +146,7 @@ class FourthPlaceFolder:
         return is_fourth_place_folder(folder)
 
     def made_on(self, folder: Path) -> Provenance | None:
-        return HPA_PUBLISHED
+        return read_provenance(folder) or HPA_PUBLISHED
 
     def files(self, folder: Path) -> Iterator[tuple[Path, str]]:
         for name in FOLDERS:

@@ -114,8 +114,10 @@ def _with_overrides(cells: CellSet, outputs: Sequence[int], recipe: RecipeResult
 def check_segmentation(folder: Path, made_on: Provenance | None, cells: CellSet) -> None:
     """Refuse labels whose ids were made on other masks than a dataset's cells (InputError): an id
     ``{ID}_{k}`` names another cell on another segmentation. Folders and datasets without a
-    record (``segmentation.json``) cannot be checked."""
+    record (``segmentation.json``) cannot be checked: a warning says so."""
     if made_on is None:
+        log.warning("%s has no segmentation record: its ids are applied by name, unchecked; if they were made "
+                    "on other masks than the dataset's they name other cells (see hpasc-labels remap)", folder)
         return
     for store in cells.stores:
         used_on = read_provenance(store.root)
