@@ -42,13 +42,17 @@ if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ];
     fi
     PYTHON=python "$hpasc_root/scripts/install_requirements.sh" "${hpasc_keep[@]}" "$hpasc_requirements"
     echo "$hpasc_stamp" >"$hpasc_venv/.requirements-stamp"
-    hpasc_installed=""  # pyproject.toml may have changed: install the project again below
-else
-    hpasc_installed=$(cd / && python -c 'import hpasc, os; print(os.path.dirname(os.path.dirname(hpasc.__file__)))' \
-        2>/dev/null || true)
+    hpasc_reinstall=1  # pyproject.toml may have changed: install the project again below
 fi
+hpasc_installed=$(cd / && python -c 'import hpasc, os; print(os.path.dirname(os.path.dirname(hpasc.__file__)))' \
+    2>/dev/null || true)
 # The project itself, editable: its hpasc-* commands and `python -m hpasc...` work from any folder.
-# Installed again when it is missing or points at another checkout (a venv shared via HPASC_VENV).
-if [ "$hpasc_installed" != "$hpasc_root" ]; then
+# Installed again when it is missing or points at another checkout (a venv shared via HPASC_VENV),
+# which is said: that checkout's commands now run this one's code.
+if [ -n "$hpasc_installed" ] && [ "$hpasc_installed" != "$hpasc_root" ]; then
+    echo "note: $hpasc_venv ran the checkout $hpasc_installed; it now runs $hpasc_root (give each checkout its own HPASC_VENV to keep both)" >&2
+fi
+if [ "$hpasc_installed" != "$hpasc_root" ] || [ -n "${hpasc_reinstall:-}" ]; then
     python -m pip install --quiet --no-deps --editable "$hpasc_root"
 fi
+unset hpasc_reinstall
