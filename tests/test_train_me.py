@@ -131,6 +131,20 @@ def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:
     assert train(workdir, *args, "--overwrite").returncode == 0
 
 
+def test_resume_with_more_epochs_extends_the_run_along_the_longer_cosine(workdir: Path) -> None:
+    args = ("-s", "longer", "-n", "run", "--pretrained", "none", "--tile-size", "32", "--workers", "1",
+            "--no-progress", "--epoch-size", "32", "--lr", "1e-3", "--min-lr", "1e-5")
+    assert train(workdir, *args, "--epochs", "1").returncode == 0
+    extended = train(workdir, *args, "--epochs", "3", "--resume")
+    assert extended.returncode == 0, extended.stderr
+    assert "extending the run from 1 to 3 epochs" in extended.stderr
+    history = load_checkpoint(workdir / "longer" / "run-3.pt")["metrics"]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    # Epoch 2 starts where a 3-epoch run's cosine stands after one epoch: halfway to --min-lr.
+    assert [entry["lr"] for entry in history] == pytest.approx([1e-3, 1e-5 + (1e-3 - 1e-5) / 2, 1e-5])
+    assert_one_line_error(train(workdir, *args, "--epochs", "2", "--resume"), "other settings (epochs)")
+
+
 def test_a_run_made_before_an_augmentation_field_and_the_segmentation_record_existed_resumes(workdir: Path) -> None:
     args = ("-s", "older", "-n", "run", "--pretrained", "none", "--tile-size", "32", "--workers", "1",
             "--no-progress", "--epoch-size", "32", "-p")

@@ -126,7 +126,21 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
                     runtime.precision)
     if resumed is not None:
         engine.load_training_state(resumed["training_state"])
+        follow_schedule(scheduler, config.epochs)
     return engine
+
+
+def follow_schedule(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epochs: int) -> None:
+    """After a run's scheduler is loaded: a run extended to ``epochs`` follows, from the epoch it
+    stopped at, the cosine of a run started with ``epochs`` (its learning rate set to that curve's
+    value there); a run of the same length is left exactly as saved."""
+    span = max(epochs - 1, 1)
+    if scheduler.T_max == span:
+        return
+    scheduler.T_max = span
+    phase = (1 + math.cos(math.pi * min(scheduler.last_epoch, span) / span)) / 2
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * phase
 
 
 def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -> None:
@@ -169,11 +183,14 @@ def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | Non
     path, epoch = latest
     if runtime.resume:
         checkpoint = ckpt.load_checkpoint(path)
-        differs = RunRecord.from_checkpoint(checkpoint, path).train.differences(config)
+        trained = RunRecord.from_checkpoint(checkpoint, path).train
+        longer = config.epochs > trained.epochs  # extending a run is resuming it with more epochs
+        differs = [key for key in trained.differences(config) if not (key == "epochs" and longer)]
         if differs:
             raise InputError(f"{path} was trained with other settings ({', '.join(differs)}); resume "
                              "with the same flags, or use another --name")
-        log.info("resuming from %s (epoch %d)", path, epoch)
+        log.info("resuming from %s (epoch %d)%s", path, epoch,
+                 f"; extending the run from {trained.epochs} to {config.epochs} epochs" if longer else "")
         return checkpoint
     if not runtime.options.overwrite:
         raise InputError(f"{path} exists: pass --resume to continue that run or --overwrite to "
