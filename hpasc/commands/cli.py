@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from hpasc.core.errors import InputError
+from hpasc.core.errors import InputError, describe_os_error
 from hpasc.core.runtime import CommonOptions, Shard, setup_logging, usable_cores
 from hpasc.models.precision import PRECISIONS, Precision
 
@@ -171,12 +171,6 @@ def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namesp
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         status = EXIT_SOME_FAILED
     sys.exit(status)
-
-
-def describe_os_error(error: OSError) -> str:
-    """``{path}: {reason}`` (the path the system names, else the message)."""
-    reason = error.strerror or str(error)
-    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def command_with(argv: Sequence[str], add: Sequence[str] = (), drop: Sequence[str] = ()) -> str:

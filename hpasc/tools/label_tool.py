@@ -42,7 +42,7 @@ from hpasc.cells.provenance import label_folder_made_on
 from hpasc.cellstore import CellStore, open_cells
 from hpasc.core import atomic, locks
 from hpasc.core.classes import CLASS_NAMES, parse_labels
-from hpasc.core.errors import InputError
+from hpasc.core.errors import InputError, describe_os_error
 from hpasc.core.images import composite, encode_png
 from hpasc.core.runtime import CommonOptions
 from hpasc.labels import files as label_files
@@ -106,16 +106,15 @@ class Session:
         return next((i for i, c in enumerate(self.cells) if c.cell_id not in scores), len(self.cells) - 1)
 
     def score(self, index: int, value: int) -> None:
-        """Append ``{cell_id} {value}`` to the file and make it durable before returning."""
+        """Append ``{cell_id} {value}`` to the file and make it durable before returning; a write
+        that fails (a full disk, a file size limit) is cut back off, so the file stays whole, and
+        its OSError is raised."""
         if value not in SCORES:
             raise ValueError(f"score {value} outside 0..5")
         cell_id = self.cells[index].cell_id
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(label_lines([(cell_id, str(value))]))
-                file.flush()
-                os.fsync(file.fileno())
+            _append_whole(self.path, label_lines([(cell_id, str(value))]).encode())
             self.lines.append((cell_id, value))
 
     def undo(self) -> int | None:
@@ -145,6 +144,25 @@ class Session:
                 tile[channel] = 0
         rgb = np.clip(composite(tile).astype(np.float32) * contrast, 0, 255).astype(np.uint8)
         return encode_png(rgb)
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` durably, or not at all: unbuffered, so nothing is left to flush after a
+    failure, and cut back to the old end when a write fails part-way (a torn line would glue
+    itself onto the next one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        whole = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, whole)
+            raise
+    finally:
+        os.close(fd)
 
 
 def cells_of_class(store: CellStore, class_index: int) -> list[Cell]:
@@ -312,7 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
                 score = _strict_int(body, "score")
                 if score not in SCORES:
                     raise Refused(HTTPStatus.BAD_REQUEST, f"score {score} outside 0..5")
-                self.session.score(index, score)
+                try:
+                    self.session.score(index, score)
+                except OSError as exc:
+                    raise Refused(HTTPStatus.INSUFFICIENT_STORAGE,
+                                  f"the score was not saved ({describe_os_error(exc)}); free space and score again")
                 self._json(self.session.describe(index))
             elif self.path == "/undo":
                 self._json({"index": self.session.undo()})

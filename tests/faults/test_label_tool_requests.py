@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import resource
 import logging
 import socket
 import threading
@@ -63,6 +64,25 @@ def test_a_good_write_passes(served: tuple[int, Path]) -> None:
     status, body = _post(port, json.dumps({"index": 0, "score": 4}), _good_headers(port))
     assert status == 200, body
     assert label_file.read_text().endswith(" 4\n")
+
+
+def test_a_failed_score_write_leaves_the_file_whole_and_is_answered(served: tuple[int, Path]) -> None:
+    """A write that fails part-way (a file size limit; a full disk is the same error) is cut back and
+    answered 507; the next score, once there is room, is a line of its own."""
+    port, label_file = served
+    assert _post(port, json.dumps({"index": 0, "score": 4}), _good_headers(port))[0] == 200
+    size = label_file.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))  # room for 10 bytes of the next line
+    try:
+        status, body = _post(port, json.dumps({"index": 1, "score": 3}), _good_headers(port))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert status == 507 and "the score was not saved" in body["error"] and "free space" in body["error"]
+    assert label_file.stat().st_size == size
+    assert _post(port, json.dumps({"index": 2, "score": 5}), _good_headers(port))[0] == 200
+    lines = label_file.read_text().splitlines()
+    assert len(lines) == 2 and all(len(line.split()) == 2 for line in lines), lines
 
 
 @pytest.mark.parametrize("changes, status", [
