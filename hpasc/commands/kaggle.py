@@ -8,14 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc.core.errors import InputError
-from hpasc.tools.kaggle import (
-    KAGGLE_MISSING,
-    bundle_models,
-    needed_scripts,
-    notebook_code,
-    requirement_pins,
-    write_manifest,
-)
+from hpasc.tools.kaggle import (KAGGLE_MISSING, bundle_models, needed_scripts, notebook_code, requirement_pins,
+                                write_manifest)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,15 +9,8 @@ from pathlib import Path
 
 from hpasc.commands import cli
 from hpasc.core import runtime
-from hpasc.tools.pseudo_label import (
-    CELL_CHOICES,
-    DEFAULT_POSITIVE_CUTOFF,
-    DEFAULT_POSITIVE_VALUE,
-    LABELLED_CLASSES,
-    PseudoLabelRun,
-    PseudoRule,
-    pseudo_label_dataset,
-)
+from hpasc.tools.pseudo_label import (CELL_CHOICES, DEFAULT_POSITIVE_CUTOFF, DEFAULT_POSITIVE_VALUE, LABELLED_CLASSES,
+                                      PseudoLabelRun, PseudoRule, pseudo_label_dataset)
 
 
 def rule_from_args(args: argparse.Namespace) -> PseudoRule:

@@ -24,17 +24,8 @@ from hpasc.cells.provenance import HPA_PUBLISHED, Provenance, read_provenance
 from hpasc.core.errors import InputError
 from hpasc.labels.files import read_label_lines
 from hpasc.labels.folders import LabelSet, ScoreMap, read_label_folder
-from hpasc.labels.fourth_place import (
-    ANTIBODY_CLASS,
-    FOLDERS,
-    NEGATIVE,
-    POSITIVE,
-    RecipeResult,
-    apply_recipe,
-    is_fourth_place_folder,
-    read_fourth_place,
-    score_map,
-)
+from hpasc.labels.fourth_place import (ANTIBODY_CLASS, FOLDERS, NEGATIVE, POSITIVE, RecipeResult, apply_recipe,
+                                       is_fourth_place_folder, read_fourth_place, score_map)
 
 log = logging.getLogger(__name__)
 

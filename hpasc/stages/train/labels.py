@@ -86,12 +86,13 @@ def load_labels(cells: CellSet, outputs: Sequence[int], sources: LabelSources) -
     score_map = read_score_map(sources.score_map) if sources.score_map else ScoreMap()
     dataset = DatasetCells(cells.cell_ids, cells.table["image_id"].tolist(), label_matrix(cells.image_labels),
                            antibody_of_images(sources.public_table) if sources.public_table else None)
-    read = {folder: found.read(folder, dataset, score_map) for folder, found in folders}
-    recipes = {folder: r.recipe for folder, r in read.items() if r.recipe is not None}
+    # A list, not a dict by folder: a folder given twice applies twice, in the order given.
+    read = [(folder, found.read(folder, dataset, score_map)) for folder, found in folders]
+    recipes = [(folder, r.recipe) for folder, r in read if r.recipe is not None]
     if len(recipes) > 1:
-        raise InputError(f"more than one folder of the 4th place's labels: {', '.join(map(str, recipes))}")
-    layered = [r.overrides for r in read.values() if r.recipe is None]
-    labels = _with_overrides(cells, outputs, next(iter(recipes.values()), None), merge_label_sets(layered))
+        raise InputError(f"more than one folder of the 4th place's labels: {', '.join(str(f) for f, _ in recipes)}")
+    layered = [r.overrides for _, r in read if r.recipe is None]
+    labels = _with_overrides(cells, outputs, recipes[0][1] if recipes else None, merge_label_sets(layered))
     if layered:
         log.info("soft labels: %d (cell, class) values from %d folder(s)", labels.targets.applied, len(layered))
     if labels.targets.unknown:
