@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import gzip
 import io
 import threading
@@ -268,3 +269,12 @@ def test_offline_mirror_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(copy.read(image_id), original.read(image_id))
     written = pd.read_csv(tmp_path / "out" / "labels.csv", dtype=str)
     assert dict(zip(written["ID"], written["Label"])) == labels
+
+    # A re-run keeps what is mirrored; a source changed since is mirrored again (issue 29, item 5).
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "mirror").glob("*.tif.gz")}
+    newer = stamps["img-b_red.tif.gz"] + 10**9
+    os.utime(source / "img-b_green.png", ns=(newer, newer))
+    again = run_script("-m", "hpasc.commands.mirror", "-i", source, "-o", tmp_path / "mirror", "--no-progress")
+    assert again.returncode == 0 and "2 image(s) mirrored before, kept" in again.stderr
+    changed = {name for name, stamp in stamps.items() if (tmp_path / "mirror" / name).stat().st_mtime_ns != stamp}
+    assert changed == {f"img-b_{channel}.tif.gz" for channel in ("red", "green", "blue", "yellow")}

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -120,3 +123,19 @@ def test_unknown_timm_models_are_one_line_errors(tmp_path: Path) -> None:
                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "train_me.py: error: argument --arch: timm has no model 'no_such_net'" in result.stderr
+
+
+def test_an_unreachable_hub_is_given_up_at_once(tmp_path: Path) -> None:
+    # Issue 29, item 10: offline, the hub's client retried for 14-45 s before the warning.
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: every connection is refused
+    code = ("import time; from hpasc.models.architecture import Pretrained; "
+            "from hpasc.models.registry import architecture, create_model; "
+            f"model = create_model({ARCH!r}, 18, in_channels=4, tile_size=32); began = time.monotonic(); "
+            f"print(architecture({ARCH!r}).initialise(model, 4, Pretrained('auto')), time.monotonic() - began)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path)})
+    source, seconds = result.stdout.split()
+    assert source == "None" and float(seconds) < 3, result.stderr
+    assert "training from scratch" in result.stderr

@@ -88,11 +88,29 @@ def test_image_i_does_not_depend_on_count_and_rerun_is_idempotent(cli_dataset, t
     assert ids[:3] == [r["ID"] for r in read_csv(cli_dataset / "train.csv")]
     five = file_bytes(tmp_path)
     three = file_bytes(cli_dataset)
-    shared = [name for name in three if not name.endswith(".csv")]
+    shared = [name for name in three if not name.endswith((".csv", ".json"))]
     assert len(shared) == 3 * 6
     assert all(three[name] == five[name] for name in shared)
     synthetic.generate_dataset(tmp_path, 5, CLI_SIZE, 5, QUIET)
     assert file_bytes(tmp_path) == five
+
+
+def test_a_rerun_with_the_same_settings_keeps_the_dataset(tmp_path, caplog):
+    # Issue 29, item 5: the demo's re-run made its 80 images again (about 2 minutes).
+    caplog.set_level("INFO")
+    synthetic.generate_dataset(tmp_path, 2, (128, 128), 7, QUIET)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")}
+    assert synthetic.generate_dataset(tmp_path, 2, (128, 128), 7, QUIET) == [synthetic.image_id(7, i) for i in (0, 1)]
+    assert "made before, kept" in caplog.text
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")}
+    (tmp_path / "truth" / "nuclei" / f"{synthetic.image_id(7, 1)}.png").unlink()  # not whole: made again
+    synthetic.generate_dataset(tmp_path, 2, (128, 128), 7, QUIET)
+    assert all(p.stat().st_mtime_ns != stamp for p, stamp in stamps.items() if p.exists())
+    for changed, count in ((runtime.CommonOptions(progress=False, overwrite=True), 2),
+                           (QUIET, 3)):  # --overwrite; another count
+        before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")}
+        synthetic.generate_dataset(tmp_path, count, (128, 128), 7, changed)
+        assert all(p.stat().st_mtime_ns != stamp for p, stamp in before.items())
 
 
 def test_image_ids_are_uuids_unique_and_reproducible():
@@ -106,7 +124,7 @@ def test_image_ids_are_uuids_unique_and_reproducible():
 
 def test_cli_writes_every_file(cli_dataset):
     ids = [r["ID"] for r in read_csv(cli_dataset / "train.csv")]
-    expected = {"train.csv", "truth/cells.csv"}
+    expected = {"train.csv", "truth/cells.csv", "synthetic.json"}
     for image_id in ids:
         expected |= {f"{image_id}_{c}.png" for c in images.CHANNELS}
         expected |= {f"truth/{image_id}.png", f"truth/nuclei/{image_id}.png"}

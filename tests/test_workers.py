@@ -1,5 +1,6 @@
 """bounded_map: results in item order, never more than the window in flight, failures passed on;
-the process pool's workers share the cores out to Blosc and never load torch."""
+the process pool's workers share the cores out to Blosc and never load torch; every thread pool of
+a process follows its CPU affinity and leaves its helpers their cores (issue 29, item 4)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+import torch
+
 from hpasc.core.runtime import usable_cores
+from hpasc.stages.train.data import loader_workers
 from hpasc.core.workers import bounded_map, failure_reason, process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +74,51 @@ def test_pool_workers_never_import_torch() -> None:
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _threads_in_subprocess(code: str) -> list[str]:
+    prelude = textwrap.dedent("""
+        import os, cv2, torch
+        import numcodecs.blosc as blosc
+        from hpasc.core import threads
+        from hpasc.core.workers import process_pool
+        def pools():
+            return [torch.get_num_threads(), cv2.getNumThreads(), blosc.get_nthreads(),
+                    os.environ.get("OMP_WAIT_POLICY")]
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=True)
+    return result.stdout.split("\n")[:-1]
+
+
+def test_thread_pools_follow_the_affinity_not_the_machine() -> None:
+    # numcodecs sizes Blosc by the machine's count at import: 2 threads on a 2-core machine
+    # where this process may use one core.
+    lines = _threads_in_subprocess("""
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        threads.share_cores(0)
+        print(pools())
+    """)
+    assert lines == ["[1, 1, 1, 'PASSIVE']"]
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs two cores to share")
+def test_the_main_process_leaves_a_pools_workers_their_cores() -> None:
+    lines = _threads_in_subprocess("""
+        cores = len(os.sched_getaffinity(0))
+        threads.share_cores(0)
+        print(pools())
+        with process_pool(cores) as pool:
+            print(pools(), pool.submit(os.getenv, "OMP_NUM_THREADS").result(),
+                  pool.submit(os.getenv, "OMP_WAIT_POLICY").result())
+        print(pools())
+    """)
+    cores = usable_cores()
+    whole = f"[{cores}, {cores}, {cores}, 'PASSIVE']"
+    assert lines == [whole, "[1, 1, 1, 'PASSIVE'] 1 PASSIVE", whole]
+
+
+def test_a_model_on_the_cpu_reads_its_tiles_in_the_main_process() -> None:
+    assert loader_workers(4, torch.device("cpu")) == 0
+    assert loader_workers(4, torch.device("cuda")) == 4

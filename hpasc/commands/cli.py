@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from hpasc.core import threads
 from hpasc.core.errors import InputError, describe_os_error
 from hpasc.core.runtime import CommonOptions, Shard, setup_logging, usable_cores
 from hpasc.models.precision import PRECISIONS, Precision
@@ -155,6 +156,7 @@ def run(stage: Callable[[argparse.Namespace], int | None], args: argparse.Namesp
     ``error: <message>`` on one line instead of a traceback.
     """
     setup_logging(args.log_level)
+    threads.share_cores(0)  # the affinity's cores, where a library would count the machine's
     try:
         status = stage(args) or EXIT_OK
     except InputError as exc:

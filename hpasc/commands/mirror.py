@@ -14,7 +14,7 @@ from hpasc.stages.download.mirror import make_mirror
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(__doc__)
+    parser = cli.stage_parser(__doc__, flags=("overwrite",))
     parser.prog = "hpasc-mirror"
     parser.add_argument("-i", "--images", type=Path, required=True,
                         help="image folder ({ID}_{color}.png, ..., or one {ID}.ome.tif per image)")
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, default=None,
                         help="ID,Label CSV of the images (default: train.csv inside --images)")
     parser.add_argument("-o", "--output", type=Path, required=True,
-                        help="folder for the .tif.gz files and kaggle_2021.tsv")
+                        help="folder for the .tif.gz files and kaggle_2021.tsv (an image whose files there are "
+                             "newer than its source is kept; --overwrite writes them again)")
     return parser
 
 

@@ -29,10 +29,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.stage_parser(synthetic.__doc__)
+    parser = cli.stage_parser(synthetic.__doc__, flags=("overwrite",))
     parser.prog = "hpasc-synthetic"
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created if missing; existing files are overwritten)")
+                        help="output folder (created if missing); a dataset made there before with the same "
+                             "count, size and seed is kept (--overwrite makes it again)")
     parser.add_argument("-n", "--count", type=cli.positive_int, default=8, metavar="N",
                         help="number of images to generate")
     parser.add_argument("--size", type=parse_size, default="1024", metavar="S|HxW",

@@ -6,13 +6,17 @@ In memory an image is uint16 H×W×4 in channel order R, G, B, Y; 8-bit data is 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import re
+import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -48,6 +52,7 @@ class Limits:
 
 
 LIMITS = Limits()
+_CHUNK = 1 << 20  # what one read or one inflate step holds in memory
 
 
 def check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
@@ -91,28 +96,30 @@ def read_channel(path: str | os.PathLike) -> np.ndarray:
 
 def _read_grey(path: str | os.PathLike) -> np.ndarray:
     """:func:`read_channel` before the conversion to uint16."""
-    return _decode_grey(_read_bytes(Path(path)), path)
+    with _opened(Path(path)) as handle:
+        return _decode_grey(handle, path)
 
 
-def decode_channel(data: bytes, name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
-    """Decode the bytes of one channel file; ``name`` (a file name or path) gives the format.
+def decode_channel(source: bytes | IO[bytes], name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
+    """Decode one channel file's content (its bytes, or a binary file open at its start); ``name``
+    (a file name or path) gives the format.
 
-    A file that would inflate past ``limits`` is an :class:`InputError`."""
-    return to_uint16(_decode_grey(data, name, limits), name)
+    A file that would inflate past ``limits`` is an :class:`InputError`, raised before it does."""
+    return to_uint16(_decode_grey(source, name, limits), name)
 
 
-def _decode_grey(data: bytes, name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
+def _decode_grey(source: bytes | IO[bytes], name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
     """:func:`decode_channel` before the conversion to uint16."""
     path = Path(name)
     ext = _extension(path.name)
-    if ext.endswith(".gz"):
-        data = _gunzip(path, data, limits)
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
     if ext.startswith(".tif"):
-        array = _decode_tiff(path, data, limits)
+        with _unpacked(path, handle, limits) as tiff_file:
+            array = _decode_tiff(path, tiff_file, limits)
     elif ext in (".jpg", ".jpeg"):
-        array = _decode_jpeg(path, data, limits)
+        array = _decode_jpeg(path, handle, limits)
     else:
-        array = _decode_png(path, data, limits)
+        array = _decode_png(path, handle.read(), limits)
     return _to_grey(path, array)
 
 
@@ -123,8 +130,8 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     ext = _extension(path.name)
     try:
         if ext.startswith(".tif"):
-            data = _read_bytes(path)
-            with tifffile.TiffFile(io.BytesIO(_gunzip(path, data, LIMITS) if ext.endswith(".gz") else data)) as tiff:
+            with _opened(path) as handle, _unpacked(path, handle, LIMITS) as tiff_file, \
+                    tifffile.TiffFile(tiff_file, name=path.name) as tiff:
                 series = tiff.series[0]  # multi-channel files too, whatever their axes' order
                 return series.shape[series.axes.index("X")], series.shape[series.axes.index("Y")]
         with Image.open(path) as image:
@@ -218,6 +225,16 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[IO[bytes]]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with handle:
+        yield handle
+
+
 def _extension(name: str) -> str:
     lower = name.lower()
     return next((e for e in sorted(EXTENSIONS, key=len, reverse=True) if lower.endswith(e)), "")
@@ -230,25 +247,44 @@ def extension_rank(name: str) -> int:
     return EXTENSIONS.index(ext) if ext in EXTENSIONS else len(EXTENSIONS)
 
 
-def _gunzip(path: Path, data: bytes, limits: Limits) -> bytes:
-    """Inflate gzip ``data`` (several members, as gzip allows), refusing more than the limit's bytes
-    without ever holding more than that in memory."""
-    parts, size, rest = [], 0, data
-    try:
-        while rest:
-            inflater = zlib.decompressobj(wbits=31)
-            part = inflater.decompress(rest, limits.max_inflated_bytes - size + 1)
-            size += len(part)
-            if size > limits.max_inflated_bytes:
-                raise InputError(f"{path}: inflates to more than {limits.max_inflated_bytes >> 20} MiB "
-                                 "(HPASC_MAX_INFLATED_MB raises the limit)")
-            if not inflater.eof:
-                raise InputError(f"{path}: corrupt or truncated gzip data (ends before the stream does)")
-            parts.append(part)
-            rest = inflater.unused_data.lstrip(b"\0")
-    except zlib.error as exc:
-        raise InputError(f"{path}: corrupt or truncated gzip data ({exc})") from None
-    return b"".join(parts)
+def _unpacked(path: Path, source: IO[bytes], limits: Limits) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """``source`` inflated when its name ends in .gz, else itself."""
+    return _inflated(path, source, limits) if path.name.lower().endswith(".gz") else contextlib.nullcontext(source)
+
+
+@contextlib.contextmanager
+def _inflated(path: Path, source: IO[bytes], limits: Limits) -> Iterator[IO[bytes]]:
+    """The gzip data of ``source`` inflated into a temporary file (several members, as gzip
+    allows), a chunk at a time: never more than a chunk in memory, and refused as soon as it
+    passes the limit's bytes."""
+    with tempfile.TemporaryFile() as out:
+        inflater, size, data, between = zlib.decompressobj(wbits=31), 0, b"", True
+        try:
+            while True:
+                if between:  # zero padding may follow a member
+                    data = data.lstrip(b"\0")
+                if not data:
+                    data = source.read(_CHUNK)
+                    if not data:
+                        break
+                    continue
+                between = False
+                part = inflater.decompress(data, _CHUNK)
+                size += len(part)
+                if size > limits.max_inflated_bytes:
+                    raise InputError(f"{path}: inflates to more than {limits.max_inflated_bytes >> 20} MiB "
+                                     "(HPASC_MAX_INFLATED_MB raises the limit)")
+                out.write(part)
+                if inflater.eof:
+                    data, inflater, between = inflater.unused_data, zlib.decompressobj(wbits=31), True
+                else:
+                    data = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise InputError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+        if not between:
+            raise InputError(f"{path}: corrupt or truncated gzip data (ends before the stream does)")
+        out.seek(0)
+        yield out
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -268,9 +304,12 @@ def _decode_png(path: Path, data: bytes, limits: Limits = LIMITS) -> np.ndarray:
     return array
 
 
-def _decode_tiff(path: Path, data: bytes, limits: Limits) -> np.ndarray:
+def _decode_tiff(path: Path, source: IO[bytes], limits: Limits) -> np.ndarray:
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+        with tifffile.TiffFile(source, name=path.name) as tiff:  # a temporary file's own name is a number
+            # Counted from the page headers, before any pixel is decoded: a channel is one plane.
+            if len(tiff.pages) > 1:
+                raise InputError(f"{path}: {len(tiff.pages)} pages; a channel file holds one plane")
             if tiff.pages:
                 shape = tiff.pages[0].shape
                 check_pixels(path, shape[1] if len(shape) > 1 else 1, shape[0], limits)
@@ -284,10 +323,10 @@ def _decode_tiff(path: Path, data: bytes, limits: Limits) -> np.ndarray:
     return array
 
 
-def _decode_jpeg(path: Path, data: bytes, limits: Limits) -> np.ndarray:
+def _decode_jpeg(path: Path, source: IO[bytes], limits: Limits) -> np.ndarray:
     # PIL, not OpenCV: libjpeg in OpenCV silently returns a partial image for a truncated file.
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(source) as image:
             check_pixels(path, *image.size, limits)
             image.load()
             return np.asarray(image)

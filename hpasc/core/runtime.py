@@ -25,7 +25,8 @@ from hpasc.core.errors import InputError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANIFEST_PACKAGES = ("numpy", "opencv-python-headless", "scikit-image", "tifffile", "torch", "pandas", "timm")
+MANIFEST_PACKAGES = ("numpy", "opencv-python-headless", "scikit-image", "tifffile", "torch", "pandas", "timm",
+                     "anndata")
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,16 @@ def plan_work(ids: list[str], is_done: Callable[[str], bool], options: CommonOpt
               done_words: str) -> tuple[list[str], list[str]]:
     """This shard's part of ``ids`` and, of that, the items still to do (all with --overwrite).
 
-    Each skipped item is logged as ``<id>: <done_words>, skipped``.
+    The skipped items are one line, ``<count> image(s) <done_words>, skipped``, and one line each at
+    DEBUG level: a re-run of a finished stage says so without a line per image.
     """
     mine = options.shard.select(ids)
     todo = [i for i in mine if options.overwrite or not is_done(i)]
-    for item in sorted(set(mine) - set(todo)):
-        log.info("%s: %s, skipped", item, done_words)
+    skipped = sorted(set(mine) - set(todo))
+    for item in skipped:
+        log.debug("%s: %s, skipped", item, done_words)
+    if skipped:
+        log.info("%d image(s) %s, skipped (--overwrite redoes them)", len(skipped), done_words)
     return mine, todo
 
 
@@ -143,7 +148,7 @@ def write_manifest(folder: str | os.PathLike, stage: str, arguments: Mapping[str
         "hpasc": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": _package_versions(),
+        "packages": package_versions(),
         **(extra or {}),
     }
     atomic.write_text(path, json.dumps(manifest, indent=2) + "\n")
@@ -160,7 +165,8 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """The installed versions of the packages whose behaviour a run's outputs depend on."""
     versions = {}
     for name in MANIFEST_PACKAGES:
         try:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -54,16 +56,17 @@ def download(url: str, target: Path, validate: Callable[[Path], object], policy:
     failures raise FetchError too; nothing is left under ``target`` on any failure.
     """
     log.info("downloading %s to %s", url, target.parent)
-    # http.fetch reads the body in one piece, so the bar shows the elapsed time and then
+    # http.fetch hands over the whole body, so the bar shows the elapsed time and then
     # the size and rate, not a running percentage.
     with atomic.atomic_path(target) as tmp, \
             tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:
-        def keep_if_valid(data: bytes) -> int:
-            tmp.write_bytes(data)
+        def keep_if_valid(body: IO[bytes]) -> int:
+            with tmp.open("wb") as copy:
+                shutil.copyfileobj(body, copy)
             try:
                 validate(tmp)
             except InputError as exc:  # the temporary name means nothing to the user
                 raise InputError(str(exc).replace(str(tmp), "the downloaded file")) from None
-            return len(data)
+            return tmp.stat().st_size
 
         bar.update(fetch(url, policy, keep_if_valid))

@@ -1,14 +1,16 @@
 """Process pools for the CPU-bound stages.
 
 Spawned, not forked: a parent that holds CUDA state or threads (OpenCV's, torch's) cannot be
-forked safely. Each worker runs OpenCV single-threaded, because the pool provides the parallelism,
-and gives Blosc (the cell store's compression) its share of the cores: all of them for one
-worker, one each when there are as many workers as cores.
+forked safely. While a pool runs, its workers and the main process share the cores by
+:mod:`hpasc.core.threads`' rule: each worker sizes torch, OpenCV and Blosc (the cell store's
+compression) to its share (all the cores for one worker, one each when there are as many workers
+as cores) and the main process keeps what the workers leave.
 A worker that dies (e.g. killed for memory) breaks the pool, which cli.run reports in one line.
 
 Stopping: Ctrl-C reaches the main process only (workers start with SIGINT blocked), which
 cancels the jobs not started and lets the running ones finish (one item each); a worker whose
-parent is gone (kill -9) exits within :data:`PARENT_POLL_S`. Every output is written
+parent is gone (kill -9) is killed by the kernel (Linux, :mod:`hpasc.core.parent`), else exits
+within :data:`PARENT_POLL_S`. Every output is written
 atomically, so a job cut short leaves at most a temporary file, which the stage removes on its
 next start.
 """
@@ -26,9 +28,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import TypeVar
 
-import cv2
-
-from hpasc.core import runtime
+from hpasc.core import runtime, threads
+from hpasc.core.parent import PARENT_VARIABLE
 from hpasc.core.shared_arrays import release_unclaimed
 
 T = TypeVar("T")
@@ -42,10 +43,13 @@ class _Pool(ProcessPoolExecutor):
         # The pool spawns its workers inside submit. A signal blocked here stays blocked in them
         # (the mask survives fork and exec), so a terminal's ^C, sent to the whole process group,
         # interrupts only this process; a pending one is delivered when the mask is restored.
+        # The variable, read by a worker's first import, ties it to this process (core/parent.py).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        os.environ[PARENT_VARIABLE] = str(os.getpid())
         try:
             return super().submit(fn, *args, **kwargs)
         finally:
+            del os.environ[PARENT_VARIABLE]
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_now(self) -> None:
@@ -60,21 +64,20 @@ class _Pool(ProcessPoolExecutor):
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A spawn pool for the block; an exception (^C included) leaving the block stops it at once."""
     pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                 initargs=(os.getpid(), max(1, runtime.usable_cores() // workers)))
-    try:
-        yield pool
-    except BaseException:
-        pool.stop_now()
-        raise
-    finally:  # results handed over in shared memory that no one took (a stage stopped early)
-        release_unclaimed()
-    pool.shutdown()
+                 initargs=(os.getpid(), threads.helper_share(workers)))
+    with threads.shared_with(workers):
+        try:
+            yield pool
+        except BaseException:
+            pool.stop_now()
+            raise
+        finally:  # results handed over in shared memory that no one took (a stage stopped early)
+            release_unclaimed()
+        pool.shutdown()
 
 
-def _init_worker(parent: int, blosc_threads: int) -> None:
-    cv2.setNumThreads(1)
-    # Read by c-blosc at every call; otherwise each worker starts min(cores, 8) threads of its own.
-    os.environ["BLOSC_NTHREADS"] = str(blosc_threads)
+def _init_worker(parent: int, share: int) -> None:
+    threads.limit_threads(share)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
 
 

@@ -8,8 +8,12 @@ online, or from a local weights file; offline, "auto" trains from scratch with o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import timm
 from torch import nn
@@ -20,6 +24,7 @@ from hpasc.models.architecture import TIMM_PREFIX, Architecture, Pretrained
 
 log = logging.getLogger(__name__)
 _FALLBACK_TILE_SIZE = 224
+_PROBE_S = 5.0
 
 
 def _build(name: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
@@ -33,8 +38,9 @@ def _initialise(name: str, model: nn.Module, in_channels: int, pretrained: Pretr
     weights_file = pretrained.weights_file
     overlay = {"file": str(weights_file)} if weights_file else None
     try:
-        donor = timm.create_model(name, pretrained=True, num_classes=model.num_classes, in_chans=in_channels,
-                                  pretrained_cfg_overlay=overlay)
+        with contextlib.nullcontext() if weights_file else _cache_only_unless_reachable(pretrained.policy.timeout):
+            donor = timm.create_model(name, pretrained=True, num_classes=model.num_classes, in_chans=in_channels,
+                                      pretrained_cfg_overlay=overlay)
     except Exception as exc:  # the hub's network and cache errors, or a file that does not fit
         if weights_file is not None:
             raise InputError(f"{weights_file}: not ImageNet weights of {name} ({one_line(exc)})") from None
@@ -43,6 +49,27 @@ def _initialise(name: str, model: nn.Module, in_channels: int, pretrained: Pretr
         return None
     model.load_state_dict(donor.state_dict())
     return str(weights_file) if weights_file else "timm's pretrained weights"
+
+
+@contextlib.contextmanager
+def _cache_only_unless_reachable(timeout: float) -> Iterator[None]:
+    """The Hugging Face hub in offline mode (its cache only) for the block when one connection to
+    its host fails: offline, its client retried for 14-45 s before giving up."""
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=min(timeout, _PROBE_S)).close()
+    except OSError as exc:
+        log.debug("%s unreachable (%s): the hub's cache only", endpoint.hostname, exc)
+        offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = offline
+        return
+    yield
 
 
 def _last_stage(model: nn.Module) -> nn.Module:

@@ -18,17 +18,23 @@ Who may do what: the server answers only requests whose ``Host`` is its own loop
 port (a DNS-rebinding page names another host). A write (score, undo) must also come from its own
 page: JSON, no foreign ``Origin``, and the run's secret token, which the page takes from the URL
 the tool prints and sends in a header that no other origin can set without the server's consent.
-Bodies are capped at :data:`MAX_BODY` bytes and must arrive within :data:`READ_TIMEOUT_S`. One
+Bodies are capped at :data:`MAX_BODY` bytes, and a whole request (its line, headers and body, however
+slowly they trickle) must arrive within :data:`REQUEST_TIME_S` of its first wait, or the connection
+is closed (a body cut off is answered 408 first). One
 tool at a time per label folder (an exclusive lock), so that undo never drops another's scores.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import math
 import os
 import secrets
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,7 +64,7 @@ HOST = "127.0.0.1"  # loopback only: the page writes label files
 LOCAL_NAMES = (HOST, "localhost")
 TOKEN_HEADER = "X-Label-Token"
 MAX_BODY = 4096  # a score or an undo is a few dozen bytes
-READ_TIMEOUT_S = 10.0
+REQUEST_TIME_S = 10.0
 CHANNEL_KEYS = "rgby"  # the query letters of CHANNELS (red, green, blue, yellow), in tile order
 
 
@@ -221,7 +227,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     session: Session  # set on the subclass that make_server builds
     token: str
-    timeout = READ_TIMEOUT_S  # for every read of the connection, the body's included
+    request_time_s: float = REQUEST_TIME_S
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        # A socket timeout holds per read: a client sending a byte now and then would keep a
+        # thread forever (slowloris). The deadline holds for the whole request.
+        self._reader.deadline = time.monotonic() + self.request_time_s
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -344,6 +361,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(refused)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes, each read waiting only until :attr:`deadline` (a monotonic time)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection, self.deadline = connection, math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.connection.settimeout(left)
+        return self.connection.recv_into(buffer)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -352,10 +386,10 @@ class _Server(ThreadingHTTPServer):
         log.debug("request from %s failed", client_address, exc_info=True)
 
 
-def make_server(session: Session, port: int, token: str) -> ThreadingHTTPServer:
+def make_server(session: Session, port: int, token: str, request_time_s: float = REQUEST_TIME_S) -> ThreadingHTTPServer:
     """A server for ``session`` bound to 127.0.0.1:``port`` (0: a free port), not yet serving;
-    writes need ``token``."""
-    handler = type("Handler", (_Handler,), {"session": session, "token": token})
+    writes need ``token``, and a request must arrive within ``request_time_s``."""
+    handler = type("Handler", (_Handler,), {"session": session, "token": token, "request_time_s": request_time_s})
     return _Server((HOST, port), handler)
 
 

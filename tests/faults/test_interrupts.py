@@ -7,6 +7,8 @@ exact command that continues it, and that command does."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import shlex
 import signal
 import threading
@@ -161,3 +163,33 @@ def test_interrupted_training_names_the_command_that_continues_it(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert f"resuming from {epochs[-1]}" in result.stderr
     assert (save / "r-5.pt").exists() and not stale.exists()
+
+
+_SLOW_START = '''
+import hpasc  # what every command module imports first
+import os, sys, time
+from hpasc.core.workers import process_pool
+
+if __name__ == "__mp_main__":  # a worker importing its parent's main module: 1-3 s for real commands
+    time.sleep(8)
+if __name__ == "__main__":
+    with process_pool(1) as pool:
+        pool.submit(os.getpid)
+        print(*pool._processes, flush=True)
+        time.sleep(60)
+'''
+
+
+def test_a_worker_killed_in_its_start_up_goes_with_its_parent(tmp_path: Path) -> None:
+    # Issue 29, item 15: a worker watched its parent only from the pool's initializer on, so a parent
+    # killed while its workers were starting left them running for seconds (2.8 s seen).
+    script = tmp_path / "slow_start.py"
+    script.write_text(_SLOW_START)
+    parent = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    (worker,) = map(int, parent.stdout.readline().split())
+    time.sleep(0.5)  # the worker is inside its start-up now
+    parent.kill()
+    parent.wait()
+    killed = time.monotonic()
+    wait_until(lambda: not alive(worker), "the starting worker to go", timeout=10)
+    assert time.monotonic() - killed < 1.0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import resource
 import logging
+import resource
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -213,3 +215,47 @@ def test_a_score_that_only_looks_like_a_digit_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(InputError, match=r"4.txt:2: score '²'"):
         read_scores(folder / "4.txt")
     assert_one_line_error(run_script("-m", "hpasc.commands.labels", "inspect", folder), "4.txt:2: '²'")
+
+
+@pytest.fixture
+def served_briefly(dataset: Path, tmp_path: Path) -> Iterator[int]:
+    """The label tool with a 2 s limit per request, in a thread: its port."""
+    server = make_server(open_session(dataset, CLASS, tmp_path / "relabel"), 0, TOKEN, request_time_s=2.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _trickle(port: int, head: bytes, drip: bytes, seconds: float) -> tuple[float, bytes]:
+    """Send ``head``, then ``drip`` a byte every 0.3 s until the server answers or hangs up:
+    (seconds until then, what it answered)."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as connection:
+        connection.sendall(head)
+        for byte in drip:
+            if select.select([connection], [], [], 0.3)[0]:
+                break
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                break
+        answer = connection.recv(65536) if select.select([connection], [], [], seconds)[0] else b"(nothing)"
+    return time.monotonic() - began, answer
+
+
+def test_headers_that_trickle_in_are_cut_off_at_the_request_limit(served_briefly: int) -> None:
+    # Slowloris (issue 29, item 13): before, each byte restarted a 10 s wait, so headers had no limit.
+    port = served_briefly
+    elapsed, answer = _trickle(port, b"GET /state HTTP/1.1\r\n", b"X-Slow: " + b"a" * 40 + b"\r\n\r\n", 10)
+    assert elapsed < 3.5 and answer == b""
+
+
+def test_a_body_that_trickles_in_is_answered_408_at_the_request_limit(served_briefly: int) -> None:
+    port = served_briefly
+    head = (f"POST /score HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"X-Label-Token: {TOKEN}\r\nContent-Length: 60\r\n\r\n").encode()
+    elapsed, answer = _trickle(port, head, b'{"index": 0, "score": 4}'.ljust(60), 10)
+    assert elapsed < 3.5 and answer.split(b"\r\n")[0].split()[1] == b"408"

@@ -4,6 +4,7 @@ can run without a network (the demo, tests, an air-gapped copy of HPA data)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,9 +12,11 @@ import pandas as pd
 from hpasc.core import atomic, runtime
 from hpasc.core.classes import format_labels, read_label_table
 from hpasc.core.errors import InputError
-from hpasc.core.image_folder import ImageFolder
+from hpasc.core.image_folder import ImageFolder, ImageSource
 from hpasc.core.images import CHANNELS, write_channel
 from hpasc.stages.download.stage import LOCATION_TO_CLASS
+
+log = logging.getLogger(__name__)
 
 # The first public-HPA location name of each class, for the human-readable Label column.
 _LOCATION_OF_CLASS = {c: name for name, c in reversed(LOCATION_TO_CLASS.items())}
@@ -26,7 +29,10 @@ def make_mirror(folder: ImageFolder, labels_csv: Path, out: Path, options: runti
     if unlabelled:
         raise InputError(f"{labels_csv}: no label for {len(unlabelled)} image(s), e.g. {unlabelled[0]}")
     out.mkdir(parents=True, exist_ok=True)
-    for image_id in options.bar(folder.ids, unit="image"):
+    todo = [i for i in folder.ids if options.overwrite or not _mirrored(folder.source(i), out)]
+    if len(todo) < len(folder.ids):
+        log.info("%d image(s) mirrored before, kept (--overwrite writes them again)", len(folder.ids) - len(todo))
+    for image_id in options.bar(todo, unit="image"):
         image = folder.read(image_id)
         for index, channel in enumerate(CHANNELS):
             write_channel(out / f"{image_id}_{channel}.tif.gz", image[..., index])
@@ -40,3 +46,12 @@ def make_mirror(folder: ImageFolder, labels_csv: Path, out: Path, options: runti
     tsv = out / "kaggle_2021.tsv"
     atomic.write_text(tsv, table.to_csv(sep="\t", index=False))
     return tsv
+
+
+def _mirrored(source: ImageSource, out: Path) -> bool:
+    """Whether the mirror's four files of an image exist and are newer than every file of its
+    source (each is written whole, under a temporary name first)."""
+    made = [out / f"{source.image_id}_{channel}.tif.gz" for channel in CHANNELS]
+    if not all(path.is_file() for path in made):
+        return False
+    return min(p.stat().st_mtime_ns for p in made) >= max(p.stat().st_mtime_ns for p in source.files)

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,7 +22,7 @@ from hpasc.core import atomic, runtime
 from hpasc.core.classes import format_labels
 from hpasc.core.errors import InputError
 from hpasc.core.http import FetchError, HttpPolicy, fetch
-from hpasc.core.images import CHANNELS, decode_channel, write_png
+from hpasc.core.images import CHANNELS, LIMITS, decode_channel, write_png
 from hpasc.core.runtime import CommonOptions, describe_failure
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,9 @@ def fetch_channel(url: str, policy: HttpPolicy, stop: threading.Event | None = N
     """Fetch one ``.tif.gz`` channel and decode it to uint16 (a file that fails to decode is
     fetched again, up to the retry limit)."""
     name = url.rsplit("/", 1)[-1]
-    return fetch(url, policy, lambda data: decode_channel(data, name), stop)
+    # A compressed file that is larger than its inflated limit cannot inflate within it.
+    policy = replace(policy, max_bytes=min(policy.max_bytes, LIMITS.max_inflated_bytes))
+    return fetch(url, policy, lambda body: decode_channel(body, name), stop)
 
 
 def channel_paths(out: Path, image_id: str) -> list[Path]:
@@ -158,10 +160,11 @@ def download_public_hpa(csv_path: Path, out: Path, selection: Selection, policy:
     todo = []
     for prefix, image_id in zip(rows["Image"], rows["ID"]):
         if not options.overwrite and all(p.is_file() for p in channel_paths(out, image_id)):
-            log.info("%s: already downloaded, skipped", image_id)
+            log.debug("%s: already downloaded, skipped", image_id)
         else:
             todo.append((prefix, image_id))
-    log.info("%d selected images, %d to download", len(rows), len(todo))
+    log.info("%d selected images, %d to download (%d already downloaded, skipped)", len(rows), len(todo),
+             len(rows) - len(todo))
     failures = _download_all(todo, out, policy, options)
     _write_tables(out, rows, failures, options)
     runtime.log_done(f"{len(todo) - len(failures)} images downloaded, {len(rows) - len(todo)} downloaded before "

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +21,7 @@ from hpasc.cells.crop import resize_tile
 from hpasc.cells.provenance import read_provenance
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore import CellStore, cut_mismatch, open_cells
+from hpasc.core import threads
 from hpasc.core.classes import parse_labels
 from hpasc.core.errors import InputError
 from hpasc.stages.split.stage import Split
@@ -152,15 +152,22 @@ class EpochBatches(Sampler[list[int]]):
 
 
 def _worker_init(_: int) -> None:
-    # Each worker decodes one tile at a time; threads inside it would only fight each other.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    info = torch.utils.data.get_worker_info()
+    threads.limit_threads(threads.helper_share(info.num_workers))
+
+
+def loader_workers(workers: int, device: torch.device) -> int:
+    """The DataLoader workers a model on ``device`` needs of ``workers``: none on the CPU (the
+    main process reads the tiles), because decoding a batch costs about 1 % of the model's step
+    there, so the cores serve the model's own threads better (:mod:`hpasc.core.threads`)."""
+    return 0 if device.type == "cpu" else workers
 
 
 def create_loader(dataset: TileDataset, batches: Sampler[list[int]], workers: int,
                   pin_memory: bool = False) -> DataLoader:
     """A DataLoader over ``dataset`` in the order of ``batches`` with ``workers`` processes
     (0 = read in the main process). Workers persist across epochs."""
+    threads.share_cores(workers)
     # A private generator: a loader drawing its worker seeds from the global one would shift the
     # dropout draws of the first epoch after a resume.
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,

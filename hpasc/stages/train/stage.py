@@ -33,7 +33,8 @@ from hpasc.models.runner import warn_enlarging
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.split.stage import Split, read_split
 from hpasc.stages.train.config import RunRecord, Runtime, TrainConfig
-from hpasc.stages.train.data import CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells
+from hpasc.stages.train.data import (CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells,
+                                     loader_workers)
 from hpasc.stages.train.engine import Engine, place_model
 from hpasc.stages.train.labels import CellLabels, LabelSources, load_labels
 from hpasc.stages.train.metrics import class_average_precision, mean_average_precision, write_metrics_csv
@@ -234,7 +235,8 @@ def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engin
     process, final = runtime.process, None
     batches = EpochBatches(config.batch_size, drop_last=True)
     loader = training_loader(data.cells, tile_size, batches, runtime)
-    validating = validation_loader(data, tile_size, config.batch_size, runtime.options.workers) \
+    validating = validation_loader(data, tile_size, config.batch_size,
+                                   loader_workers(runtime.options.workers, process.device)) \
         if process.is_main else None
     for epoch in range(start, config.epochs + 1):
         began = time.perf_counter()
@@ -261,8 +263,9 @@ def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engin
 
 def training_loader(cells: CellSet, tile_size: int, batches: EpochBatches, runtime: Runtime) -> DataLoader:
     """The loader of a run's training batches (pinned memory when it trains on a GPU)."""
-    return create_loader(TileDataset(cells, tile_size), batches, runtime.options.workers,
-                         pin_memory=runtime.process.device.type == "cuda")
+    device = runtime.process.device
+    return create_loader(TileDataset(cells, tile_size), batches, loader_workers(runtime.options.workers, device),
+                         pin_memory=device.type == "cuda")
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> torch.Generator:

@@ -13,6 +13,8 @@ each carrying its cell's id); truth/cells.csv (ID,mask_id,Label). Image i depend
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import uuid
 from dataclasses import dataclass
@@ -32,8 +34,12 @@ from hpasc.tools.synthetic.render import render
 __all__ = ["CELL_COUNT", "MAX_SIZE", "MIN_SIZE", "MITOSIS_COMPATIBLE", "SyntheticImage",
            "generate_dataset", "image_id", "synthesize_image"]
 
+log = logging.getLogger(__name__)
+
 MIN_SIZE = 128
 MAX_SIZE = 16384
+RECORD = "synthetic.json"
+"""The settings a dataset was made with, written last."""
 CELL_COUNT = (10, 40)
 
 _ID_NAMESPACE = uuid.UUID("6f1c2b52-3a1e-4d8e-9c57-2f0b8e61a4d3")
@@ -98,6 +104,12 @@ def generate_dataset(out: Path, n: int, size: tuple[int, int], seed: int,
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder")
+    record = {"count": n, "size": list(size), "seed": seed}
+    if not options.overwrite and _made_before(out, record):
+        log.info("%s: %d synthetic images of this count, size and seed made before, kept (--overwrite makes "
+                 "them again)", out, n)
+        return [image_id(seed, index) for index in range(n)]
+    (out / RECORD).unlink(missing_ok=True)  # a run cut short leaves no record that vouches for it
     ids: list[str] = []
     image_rows = ["ID,Label"]
     cell_rows = ["ID,mask_id,Label"]
@@ -114,4 +126,20 @@ def generate_dataset(out: Path, n: int, size: tuple[int, int], seed: int,
         ids.append(name)
     atomic.write_text(out / "train.csv", "\n".join(image_rows) + "\n")
     atomic.write_text(out / "truth" / "cells.csv", "\n".join(cell_rows) + "\n")
+    atomic.write_text(out / RECORD, json.dumps(record) + "\n")
     return ids
+
+
+def _made_before(out: Path, record: dict) -> bool:
+    """Whether ``out`` holds a whole dataset made with ``record``'s settings: images are a pure
+    function of them, so making them again would write the same bytes."""
+    try:
+        if json.loads((out / RECORD).read_text()) != record:
+            return False
+    except (OSError, ValueError):
+        return False
+    names = [image_id(record["seed"], index) for index in range(record["count"])]
+    needed = [out / "train.csv", out / "truth" / "cells.csv"]
+    needed += [out / f"{name}_{channel}.png" for name in names for channel in images.CHANNELS]
+    needed += [out / "truth" / folder / f"{name}.png" for name in names for folder in ("", "nuclei")]
+    return all(path.is_file() for path in needed)
