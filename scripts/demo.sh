@@ -6,8 +6,9 @@
 # (128 px tiles, to keep the demo quick on a CPU) -> data_loader.py -> a few cells exported as
 # PNGs -> train_me.py (a short CPU run at 64 px, from scratch: no ImageNet weights offline) -> its
 # cell-level mAP against the synthetic truth -> negative pseudo-labels -> finetuner.py -> infer.py
-# on new synthetic test images with an ensemble of the trained and fine-tuned checkpoints -> the
-# competition metric against their truth (the last line: mAP).
+# on new synthetic test images with an ensemble of the trained and fine-tuned checkpoints (the cells
+# as AnnData, cells.h5ad, and a report with a UMAP map of them) -> the competition metric against
+# their truth (the last line: mAP).
 # Usage: ./scripts/demo.sh [OUT]   (default: demo_out/ in the repository; a re-run skips done work)
 set -euo pipefail
 usage="usage: ./scripts/demo.sh [OUT]   (the output folder; default: demo_out/ in the repository)"
@@ -59,9 +60,10 @@ groups:
 postprocessing: {cell_weight: 0.7, image_weight: 0.3, border_factor: true, outlier_factor: true}
 YAML
 echo "== 14. infer.py: segmentation -> cells -> the ensemble -> $out/submission.csv, a per-cell table, pictures"
-python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --cells-out "$out/cells.parquet" \
-    --overlays "$out/pictures" --overwrite
-python -m hpasc.commands.report --cells "$out/cells.parquet"
-echo "   the per-cell table: $out/cells.parquet; pictures of the predictions: $out/pictures/index.html"
+python infer.py -i "$out/test" -e "$out/ensemble.yaml" -o "$out/submission.csv" --cells-out "$out/cells.h5ad" \
+    --embeddings --overlays "$out/pictures" --overwrite
+python -m hpasc.commands.report --cells "$out/cells.h5ad"
+echo "   the cells as AnnData (scanpy: sc.read_h5ad): $out/cells.h5ad; its report with a map of the cells:" \
+    "$out/cells-report/index.html; pictures of the predictions: $out/pictures/index.html"
 echo "== 15. the competition metric on the test images (per-class AP at mask IoU >= 0.6)"
 python -m hpasc.commands.evaluate --submission "$out/submission.csv" --truth "$out/test/truth"

@@ -1,18 +1,22 @@
 """infer.py --cells-out: one row per cell, equal to the submission's cells and confidences; the
-embeddings have each member's feature width and one row per cell; bad table options are one line."""
+embeddings have each member's feature width and one row per cell; the .h5ad file holds exactly the
+Parquet table's values and scanpy reads it; the top calls; bad table options are one line."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
 
-from hpasc.core.classes import NUM_CLASSES
-from hpasc.stages.infer.cell_table import CONFIDENCES, PROBABILITIES, embedding_path, read_cell_table
+from hpasc.core.classes import CLASS_NAMES, NEGATIVE, NUM_CLASSES
+from hpasc.stages.infer.cell_table import CONFIDENCES, PROBABILITIES, embedding_path, read_cell_table, top_calls
 from hpasc.submission.rows import parse_prediction_string, read_submission
 from tests.conftest import assert_one_line_error, run_script
 from tests.test_infer import checkpoint  # noqa: F401 (a small trained model)
@@ -50,7 +54,7 @@ def test_the_table_holds_the_submissions_cells(checkpoint: Path, images: Path, t
     assert ((table["x0"] <= table["centroid_x"]) & (table["centroid_x"] < table["x1"])).all()
     confidences = table[list(CONFIDENCES)].to_numpy()
     assert (table["top_class"].to_numpy() == confidences.argmax(axis=1)).all()
-    assert np.allclose(table["top_confidence"], confidences.max(axis=1))
+    assert np.allclose(table["top1_conf"], confidences.max(axis=1))
     assert not np.allclose(table[list(PROBABILITIES)].to_numpy(), confidences)  # the weighting changed them
     for member in (0, 1):
         vectors = np.load(embedding_path(table_path, member))
@@ -73,3 +77,59 @@ def test_the_table_alone_and_bad_options(checkpoint: Path, images: Path, tmp_pat
                                      "--no-progress"), "c.xlsx", ".parquet or .csv")
     assert_one_line_error(run_script("infer.py", "-i", images, "-e", checkpoint, "--cells-out", table_path,
                                      "--no-progress"), str(table_path), "--overwrite")
+
+
+def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(checkpoint: Path, images: Path,  # noqa: F811
+                                                                           tmp_path: Path) -> None:
+    # Issue 30: one run to .h5ad and one to Parquet (the same images, checkpoints and options).
+    ensemble = tmp_path / "e.yaml"
+    ensemble.write_text(f"groups: [{{members: [{checkpoint}, {checkpoint}]}}]\n")
+    for suffix in (".h5ad", ".parquet"):
+        result = run_script("infer.py", "-i", images, "-e", ensemble, "-o", tmp_path / f"submission{suffix}.csv",
+                            "--cells-out", tmp_path / f"cells{suffix}", "--embeddings", "--backend", "classical",
+                            "--workers", "2", "--no-progress")
+        assert result.returncode == 0, result.stderr
+    cells = anndata.read_h5ad(tmp_path / "cells.h5ad")
+    table = read_cell_table(tmp_path / "cells.parquet")
+    obs = [c for c in table.columns if c not in (*PROBABILITIES, *CONFIDENCES)]
+    assert list(cells.obs.columns) == obs and list(cells.obs_names) == list(table["cell_id"])
+    for column in obs:
+        assert list(cells.obs[column]) == list(table[column]), column
+    assert list(cells.obsm["confidences"].columns) == list(CLASS_NAMES)
+    assert np.array_equal(cells.obsm["confidences"].to_numpy(), table[list(CONFIDENCES)].to_numpy())
+    assert np.array_equal(cells.obsm["probabilities"].to_numpy(), table[list(PROBABILITIES)].to_numpy())
+    for member in (0, 1):
+        vectors = np.load(embedding_path(tmp_path / "cells.parquet", member))
+        assert np.array_equal(cells.obsm[f"embedding_{member}"], vectors)
+    assert np.allclose(cells.X, vectors.astype(np.float32), atol=1e-3)  # the members' mean (here one model twice)
+    record = cells.uns["hpasc"]
+    assert list(record["members"]) == [str(checkpoint)] * 2
+    assert json.loads(record["segmentation"])["backend"] == "classical"
+    assert json.loads(record["tile_specs"])[0]["size"] > 0 and "hpasc" in json.loads(record["software"])
+    # The submission's (image, class, confidence) triplets are the file's.
+    submission = read_submission(tmp_path / "submission.h5ad.csv")
+    expected = sorted((image_id, klass, confidence) for image_id, text in zip(submission["ID"],
+                                                                                 submission["PredictionString"])
+                      for klass, confidence, _ in parse_prediction_string(text))
+    confidences = cells.obsm["confidences"].to_numpy()
+    got = sorted((image_id, k, float(f"{confidences[i, k]:.6g}")) for i, image_id in enumerate(cells.obs["image_id"])
+                 for k in range(NUM_CLASSES))
+    assert got == expected
+    # scanpy reads it without conversion: the README's lines.
+    code = ("import scanpy as sc; cells = sc.read_h5ad('cells.h5ad'); sc.pp.neighbors(cells); sc.tl.umap(cells); "
+            "sc.pl.umap(cells, color='top1_class', save='_cells.png', show=False)")
+    shown = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert (tmp_path / "figures" / "umap_cells.png").stat().st_size > 10_000
+
+
+def test_the_top_calls_name_negative_only_where_it_is_the_call() -> None:
+    confidences = np.full((3, NUM_CLASSES), 0.01)
+    confidences[0, [NEGATIVE, 4, 7]] = [0.9, 0.5, 0.3]  # Negative is the call: then the next two
+    confidences[1, [2, NEGATIVE, 16]] = [0.8, 0.6, 0.4]  # Negative second: left out
+    confidences[2, [16, 0, 2]] = [0.7, 0.7, 0.1]  # a tie keeps the class order
+    calls = top_calls(confidences)
+    assert list(calls.columns) == ["top1_class", "top1_conf", "top2_class", "top2_conf", "top3_class", "top3_conf"]
+    assert calls.iloc[0].tolist() == ["Negative", 0.9, CLASS_NAMES[4], 0.5, CLASS_NAMES[7], 0.3]
+    assert calls.iloc[1].tolist() == [CLASS_NAMES[2], 0.8, "Cytosol", 0.4, CLASS_NAMES[0], 0.01]
+    assert calls.iloc[2].tolist() == [CLASS_NAMES[0], 0.7, "Cytosol", 0.7, CLASS_NAMES[2], 0.1]

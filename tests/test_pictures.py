@@ -39,7 +39,7 @@ def test_cells_are_drawn_in_their_top_class_colour(checkpoint: Path, tmp_path: P
         picture = whole[:mask.shape[0], :mask.shape[1]]
         edges = find_boundaries(mask, mode="inner")
         for cell in cells.itertuples():
-            confident = cell.top_confidence >= THRESHOLD
+            confident = cell.top1_conf >= THRESHOLD
             colour = np.array(CLASS_COLOURS[cell.top_class] if confident else GREY)
             outline = picture[edges & (mask == cell.mask_id)]
             assert (outline == colour).all(), (image_id, cell.mask_id)

@@ -1,5 +1,6 @@
 """python -m hpasc.commands.report: a hand-made cell table gives the exact per-image quality numbers,
-worst image first, the per-class shares of confident calls, and an HTML page with its plots."""
+worst image first, the per-class shares of confident calls, and an HTML page with its plots; an
+.h5ad table with embeddings gets a UMAP map in which separate clusters stay separate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from hpasc.core.classes import NUM_CLASSES
-from hpasc.stages.infer.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES
+from hpasc.stages.infer.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES, CellTable, image_rows
+from hpasc.tools.cell_map import embedding_map
 from hpasc.tools.report import prevalence
 from tests.conftest import assert_one_line_error, run_script
 
@@ -49,6 +51,7 @@ def test_the_report_numbers_and_page(tmp_path: Path) -> None:
     assert "2 images, 6 cells, 6 confident calls" in page
     for figure in ("prevalence.png", "cells_per_image.png"):
         assert (out / figure).read_bytes().startswith(b"\x89PNG") and figure in page
+    assert "No map: the table has no embeddings" in page
 
 
 def test_a_missing_or_foreign_table_is_one_line(tmp_path: Path) -> None:
@@ -56,3 +59,38 @@ def test_a_missing_or_foreign_table_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     result = run_script("-m", "hpasc.commands.report", "--cells", tmp_path / "other.csv")
     assert_one_line_error(result, "not a cell table")
+
+
+def test_an_h5ad_table_with_embeddings_gets_a_map_that_separates_its_classes(tmp_path: Path) -> None:
+    # Issue 30: three classes whose cells' embeddings lie in three separate clusters.
+    rng = np.random.default_rng(0)
+    classes, per_class = (2, 14, 16), 30
+    confidences = np.full((3 * per_class, NUM_CLASSES), 0.05)
+    for k, klass in enumerate(classes):
+        confidences[k * per_class:(k + 1) * per_class, klass] = 0.9
+    centres = rng.normal(0, 10, (3, 32))
+    vectors = np.concatenate([centre + rng.normal(0, 0.5, (per_class, 32)) for centre in centres]).astype(np.float16)
+    cells = pd.DataFrame({"image_id": np.repeat(["a", "b", "c"], per_class), "mask_id": np.tile(np.arange(1, 31), 3),
+                          "y0": 0, "x0": 0, "y1": 9, "x1": 9, "area": 50, "centroid_y": 4.0, "centroid_x": 4.0,
+                          "border": 1.0, "outlier": 1.0})
+    cells["cell_id"] = cells["image_id"] + "_" + (cells["mask_id"] - 1).astype(str)
+    table = CellTable(["m.pt"])
+    table.add(image_rows(cells, confidences, confidences), [vectors])
+    table.write(tmp_path / "cells.h5ad")
+    pd.DataFrame({"ID": ["a", "b", "c"], "group": ["U2OS", "U2OS", "A549"]}).to_csv(tmp_path / "lines.csv",
+                                                                                      index=False)
+    result = run_script("-m", "hpasc.commands.report", "--cells", tmp_path / "cells.h5ad", "--groups",
+                        tmp_path / "lines.csv", "--no-progress", timeout=600)
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "cells-report" / "index.html").read_text()
+    assert "UMAP of the cells' embeddings" in page and "sample" not in page
+    assert (tmp_path / "cells-report" / "map.png").read_bytes().startswith(b"\x89PNG")
+    cell_map = embedding_map(vectors.astype(np.float32))
+    centroids = [cell_map.points[k * per_class:(k + 1) * per_class].mean(axis=0) for k in range(3)]
+    spread = max(np.linalg.norm(cell_map.points[k * per_class:(k + 1) * per_class] - centroids[k], axis=1).max()
+                 for k in range(3))
+    gaps = [np.linalg.norm(centroids[i] - centroids[j]) for i in range(3) for j in range(i + 1, 3)]
+    assert min(gaps) > 2 * spread  # three separate regions
+    sampled = embedding_map(vectors.astype(np.float32), max_cells=40)
+    assert sampled.sampled and len(sampled.rows) == 40 and sampled.total == 90
+    assert np.array_equal(sampled.rows, embedding_map(vectors.astype(np.float32), max_cells=40).rows)  # seeded

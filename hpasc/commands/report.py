@@ -14,18 +14,20 @@ from hpasc.tools.report import write_report
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(library_doc.split("\n\n")[0])
     parser.prog = "hpasc-report"
-    parser.add_argument("--cells", type=Path, required=True, help="infer.py's --cells-out table (.parquet/.csv)")
+    parser.add_argument("--cells", type=Path, required=True, help="infer.py's --cells-out table (.h5ad/.parquet/.csv)")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="report folder (default: {table stem}-report beside the table)")
     parser.add_argument("--threshold", type=cli.at_least(0.0, float), default=0.5,
                         help="a cell is a confident call of a class at this confidence")
     parser.add_argument("--worst", type=cli.positive_int, default=20, help="lowest-quality images listed")
+    parser.add_argument("--groups", type=Path, default=None, metavar="CSV",
+                        help="a CSV of ID,group (e.g. each image's cell line): one more map panel per group")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     out = args.out or args.cells.with_name(f"{args.cells.stem}-report")
-    index = write_report(args.cells, out, args.threshold, args.worst)
+    index = write_report(args.cells, out, args.threshold, args.worst, args.groups)
     print(f"report: {index}")
     return cli.EXIT_OK
 

@@ -1,8 +1,10 @@
-"""A run's summary for a person: ``hpasc-report --cells cells.parquet [-o report/]``
-reads infer.py's per-cell table and writes an HTML page with plots: cells per image, the share
-of cells confidently called for each class, and the images of lowest quality (the most cells
-cut by the border or flagged as outliers: segmentation or staining to check first), plus
-``images.csv`` with those numbers per image."""
+"""A run's summary for a person: ``hpasc-report --cells cells.h5ad [-o report/]``
+reads infer.py's per-cell table (.h5ad, .parquet or .csv) and writes an HTML page with plots:
+cells per image, the share of cells confidently called for each class, the images of lowest
+quality (the most cells cut by the border or flagged as outliers: segmentation or staining to
+check first), plus ``images.csv`` with those numbers per image, and, when the table has the
+cells' embeddings (infer.py --embeddings), a UMAP map of them coloured by each cell's top class
+(one more panel per image group with ``--groups``)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from hpasc.core import atomic
 from hpasc.core.classes import CLASS_NAMES, NUM_CLASSES
 from hpasc.core.overlays import save_figure
 from hpasc.core.weblinks import href
-from hpasc.stages.infer.cell_table import CONFIDENCES, read_cell_table
+from hpasc.core.errors import InputError
+from hpasc.stages.infer.cell_table import CONFIDENCES, read_cell_table, read_embeddings, top_calls
+from hpasc.tools.cell_map import MIN_CELLS, embedding_map, map_figure
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,10 @@ def _cells_figure(cells: pd.Series) -> Figure:
     return figure
 
 
-def write_report(table_path: Path, out: Path, threshold: float, worst: int) -> Path:
+def write_report(table_path: Path, out: Path, threshold: float, worst: int, groups: Path | None = None) -> Path:
     table = read_cell_table(table_path)
+    cell_map = _map_section(table, read_embeddings(table_path), out, None if groups is None else
+                            table["image_id"].map(read_groups(groups)))
     quality = image_quality(table)
     shares = prevalence(table, threshold)
     save_figure(_bar_figure(shares, threshold), out / "prevalence.png")
@@ -82,6 +88,32 @@ def write_report(table_path: Path, out: Path, threshold: float, worst: int) -> P
             f"<h2>Lowest-quality images</h2><p>Cells cut by the border or flagged as outliers "
             f"(<a href=\"{href('images.csv')}\">images.csv</a> lists every image).</p>"
             "<table><tr><th>image</th><th>cells</th><th>cut by the border</th><th>outliers</th><th>flagged</th></tr>"
-            f"{rows}</table></body></html>\n")
+            f"{rows}</table>{cell_map}</body></html>\n")
     atomic.write_text(out / "index.html", page)
     return out / "index.html"
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """Image ID → its group, from a CSV with columns ``ID`` and ``group``."""
+    try:
+        groups = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    if not {"ID", "group"} <= set(groups.columns):
+        raise InputError(f"{path}: needs the columns ID and group")
+    return dict(zip(groups["ID"], groups["group"]))
+
+
+def _map_section(table: pd.DataFrame, vectors: np.ndarray | None, out: Path, groups: pd.Series | None) -> str:
+    """The page's map of the embeddings (map.png), or a line saying why there is none."""
+    if vectors is None:
+        return "<h2>Map of the cells</h2><p>No map: the table has no embeddings (infer.py --embeddings).</p>"
+    if len(vectors) < MIN_CELLS:
+        return f"<h2>Map of the cells</h2><p>No map: {len(vectors)} cells, fewer than {MIN_CELLS}.</p>"
+    cell_map = embedding_map(vectors)
+    calls = top_calls(table[list(CONFIDENCES)].to_numpy())["top1_class"]  # tables made before the calls too
+    save_figure(map_figure(cell_map, calls, groups), out / "map.png")
+    sample = (f" It shows a random sample of {len(cell_map.rows)} of the {cell_map.total} cells."
+              if cell_map.sampled else "")
+    return ("<h2>Map of the cells</h2><p>UMAP of the cells' embeddings (the mean over the ensemble's members), "
+            f"each cell coloured by its top class.{sample}</p><img src=\"{href('map.png')}\" alt=\"map of the cells\">")

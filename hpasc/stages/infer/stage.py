@@ -15,6 +15,7 @@ predicted.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from hpasc.cells.provenance import record_provenance
-from hpasc.core import atomic, runtime
+from hpasc.core import __version__, atomic, runtime
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import ImageFolder
 from hpasc.core.images import read_image_size
@@ -34,7 +35,7 @@ from hpasc.models.pinning import page_locker
 from hpasc.models.precision import Precision
 from hpasc.stages.infer.cell_table import CellTable, image_rows
 from hpasc.stages.infer.ensemble import LoadedEnsemble
-from hpasc.stages.infer.ensemble_file import read_ensemble
+from hpasc.stages.infer.ensemble_file import Ensemble, read_ensemble
 from hpasc.stages.infer.jobs import CutPlan, ImageCells
 from hpasc.stages.infer.pictures import PredictionPictures
 from hpasc.stages.infer.postprocess import postprocess
@@ -153,7 +154,8 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
         record_provenance(settings.save_masks, segmenter.provenance, keeps_others=False)
     table = None if settings.cells_out is None else CellTable(
-        [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [])
+        [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [],
+        _provenance(ensemble, segmenter, loaded))
     predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
     present = [i for i in ids if i in set(folder.ids)]
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
@@ -172,6 +174,13 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     written = [str(p) for p in (out, settings.cells_out, pictures) if p is not None]
     runtime.log_done(f"{len(predictor.rows)} of {len(ids)} images predicted", len(failures), ", ".join(written))
     return failures
+
+
+def _provenance(ensemble: Ensemble, segmenter: Segmenter, loaded: LoadedEnsemble) -> dict[str, object]:
+    """What made a run's cells and scores, for the per-cell table's record."""
+    return {"ensemble": dataclasses.asdict(ensemble), "checkpoints": [str(m.checkpoint) for m in ensemble.members],
+            "segmentation": segmenter.provenance.to_dict(), "tile_specs": [s.to_dict() for s in loaded.tile_specs],
+            "software": {"hpasc": __version__, **runtime.package_versions()}}
 
 
 def _rows(ids: list[str], predicted: dict[str, tuple[int, int, str]], images: Path,
