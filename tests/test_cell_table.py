@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata
@@ -29,16 +30,31 @@ def images(checkpoint: Path, tmp_path_factory) -> Path:  # noqa: F811
     return folder
 
 
+@pytest.fixture(scope="module")
+def run_infer(checkpoint: Path, images: Path, tmp_path_factory) -> Callable[[str], tuple[Path, Path, str]]:  # noqa: F811
+    """run_infer(suffix) → (submission, cell table, stderr) of infer.py with an ensemble of the model
+    twice, the table written as ``suffix`` with embeddings; each suffix runs once per module."""
+    done: dict[str, tuple[Path, Path, str]] = {}
+
+    def run(suffix: str) -> tuple[Path, Path, str]:
+        if suffix not in done:
+            folder = tmp_path_factory.mktemp(f"run-{suffix[1:]}")
+            ensemble = folder / "e.yaml"
+            ensemble.write_text(f"groups: [{{members: [{checkpoint}, {checkpoint}]}}]\n")
+            out, table_path = folder / "submission.csv", folder / f"cells{suffix}"
+            result = run_script("infer.py", "-i", images, "-e", ensemble, "-o", out, "--cells-out", table_path,
+                                "--embeddings", "--backend", "classical", "--workers", "2", "--no-progress")
+            assert result.returncode == 0, result.stderr
+            done[suffix] = (out, table_path, result.stderr)
+        return done[suffix]
+
+    return run
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_the_table_holds_the_submissions_cells(checkpoint: Path, images: Path, tmp_path: Path,  # noqa: F811
-                                               suffix: str) -> None:
-    out, table_path = tmp_path / "submission.csv", tmp_path / f"cells{suffix}"
-    ensemble = tmp_path / "e.yaml"
-    ensemble.write_text(f"groups: [{{members: [{checkpoint}, {checkpoint}]}}]\n")
-    result = run_script("infer.py", "-i", images, "-e", ensemble, "-o", out, "--cells-out", table_path,
-                        "--embeddings", "--backend", "classical", "--workers", "2", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(
+def test_the_table_holds_the_submissions_cells(run_infer, suffix: str) -> None:
+    out, table_path, stderr = run_infer(suffix)
+    assert stderr.strip().splitlines()[-1].endswith(
         f"INFO done: 12 of 12 images predicted; 0 failed; output in {out}, {table_path}")
     table = read_cell_table(table_path)
     submission = read_submission(out)
@@ -79,18 +95,12 @@ def test_the_table_alone_and_bad_options(checkpoint: Path, images: Path, tmp_pat
                                      "--no-progress"), str(table_path), "--overwrite")
 
 
-def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(checkpoint: Path, images: Path,  # noqa: F811
-                                                                           tmp_path: Path) -> None:
+def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(run_infer, tmp_path: Path) -> None:
     # Issue 30: one run to .h5ad and one to Parquet (the same images, checkpoints and options).
-    ensemble = tmp_path / "e.yaml"
-    ensemble.write_text(f"groups: [{{members: [{checkpoint}, {checkpoint}]}}]\n")
-    for suffix in (".h5ad", ".parquet"):
-        result = run_script("infer.py", "-i", images, "-e", ensemble, "-o", tmp_path / f"submission{suffix}.csv",
-                            "--cells-out", tmp_path / f"cells{suffix}", "--embeddings", "--backend", "classical",
-                            "--workers", "2", "--no-progress")
-        assert result.returncode == 0, result.stderr
-    cells = anndata.read_h5ad(tmp_path / "cells.h5ad")
-    table = read_cell_table(tmp_path / "cells.parquet")
+    submission_path, h5ad_path, _ = run_infer(".h5ad")
+    _, parquet_path, _ = run_infer(".parquet")
+    cells = anndata.read_h5ad(h5ad_path)
+    table = read_cell_table(parquet_path)
     obs = [c for c in table.columns if c not in (*PROBABILITIES, *CONFIDENCES)]
     assert list(cells.obs.columns) == obs and list(cells.obs_names) == list(table["cell_id"])
     for column in obs:
@@ -99,15 +109,15 @@ def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(chec
     assert np.array_equal(cells.obsm["confidences"].to_numpy(), table[list(CONFIDENCES)].to_numpy())
     assert np.array_equal(cells.obsm["probabilities"].to_numpy(), table[list(PROBABILITIES)].to_numpy())
     for member in (0, 1):
-        vectors = np.load(embedding_path(tmp_path / "cells.parquet", member))
+        vectors = np.load(embedding_path(parquet_path, member))
         assert np.array_equal(cells.obsm[f"embedding_{member}"], vectors)
     assert np.allclose(cells.X, vectors.astype(np.float32), atol=1e-3)  # the members' mean (here one model twice)
     record = cells.uns["hpasc"]
-    assert list(record["members"]) == [str(checkpoint)] * 2
+    assert len(record["members"]) == 2 and record["members"][0] == record["members"][1]
     assert json.loads(record["segmentation"])["backend"] == "classical"
     assert json.loads(record["tile_specs"])[0]["size"] > 0 and "hpasc" in json.loads(record["software"])
     # The submission's (image, class, confidence) triplets are the file's.
-    submission = read_submission(tmp_path / "submission.h5ad.csv")
+    submission = read_submission(submission_path)
     expected = sorted((image_id, klass, confidence) for image_id, text in zip(submission["ID"],
                                                                                  submission["PredictionString"])
                       for klass, confidence, _ in parse_prediction_string(text))
@@ -116,8 +126,8 @@ def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(chec
                  for k in range(NUM_CLASSES))
     assert got == expected
     # scanpy reads it without conversion: the README's lines.
-    code = ("import scanpy as sc; cells = sc.read_h5ad('cells.h5ad'); sc.pp.neighbors(cells); sc.tl.umap(cells); "
-            "sc.pl.umap(cells, color='top1_class', save='_cells.png', show=False)")
+    code = (f"import scanpy as sc; cells = sc.read_h5ad({str(h5ad_path)!r}); sc.pp.neighbors(cells); "
+            "sc.tl.umap(cells); sc.pl.umap(cells, color='top1_class', save='_cells.png', show=False)")
     shown = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert (tmp_path / "figures" / "umap_cells.png").stat().st_size > 10_000

@@ -11,7 +11,7 @@ import pandas as pd
 
 from hpasc.core.classes import NUM_CLASSES
 from hpasc.stages.infer.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES, CellTable, image_rows
-from hpasc.tools.cell_map import embedding_map
+from hpasc.tools.cell_map import sample_rows
 from hpasc.tools.report import prevalence
 from tests.conftest import assert_one_line_error, run_script
 
@@ -85,12 +85,17 @@ def test_an_h5ad_table_with_embeddings_gets_a_map_that_separates_its_classes(tmp
     page = (tmp_path / "cells-report" / "index.html").read_text()
     assert "UMAP of the cells' embeddings" in page and "sample" not in page
     assert (tmp_path / "cells-report" / "map.png").read_bytes().startswith(b"\x89PNG")
-    cell_map = embedding_map(vectors.astype(np.float32))
-    centroids = [cell_map.points[k * per_class:(k + 1) * per_class].mean(axis=0) for k in range(3)]
-    spread = max(np.linalg.norm(cell_map.points[k * per_class:(k + 1) * per_class] - centroids[k], axis=1).max()
-                 for k in range(3))
+    points = pd.read_csv(tmp_path / "cells-report" / "map.csv")
+    assert list(points["cell_id"]) == list(cells["cell_id"])
+    xy = points[["x", "y"]].to_numpy()
+    centroids = [xy[k * per_class:(k + 1) * per_class].mean(axis=0) for k in range(3)]
+    spread = max(np.linalg.norm(xy[k * per_class:(k + 1) * per_class] - centroids[k], axis=1).max() for k in range(3))
     gaps = [np.linalg.norm(centroids[i] - centroids[j]) for i in range(3) for j in range(i + 1, 3)]
     assert min(gaps) > 2 * spread  # three separate regions
-    sampled = embedding_map(vectors.astype(np.float32), max_cells=40)
-    assert sampled.sampled and len(sampled.rows) == 40 and sampled.total == 90
-    assert np.array_equal(sampled.rows, embedding_map(vectors.astype(np.float32), max_cells=40).rows)  # seeded
+
+
+def test_a_map_of_many_cells_is_drawn_from_a_seeded_sample() -> None:
+    rows = sample_rows(90, max_cells=40)
+    assert len(rows) == 40 and np.all(np.diff(rows) > 0) and rows[-1] < 90
+    assert np.array_equal(rows, sample_rows(90, max_cells=40)) and not np.array_equal(rows, sample_rows(90, 40, 1))
+    assert np.array_equal(sample_rows(30, max_cells=40), np.arange(30))

@@ -5,7 +5,8 @@ A spawned worker imports its parent's main module and the job's modules (OpenCV,
 before the pool's initializer runs, 1-3 s on a loaded machine: a parent killed then left its
 workers running that long. :data:`PARENT_VARIABLE` names the parent in the worker's environment;
 ``import hpasc`` (the first thing a worker imports) then asks the kernel to kill the worker when
-its parent ends.
+its parent ends. The kernel ties a worker to the thread that started it: every pool here is made
+and fed from the main thread (a pool fed from a thread that ends first would lose its workers).
 """
 
 from __future__ import annotations

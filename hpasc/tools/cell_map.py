@@ -42,12 +42,26 @@ def embedding_map(vectors: np.ndarray, max_cells: int = MAX_CELLS, seed: int = S
     import umap  # numba compiles on first use: only where a map is drawn
 
     total = len(vectors)
-    rows = np.arange(total)
-    if total > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(total, max_cells, replace=False))
-        log.info("the map shows a sample of %d of %d cells", max_cells, total)
+    rows = sample_rows(total, max_cells, seed)
+    if len(rows) < total:
+        log.info("the map shows a sample of %d of %d cells", len(rows), total)
     reducer = umap.UMAP(n_neighbors=min(15, len(rows) - 1), random_state=seed, n_jobs=1)  # seeded: one thread
     return CellMap(rows, reducer.fit_transform(np.asarray(vectors[rows], np.float32)), total)
+
+
+def sample_rows(total: int, max_cells: int = MAX_CELLS, seed: int = SEED) -> np.ndarray:
+    """The rows a map of ``total`` cells shows, in order: all, or a seeded sample of ``max_cells``."""
+    if total <= max_cells:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, max_cells, replace=False))
+
+
+def map_table(cell_map: CellMap, table: pd.DataFrame, calls: pd.Series) -> pd.DataFrame:
+    """The map's points as a table: each shown cell's id, image, top call and coordinates."""
+    shown = table.iloc[cell_map.rows]
+    return pd.DataFrame({"cell_id": shown["cell_id"].to_numpy(), "image_id": shown["image_id"].to_numpy(),
+                         "top1_class": calls.to_numpy()[cell_map.rows],
+                         "x": cell_map.points[:, 0], "y": cell_map.points[:, 1]})
 
 
 def map_figure(cell_map: CellMap, classes: pd.Series, groups: pd.Series | None = None) -> Figure:

@@ -23,7 +23,7 @@ from hpasc.core.overlays import save_figure
 from hpasc.core.weblinks import href
 from hpasc.core.errors import InputError
 from hpasc.stages.infer.cell_table import CONFIDENCES, read_cell_table, read_embeddings, top_calls
-from hpasc.tools.cell_map import MIN_CELLS, embedding_map, map_figure
+from hpasc.tools.cell_map import MIN_CELLS, embedding_map, map_figure, map_table
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ def _map_section(table: pd.DataFrame, vectors: np.ndarray | None, out: Path, gro
     cell_map = embedding_map(vectors)
     calls = top_calls(table[list(CONFIDENCES)].to_numpy())["top1_class"]  # tables made before the calls too
     save_figure(map_figure(cell_map, calls, groups), out / "map.png")
+    atomic.write_text(out / "map.csv", map_table(cell_map, table, calls).to_csv(index=False, lineterminator="\n"))
     sample = (f" It shows a random sample of {len(cell_map.rows)} of the {cell_map.total} cells."
               if cell_map.sampled else "")
     return ("<h2>Map of the cells</h2><p>UMAP of the cells' embeddings (the mean over the ensemble's members), "
-            f"each cell coloured by its top class.{sample}</p><img src=\"{href('map.png')}\" alt=\"map of the cells\">")
+            f"each cell coloured by its top class.{sample} <a href=\"{href('map.csv')}\">map.csv</a> holds each "
+            f"cell's point.</p><img src=\"{href('map.png')}\" alt=\"map of the cells\">")
