@@ -75,9 +75,9 @@ def fetch(url: str, policy: HttpPolicy, decode: Callable[[IO[bytes]], T], stop: 
                 return decode(body)
         except urllib.error.HTTPError as exc:
             if exc.code not in _TRANSIENT_HTTP:
-                raise FetchError(f"HTTP {exc.code} for {url}{_redirect_reason(exc)}") from None
+                raise FetchError(f"HTTP {exc.code} for {url}") from None
             reason = f"HTTP {exc.code}"
-        except _TooLarge as exc:
+        except _Refused as exc:
             raise FetchError(f"{url}: {exc}") from None
         except InputError as exc:
             reason = str(exc)
@@ -91,8 +91,8 @@ def fetch(url: str, policy: HttpPolicy, decode: Callable[[IO[bytes]], T], stop: 
     raise AssertionError("unreachable: the last try returns or raises")
 
 
-class _TooLarge(Exception):
-    """A body over the policy's byte limit: no retry would make it smaller."""
+class _Refused(Exception):
+    """A response no retry would change: a body over the byte limit, a redirect to another scheme."""
 
 
 def _receive(request: urllib.request.Request, policy: HttpPolicy, body: IO[bytes]) -> None:
@@ -101,7 +101,7 @@ def _receive(request: urllib.request.Request, policy: HttpPolicy, body: IO[bytes
     with _OPENER.open(request, timeout=policy.timeout) as response:
         declared = response.headers.get("Content-Length", "")
         if declared.strip().isdigit() and int(declared) > policy.max_bytes:
-            raise _TooLarge(f"a body of {int(declared)} bytes is over the limit of {policy.max_bytes}")
+            raise _Refused(f"a body of {int(declared)} bytes is over the limit of {policy.max_bytes}")
         connection = _socket_of(response)
         size = 0
         while True:
@@ -116,7 +116,7 @@ def _receive(request: urllib.request.Request, policy: HttpPolicy, body: IO[bytes
                 return
             size += len(chunk)
             if size > policy.max_bytes:
-                raise _TooLarge(f"the body is over the limit of {policy.max_bytes} bytes")
+                raise _Refused(f"the body is over the limit of {policy.max_bytes} bytes")
             body.write(chunk)
 
 
@@ -134,12 +134,8 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, f"a redirect to {scheme}:// is not followed", headers, fp)
+            raise _Refused(f"a redirect to {scheme}:// is not followed")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _redirect_reason(exc: urllib.error.HTTPError) -> str:
-    return f" ({exc.msg})" if str(exc.msg).startswith("a redirect to") else ""
 
 
 _OPENER = urllib.request.build_opener(_HttpOnlyRedirects)

@@ -219,10 +219,8 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with _opened(path) as handle:
+        return handle.read()
 
 
 @contextlib.contextmanager

@@ -163,8 +163,9 @@ def read_embeddings(path: str | os.PathLike) -> np.ndarray | None:
     if path.suffix.lower() == ".h5ad":
         matrix = read_h5ad(path).X
         return None if matrix is None else np.asarray(matrix, np.float32)
-    files = sorted(path.parent.glob(f"{path.stem}.embeddings-*.npy"))
-    members = [np.load(f) for f in files]
+    members = []
+    while embedding_path(path, len(members)).is_file():
+        members.append(np.load(embedding_path(path, len(members))))
     if not members or len({m.shape for m in members}) > 1:
         return None
     return np.mean([m.astype(np.float32) for m in members], axis=0)
