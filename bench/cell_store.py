@@ -1,7 +1,7 @@
 """Random-order cell tile reads on one core: the cell store against four 16-bit PNGs per cell.
 
 Tiles: 512² cells cut by ``hpasc.cells.crop`` (pad mode, pixels outside the cell zeroed) from the real
-HPA samples in ../shared/data/hpa_real (8-bit ×257) with their HPA masks, topped up to ``--tiles``
+HPA samples in tests/data/hpa_samples (8-bit ×257) with their HPA masks, topped up to ``--tiles``
 with cells of ``hpasc.tools.synthetic`` images (16-bit). Each layout is written into a temporary folder
 and then read in one fixed random order (files in the page cache for every layout alike); the
 best of ``--passes`` passes is reported. One core: the process is pinned to one CPU and Blosc
@@ -42,7 +42,7 @@ from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS, read_label_image  # noqa: E402
 from hpasc.tools.synthetic import synthesize_image  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples"
 SIZE = 512
 # Blosc settings tried as alternatives to cellstore.CODEC (name, cname, clevel, shuffle, blocksize;
 # blocksize 0: Blosc chooses, as the store did before issue 16).

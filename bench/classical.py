@@ -1,7 +1,7 @@
 """Print how long the classical segmentation takes per real 2048² HPA image on one core, and how
 well it agrees with HPA's own segmentation there (F1 of cells matched at IoU >= 0.6).
 
-Source: the four real samples in ../shared/data/hpa_real (images and HPA's cell masks); with
+Source: the four real samples in tests/data/hpa_samples (images and HPA's cell masks); with
 --synthetic N also the F1 against the truth of N synthetic 1024² images.
 Usage: python bench/classical.py [--repeats 3] [--synthetic 10]
 """
@@ -24,7 +24,7 @@ from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.stages.segment.classical import segment_classical  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples"
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Cells/s of image_cutter.py against the 4th place's way of cutting, side by side, 2 workers.
 
-Input: the four real 2048² HPA images of ../shared/data/hpa_real with HPA's cell masks, each used
+Input: the four real 2048² HPA images of tests/data/hpa_samples with HPA's cell masks, each used
 --copies times under new IDs. The 4th place's way, imitated here: read the four channel PNGs,
 then per cell and channel crop the box, zero the other cells, pad to a square, resize to 512 with
 bilinear interpolation and write one 16-bit PNG (4 files per cell).
@@ -30,7 +30,7 @@ from hpasc.cellstore import open_cells  # noqa: E402
 from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS, read_label_image  # noqa: E402
 
-REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
+REAL = HERE.parent / "tests" / "data" / "hpa_samples"
 
 
 def make_inputs(root: Path, copies: int) -> tuple[Path, Path, list[str]]:

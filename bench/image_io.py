@@ -1,6 +1,6 @@
 """Print how long reading one 2048² 4-channel image takes in each input format (one core).
 
-Source: a real HPA sample from ../shared/data/hpa_real (8-bit, scaled to 16-bit), re-written in
+Source: a real HPA sample from tests/data/hpa_samples (8-bit, scaled to 16-bit), re-written in
 each format into a temporary folder.  Usage: python bench/image_io.py [--repeats 5]
 """
 
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS, read_image, write_channel  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real" / "images"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples" / "images"
 
 
 FORMATS = {"png 16-bit": ".png", "png 8-bit": ".png", "tif 16-bit": ".tif",

@@ -1,6 +1,6 @@
 """Seconds per image of infer.py, by stage and in total, on the real 2048² HPA samples.
 
-Input: the four images of ../shared/data/hpa_real (each used --copies times under new IDs) and an
+Input: the four images of tests/data/hpa_samples (each used --copies times under new IDs) and an
 ensemble of --members randomly initialised EfficientNet-B0 checkpoints at --tile-size (weights do
 not change the cost). Stages, timed one image at a time in this process, in wall seconds and in
 CPU core-seconds (all threads of the process): reading the four PNGs, HPA's network input
@@ -56,7 +56,7 @@ from hpasc.stages.segment.scaling import prepare, restore_both  # noqa: E402
 from hpasc.submission.rows import prediction_string  # noqa: E402
 from segmentation import stand_in_output  # noqa: E402  (bench/segmentation.py)
 
-REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
+REAL = HERE.parent / "tests" / "data" / "hpa_samples"
 
 
 def make_ensemble(root: Path, members: int, tile_size: int) -> Path:

@@ -3,7 +3,7 @@ HPA's hpacellseg.utils is importable, time HPA's label_cell on the same maps and
 give the same labels.
 
 Inputs: prediction maps built from synthetic masks (hpasc.tools.synthetic), with the real HPA samples
-present from the four real cell masks of ../shared/data/hpa_real (nuclei: the Otsu-bright part of
+present from the four real cell masks of tests/data/hpa_samples (nuclei: the Otsu-bright part of
 the blue channel inside each cell, smoothed by --nucleus-smoothing px first), and from a grid of
 361 cells (more than HPA's uint8 labels hold). HPA's code is looked for on sys.path, then under
 --hpa-path DIR or $HPA_CELLSEG_PATH (a folder holding the hpacellseg package: a checkout, or a copy
@@ -44,7 +44,7 @@ from hpasc.stages.segment.rescaled import label_cell_at_scale  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
 from hpasc.tools.synthetic.predictions import nuclei_from_blue, predictions_from_masks  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples"
 SIZE = 2048
 
 

@@ -31,7 +31,7 @@ from hpasc.stages.segment.predict import HpaNetworks  # noqa: E402
 from hpasc.stages.segment.scaling import prepare  # noqa: E402
 from hpasc.tools.synthetic.predictions import predictions_from_masks  # noqa: E402
 
-REAL = HERE.parents[1] / "shared" / "data" / "hpa_real" / "images"
+REAL = HERE.parent / "tests" / "data" / "hpa_samples" / "images"
 
 
 def component(script: str, *args: str) -> None:

@@ -2,7 +2,7 @@
 and B0 training images/s at 512 px, on the CPU (the CUDA figures are bench/gpu/'s).
 
 Input: a cell store cut at 512 px by image_cutter.py from the real HPA samples in
-../shared/data/hpa_real (their HPA masks), in a temporary folder. Figures:
+tests/data/hpa_samples (their HPA masks), in a temporary folder. Figures:
 
 - loader: ``hpasc.stages.train.data`` TileDataset + DataLoader over a random order of the cells with
   ``--workers`` processes, batch 32, uint16 tiles (what a training step receives). Per worker:
@@ -40,7 +40,7 @@ from hpasc.stages.train.augment import AugmentSettings, augment_batch  # noqa: E
 from hpasc.stages.train.data import CellSet, EpochBatches, TileDataset, create_loader  # noqa: E402
 from hpasc.stages.train.losses import create_loss  # noqa: E402
 
-REAL = HERE.parents[1] / "shared" / "data" / "hpa_real"
+REAL = HERE.parent / "tests" / "data" / "hpa_samples"
 
 
 def real_cells(root: Path) -> CellSet:

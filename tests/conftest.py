@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HPA_REAL = REPO.parent / "shared" / "data" / "hpa_real"
+HPA_REAL = REPO / "tests" / "data" / "hpa_samples"
+"""Four real HPA images with HPA's cell masks, train.csv and sample_submission.csv (its README)."""
+SAMPLE_LABELS = HPA_REAL / "labels"
+"""Label lines of the 4th place's format for cells of two of the samples, written by the project."""
 
 
 def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300,
@@ -29,6 +33,22 @@ def run_script(*args: str | Path, cwd: Path = REPO, timeout: float = 300,
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=env)
+
+
+def checkout_files(*paths: str) -> list[str]:
+    """The checkout's files under ``paths`` (all without), as a clone of the working tree would hold
+    them: tracked, or new and not ignored."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *paths],
+                            cwd=REPO, capture_output=True, check=True).stdout
+    return [name for name in listed.decode().split("\0") if name and (REPO / name).is_file()]
+
+
+def copy_checkout(where: Path, *paths: str) -> Path:
+    """A copy of the checkout's files under ``paths`` (all without) in ``where``."""
+    for name in checkout_files(*paths):
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, where / name)
+    return where
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> object:
@@ -67,9 +87,21 @@ def make_dataset(root: Path, images: int, size: int, tile: int, seed: int) -> Pa
 
 @pytest.fixture(scope="session")
 def hpa_real() -> Path:
-    if not HPA_REAL.is_dir():
-        pytest.fail(f"the real HPA samples are missing: expected them at {HPA_REAL}")
     return HPA_REAL
+
+
+@pytest.fixture(scope="session")
+def fourth_place_labels() -> Path:
+    """The 4th place's published label folder (not shipped: fetched, or named by
+    HPASC_4TH_PLACE_LABELS); the tests that need it are skipped, with the command, without it."""
+    from hpasc.labels.fourth_place_source import ENV_VAR, absent_reason, find_fourth_place_labels
+
+    folder = find_fourth_place_labels()
+    if folder is None:
+        pytest.skip(absent_reason())
+    if not folder.is_dir():
+        pytest.fail(f"{ENV_VAR}={folder} is not a folder")
+    return folder
 
 
 @pytest.fixture(scope="module")

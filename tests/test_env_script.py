@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO as ROOT, copy_checkout
 
 
 def _checkout(where: Path) -> Path:
-    names = ["hpasc", "scripts", "pyproject.toml", "requirements.txt", "requirements-dev.txt", "README.md"]
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *names], cwd=ROOT,
-                           capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        (where / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, where / name)
-    return where
+    return copy_checkout(where, "hpasc", "scripts", "pyproject.toml", "requirements.txt", "requirements-dev.txt",
+                         "README.md")
 
 
 def _source(checkout: Path, venv: Path) -> subprocess.CompletedProcess:

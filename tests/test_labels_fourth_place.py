@@ -1,5 +1,6 @@
-"""The 4th place's published labels (../shared/data/hpa_4th_place_labels) read and applied as
-their code did: each rule on a hand-made dataset whose cell ids are lines of their real files."""
+"""The 4th place's published labels read and applied as their code did: each rule on a hand-made
+dataset whose cell ids are lines of their real files. Their folder is not shipped: the tests that read
+it take the ``fourth_place_labels`` fixture (skipped, naming ``hpasc-labels fetch``, without it)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from hpasc.core.errors import InputError
 from hpasc.labels.fourth_place import apply_recipe, is_fourth_place_folder, listed_images, read_fourth_place
 from hpasc.labels.pickles import read_id_set
 from hpasc.labels.summary import inspect_labels
-from tests.conftest import REPO, assert_one_line_error, run_script
-
-FOURTH = REPO.parent / "shared" / "data" / "hpa_4th_place_labels"
+from tests.conftest import assert_one_line_error, run_script
 
 # Each cell: (cell id, its image's labels); the comment says which line of their files names it.
 CELLS = {
@@ -46,8 +45,8 @@ https://images.proteinatlas.org/A2/1001_G1_2,Cytosol,U2OS,False
 
 
 @pytest.fixture(scope="module")
-def theirs():
-    return read_fourth_place(FOURTH)
+def theirs(fourth_place_labels: Path):
+    return read_fourth_place(fourth_place_labels)
 
 
 def run_recipe(theirs, antibody_of=None):
@@ -60,8 +59,8 @@ def run_recipe(theirs, antibody_of=None):
                                                         for i, n in enumerate(names)}, result
 
 
-def test_their_folder_is_recognised_and_read(theirs) -> None:
-    assert is_fourth_place_folder(FOURTH) and not is_fourth_place_folder(FOURTH / "relabel")
+def test_their_folder_is_recognised_and_read(theirs, fourth_place_labels: Path) -> None:
+    assert is_fourth_place_folder(fourth_place_labels) and not is_fourth_place_folder(fourth_place_labels / "relabel")
     assert sorted(theirs.relabel) == [1, 6, 8, 9, 11, 12, 15]
     assert len(theirs.validation) == 13
     assert theirs.entries() == 544928  # 195,827 lines + 349,101 pickled ids
@@ -128,9 +127,12 @@ def test_counts_of_resolved_ids_are_exact(theirs) -> None:
     assert result.resolved["validation/8.txt"][0] == 2  # e5 and v8_half
 
 
-def test_pickles_load_and_a_global_is_refused(tmp_path: Path) -> None:
-    ids = read_id_set(FOURTH / "auto-relabel" / "10.p")
+def test_their_pickles_load(fourth_place_labels: Path) -> None:
+    ids = read_id_set(fourth_place_labels / "auto-relabel" / "10.p")
     assert len(ids) == 3556 and all(isinstance(i, str) for i in ids)
+
+
+def test_a_global_in_a_pickle_is_refused(tmp_path: Path) -> None:
     hostile = tmp_path / "hostile.p"
     hostile.write_bytes(pickle.dumps({"a_0", Path("x")}))  # a set holding any global object
     with pytest.raises(InputError, match="refuses the global"):
@@ -157,8 +159,8 @@ def test_listed_images_follow_the_last_line() -> None:
     assert listed_images([("a", 1), ("b", 3), ("a", 3), ("c", 0), ("b", 2)], None) == {"b", "c"}
 
 
-def test_inspect_command_on_their_folder() -> None:
-    result = run_script("-m", "hpasc.commands.labels", "inspect", FOURTH)
+def test_inspect_command_on_their_folder(fourth_place_labels: Path) -> None:
+    result = run_script("-m", "hpasc.commands.labels", "inspect", fourth_place_labels)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == "labels: 544928 entries, 17 classes"

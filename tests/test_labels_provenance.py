@@ -56,13 +56,13 @@ def test_record_refuses_to_mix_segmentations(tmp_path: Path) -> None:
 
 def test_remap_moves_ids_to_the_same_physical_cells(classical: Path, hpa_real: Path, tmp_path: Path) -> None:
     out = tmp_path / "remapped"
-    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "relabel_example", "--from-masks",
+    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "labels", "--from-masks",
                         hpa_real / "masks", "--from-suffix", "_cellmask", "--to-masks", classical / "masks", "-o", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("remap: 17 ids moved, 1 dropped (no cell at IoU >= 0.6), 0 dropped")
     assert read_provenance(out) == Provenance("classical")
     for name in ("8.txt", "11.txt"):
-        before = read_label_lines(hpa_real / "relabel_example" / name)
+        before = read_label_lines(hpa_real / "labels" / name)
         after = read_label_lines(out / name)
         assert len(after) == len(before) - (name == "11.txt")  # one class-11 cell has no match
         for cell_id, value, _ in after:
@@ -74,7 +74,7 @@ def test_remap_moves_ids_to_the_same_physical_cells(classical: Path, hpa_real: P
             sources = [(c, v) for c, v, _ in before if iou(hpa == int(c.rsplit("_", 1)[1]) + 1, cell) >= 0.6]
             assert len(sources) == 1 and sources[0][1] == value
     moved = sum(1 for _ in read_label_lines(out / "11.txt"))
-    same_number = sum(c == d for (c, _, _), (d, _, _) in zip(read_label_lines(hpa_real / "relabel_example" / "11.txt"),
+    same_number = sum(c == d for (c, _, _), (d, _, _) in zip(read_label_lines(hpa_real / "labels" / "11.txt"),
                                                            read_label_lines(out / "11.txt")))
     assert same_number < moved  # neighbours did swap numbers: the remap is not the identity
 
@@ -83,9 +83,9 @@ def test_remap_keeps_the_4th_place_layout(classical: Path, hpa_real: Path, tmp_p
     theirs = tmp_path / "theirs"
     (theirs / "relabel").mkdir(parents=True)
     (theirs / "auto-relabel").mkdir()
-    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "relabel_example" / "11.txt").read_bytes())
+    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "labels" / "11.txt").read_bytes())
     (theirs / "relabel" / "6.txt").write_text("5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0 1\n")
-    ids = {c for c, _, _ in read_label_lines(hpa_real / "relabel_example" / "8.txt")}
+    ids = {c for c, _, _ in read_label_lines(hpa_real / "labels" / "8.txt")}
     (theirs / "auto-relabel" / "8.p").write_bytes(pickle.dumps(ids))
     out = tmp_path / "out"
     result = run_script("-m", "hpasc.commands.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
@@ -102,7 +102,7 @@ def test_remap_keeps_the_4th_place_layout(classical: Path, hpa_real: Path, tmp_p
 def test_a_classical_dataset_refuses_hpa_made_ids(classical: Path, hpa_real: Path, tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
     (theirs / "relabel").mkdir(parents=True)
-    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "relabel_example" / "11.txt").read_bytes())
+    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "labels" / "11.txt").read_bytes())
     common = ("train_me.py", "-i", classical / "dataset", "-s", tmp_path / "models", *FAST, "--relabel", theirs)
     refused = run_script(*common, "-n", "refused")
     assert_one_line_error(refused, "made on HPA's segmentation", "the classical backend", "remap",
@@ -110,7 +110,7 @@ def test_a_classical_dataset_refuses_hpa_made_ids(classical: Path, hpa_real: Pat
     allowed = run_script(*common, "-n", "allowed", "--allow-foreign-ids")
     assert allowed.returncode == 0, allowed.stderr
     remapped = tmp_path / "remapped"
-    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "relabel_example", "--from-masks",
+    result = run_script("-m", "hpasc.commands.labels", "remap", hpa_real / "labels", "--from-masks",
                         hpa_real / "masks", "--from-suffix", "_cellmask", "--to-masks", classical / "masks",
                         "-o", remapped)
     assert result.returncode == 0, result.stderr
@@ -134,14 +134,14 @@ def test_the_record_decides_and_a_folder_without_one_is_said(classical: Path, hp
     folder without a record is applied with a warning; inspect says when ids name other cells."""
     theirs = tmp_path / "theirs"
     (theirs / "relabel").mkdir(parents=True)
-    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "relabel_example" / "11.txt").read_bytes())
+    (theirs / "relabel" / "11.txt").write_bytes((hpa_real / "labels" / "11.txt").read_bytes())
     remapped = tmp_path / "remapped"
     result = run_script("-m", "hpasc.commands.labels", "remap", theirs, "--from-masks", hpa_real / "masks",
                         "--from-suffix", "_cellmask", "--to-masks", classical / "masks", "-o", remapped)
     assert result.returncode == 0, result.stderr
     unrecorded = tmp_path / "unrecorded"
     unrecorded.mkdir()
-    (unrecorded / "8.txt").write_bytes((hpa_real / "relabel_example" / "8.txt").read_bytes())
+    (unrecorded / "8.txt").write_bytes((hpa_real / "labels" / "8.txt").read_bytes())
     trained = run_script("train_me.py", "-i", classical / "dataset", "-s", tmp_path / "models", *FAST,
                          "--relabel", remapped, "--relabel", unrecorded, "-n", "recorded")
     assert trained.returncode == 0, trained.stderr

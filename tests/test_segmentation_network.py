@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import types
 import warnings
@@ -23,7 +22,7 @@ from hpasc.stages.segment.weight_files import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI
 from hpasc.stages.segment.weights import load_hpa_model, load_hpa_state_dict
 from tests.test_download import Behaviour, FakeHPA, serve
 
-SHAPES = Path(__file__).resolve().parents[2] / "shared" / "hpa_unet" / "dpn_unet_state_dict_shapes.json"
+LAYOUT = Path(__file__).resolve().parent / "data" / "dpn_unet_layout.txt"
 FAST = HttpPolicy(timeout=5, retries=0, backoff=0)
 PERIOD = 100_003  # a prime, so that no tensor dimension lines up with the repeats
 
@@ -148,8 +147,15 @@ def reference_input() -> torch.Tensor:
     return pseudo_random(3 * 64 * 64, 0).reshape(1, 3, 64, 64) * 0.5 + 0.5
 
 
+def official_layout() -> dict[str, list[int]]:
+    """tests/data/dpn_unet_layout.txt: each state_dict key of the official files, then its shape."""
+    lines = [line.split() for line in LAYOUT.read_text().splitlines() if not line.startswith("#")]
+    return {fields[0]: [int(n) for n in fields[1].split("x")] if len(fields) > 1 else [] for fields in lines}
+
+
 def test_state_dict_layout_matches_the_official_one(model):
-    expected = json.loads(SHAPES.read_text())
+    expected = official_layout()
+    assert len(expected) == 595
     layout = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert layout == expected
     assert list(layout) == list(expected)  # and in pytorch_zoo's order

@@ -38,9 +38,7 @@ def write_dataset(folder: Path, table: pd.DataFrame) -> Path:
 
 @pytest.fixture(scope="module")
 def real_labels(hpa_real: Path) -> dict[str, list[int]]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa_real" / "train.csv"
-    assert path == hpa_real / "train.csv"
-    labels = read_label_table(path)
+    labels = read_label_table(hpa_real / "train.csv")
     assert len(labels) > 20_000
     return labels
 

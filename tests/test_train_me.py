@@ -19,7 +19,7 @@ from efficientnet_pytorch import EfficientNet
 
 from hpasc.models.checkpoint import build_model, find_latest, load_checkpoint, save_checkpoint
 from hpasc.models.efficientnet import IMAGENET_URLS
-from tests.conftest import HPA_REAL, REPO, assert_one_line_error, make_dataset, run_script
+from tests.conftest import REPO, SAMPLE_LABELS, assert_one_line_error, make_dataset, run_script
 
 FAST = ("--epochs", "2", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress")
 
@@ -47,7 +47,7 @@ def train(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
 
 def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
     first = train(workdir, "-c", "bce", "-s", "models", "-n", "b0-bce", "-b", "32", "-p", *FAST,
-                  "--relabel", str(HPA_REAL / "relabel_example"))
+                  "--relabel", str(SAMPLE_LABELS))
     assert first.returncode == 0, first.stderr
     assert "initialised efficientnet-b0 from ImageNet weights" in first.stderr
     assert "not in the dataset" in first.stderr  # the real relabel files name cells of real images
@@ -115,9 +115,9 @@ def test_the_4th_place_folder_trains_and_finetunes_with_its_validation_set(workd
                        "--no-progress", cwd=workdir, env=offline_env(workdir))
     assert tuned.returncode == 0, tuned.stderr
     assert "fine-tuning on 14 validation cells (14 relabelled" in tuned.stderr
-    wrong = train(workdir, "-s", "theirs-models", "-n", "w", *FAST, "--relabel", str(HPA_REAL / "relabel_example"),
+    wrong = train(workdir, "-s", "theirs-models", "-n", "w", *FAST, "--relabel", str(SAMPLE_LABELS),
                   "--label-recipe", "4th-place")
-    assert_one_line_error(wrong, "relabel_example is not laid out as theirs")
+    assert_one_line_error(wrong, "hpa_samples/labels is not laid out as theirs")
 
 
 def test_an_existing_run_needs_resume_or_overwrite(workdir: Path) -> None:

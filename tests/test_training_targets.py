@@ -12,7 +12,7 @@ from hpasc.core.errors import InputError
 from hpasc.labels.folders import (DEFAULT_SCORE_MAP, ScoreMap, format_soft, merge_label_sets, read_label_folder,
                                   read_score_map, write_label_folder)
 from hpasc.stages.train.targets import build_targets
-from tests.conftest import HPA_REAL
+from tests.conftest import SAMPLE_LABELS
 
 IMAGE = "5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0"
 
@@ -96,15 +96,15 @@ def test_score_zero_is_a_score(tmp_path: Path) -> None:
     assert read_label_folder(tmp_path) == {3: {"a_0": 0.0, "a_1": 0.0}}
 
 
-def test_real_4th_place_relabel_files() -> None:
-    labels = read_label_folder(HPA_REAL / "relabel_example")
+def test_label_files_of_the_4th_places_format() -> None:
+    labels = read_label_folder(SAMPLE_LABELS)  # their line format, cells of two real samples
     assert sorted(labels) == [8, 11]
     assert len(labels[8]) == 8 and len(labels[11]) == 10
-    assert sorted(labels[8].values()) == [0.0] * 5 + [0.2] * 3
+    assert sorted(labels[8].values()) == [0.0] * 3 + [0.2] * 3 + [0.7] * 2
     assert labels[8]["5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0_0"] == 0.0
     assert labels[8]["5c27f04c-bb99-11e8-b2b9-ac1f6b6435d0_1"] == 0.2
     assert labels[11]["b6a469d8-bbad-11e8-b2ba-ac1f6b6435d0_9"] == 1.0
-    assert sum(labels[11].values()) == 1.0
+    assert sum(labels[11].values()) == pytest.approx(4.0)
 
 
 def test_later_sets_win() -> None:

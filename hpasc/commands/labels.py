@@ -1,4 +1,4 @@
-"""``hpasc-labels inspect|remap``: tools for cell label folders."""
+"""``hpasc-labels inspect|remap|fetch``: tools for cell label folders."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc.commands import cli
+from hpasc.labels import fourth_place_source as published
 from hpasc.labels.summary import inspect_labels
 from hpasc.stages.download.stage import antibody_of_images
 from hpasc.tools.label_remap import MaskFolder, remap_labels
@@ -54,8 +55,31 @@ def _remap(args: argparse.Namespace) -> int:
     return cli.EXIT_OK
 
 
+def _fetch_parser() -> argparse.ArgumentParser:
+    parser = cli.stage_parser(f"Download the 4th place's published label folder (relabel/, validation/, "
+                              f"auto-relabel*/: {sum(published.PINNED_ENTRIES.values())} entries) from "
+                              f"{published.REPOSITORY} at commit {published.COMMIT[:7]}, and keep it only if "
+                              f"every file holds that commit's number of entries. Their repository has no "
+                              f"licence file, so the project does not ship it. Tools and tests find it here or "
+                              f"through {published.ENV_VAR}.", flags=("overwrite",))
+    parser.add_argument("-o", "--out", type=Path, default=published.default_folder(), metavar="DIR",
+                        help="the folder to make (default: in the cache; HPASC_CACHE moves it)")
+    parser.add_argument("--base-url", default=published.BASE_URL, metavar="URL",
+                        help="where the files are, laid out as their repository (a mirror)")
+    return parser
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    folder = published.fetch_fourth_place_labels(args.out, args.base_url, overwrite=args.overwrite,
+                                                 progress=not args.no_progress)
+    print(f"4th-place labels: {folder} ({sum(published.PINNED_ENTRIES.values())} entries of "
+          f"{published.REPOSITORY}@{published.COMMIT[:7]}); use it as --relabel {folder}")
+    return cli.EXIT_OK
+
+
 COMMANDS: dict[str, cli.Subcommand] = {"inspect": (_inspect_parser, _inspect, "what a label folder holds"),
-                                       "remap": (_remap_parser, _remap, "carry ids to another segmentation")}
+                                       "remap": (_remap_parser, _remap, "carry ids to another segmentation"),
+                                       "fetch": (_fetch_parser, _fetch, "download the 4th place's labels")}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

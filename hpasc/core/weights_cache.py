@@ -49,17 +49,21 @@ def one_line(exc: BaseException) -> str:
 
 def download(url: str, target: Path, validate: Callable[[Path], object], policy: HttpPolicy,
              progress: bool) -> None:
-    """Fetch ``url`` to ``target`` atomically, keeping it only if ``validate(path)`` accepts it.
+    """:func:`save` with a log line and a progress bar (the size and rate once the body is in)."""
+    log.info("downloading %s to %s", url, target.parent)
+    with tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:
+        bar.update(save(url, target, validate, policy))
 
-    ``validate`` raises InputError for a file that is not the expected weights; fetch then tries
+
+def save(url: str, target: Path, validate: Callable[[Path], object], policy: HttpPolicy) -> int:
+    """Fetch ``url`` to ``target`` atomically, keeping it only if ``validate(path)`` accepts it;
+    returns its size.
+
+    ``validate`` raises InputError for a file that is not what was expected; fetch then tries
     again as for a truncated body, and raises FetchError once its retries are spent. Network
     failures raise FetchError too; nothing is left under ``target`` on any failure.
     """
-    log.info("downloading %s to %s", url, target.parent)
-    # http.fetch hands over the whole body, so the bar shows the elapsed time and then
-    # the size and rate, not a running percentage.
-    with atomic.atomic_path(target) as tmp, \
-            tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:
+    with atomic.atomic_path(target) as tmp:
         def keep_if_valid(body: IO[bytes]) -> int:
             with tmp.open("wb") as copy:
                 shutil.copyfileobj(body, copy)
@@ -69,4 +73,4 @@ def download(url: str, target: Path, validate: Callable[[Path], object], policy:
                 raise InputError(str(exc).replace(str(tmp), "the downloaded file")) from None
             return tmp.stat().st_size
 
-        bar.update(fetch(url, policy, keep_if_valid))
+        return fetch(url, policy, keep_if_valid)
