@@ -21,8 +21,13 @@ its last image:
 - predicted images/s on --cores cores: the least of the main process's ceiling, the workers'
   (cores - 1 over their core-s) and the GPU's (1 / its seconds per image).
 
-Usage: python bench/host.py [--images 8] [--workers 2] [--members 7] [--label-scale 1]
-Ends with: host: infer main A ms/image, B MB/image between processes; segment main C ms/image
+Training (train_me's loader and Engine loop; a step queues the B0 training time measured on the
+H200 on a stand-in stream, which a synchronising call waits for): per batch of 64 real 512 px tiles,
+the same figures, the loader's workers' core-ms per tile, and the rates each resource allows.
+
+Usage: python bench/host.py [--images 8] [--workers 2] [--members 7] [--label-scale 1] [--batches 40]
+Ends with: host: infer main A ms/image, B MB/image between processes; segment main C ms/image;
+train main D ms/batch, loader E core-ms/tile
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 B0_TILES_PER_S = 4000.0  # one B0 member at 512 px, float16, H200 (per member and tile)
 UNET_IMAGES_PER_S = 80.0  # HPA's nuclei + cell DPN-UNets together, 512² inputs, float16, H200
+B0_TRAIN_IMAGES_PER_S = 1302.0  # B0 forward + backward + Adam at 512 px, float16, compiled, H200
+TRAIN_BATCH = 64
 
 
 def _io_bytes() -> int:
@@ -125,6 +132,8 @@ def startup_cpu(workers: int, module: str) -> float:
 
 @dataclass
 class Figures:
+    """Per unit of work (an image; a batch of ``unit_images`` for training)."""
+
     stage: str
     images: int
     main_ms: float
@@ -133,11 +142,16 @@ class Figures:
     wait_ms: float
     worker_s: float
     gpu_s: float
+    unit_images: int = 1
+
+    def limits(self, cores: int) -> dict[str, float]:
+        """Images/s that each resource allows on ``cores`` cores (the main process with its waits)."""
+        return {"main process": self.unit_images * 1000 / (self.main_ms + self.wait_ms),
+                "workers": self.unit_images * (cores - 1) / self.worker_s,
+                "GPU": self.unit_images / self.gpu_s}
 
     def predicted(self, cores: int) -> tuple[float, str]:
-        limits = {"main process": 1000 / (self.main_ms + self.wait_ms),
-                  "workers": (cores - 1) / self.worker_s,
-                  "GPU": 1 / self.gpu_s}
+        limits = self.limits(cores)
         name = min(limits, key=limits.get)
         return limits[name], name
 
@@ -165,24 +179,35 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=7, help="B0 checkpoints in the ensemble")
     parser.add_argument("--label-scale", type=float, default=1.0, help="HPA's post-processing scale")
     parser.add_argument("--cores", type=int, default=16, help="cores of the machine predicted for")
+    parser.add_argument("--batches", type=int, default=40, help="training batches of 64 (512 px tiles)")
+    parser.add_argument("--train-only", action="store_true", help="only the training figures (no last line)")
     args = parser.parse_args()
     if args.images < 3:
         parser.error("--images must be at least 3")
     sys.path[:0] = [str(HERE), str(HERE / "gpu"), str(REPO)]
-    from host_model import run_infer, run_segment
+    from host_model import run_infer, run_segment, run_train
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.train_only:
+            print(run_train(work, args).line(args.cores))
+            return
         images, truth = synthetic(work, args.images)
-        rows = [run_segment(work, images, truth, args), run_infer(work, images, truth, args)]
+        rows = [run_segment(work, images, truth, args), run_infer(work, images, truth, args), run_train(work, args)]
     print(f"{args.images} synthetic 2048² images, {args.workers} workers, {args.members} x B0 512 px, "
           f"label scale {args.label_scale:g}; GPU stand-ins: B0 {B0_TILES_PER_S:g} tiles/s per member, "
-          f"DPN-UNets {UNET_IMAGES_PER_S:g} images/s")
+          f"DPN-UNets {UNET_IMAGES_PER_S:g} images/s, B0 training {B0_TRAIN_IMAGES_PER_S:g} images/s; "
+          f"training: {args.batches} batches of {TRAIN_BATCH} real 512 px tiles (figures per batch)")
     for row in rows:
         print(row.line(args.cores))
-    segment, infer = rows
+    segment, infer, train = rows
+    limits = train.limits(args.cores)
+    tile_ms = 1000 * train.worker_s / TRAIN_BATCH
+    print(f"training on {args.cores} cores: loader {limits['workers']:.0f} tiles/s, main process "
+          f"{TRAIN_BATCH * 1000 / train.main_ms:.0f} images/s alone, {limits['main process']:.0f} with its GPU waits")
     print(f"host: infer main {infer.main_ms:.1f} ms/image, {infer.pipe_mb:.2f} MB/image between processes; "
-          f"segment main {segment.main_ms:.1f} ms/image")
+          f"segment main {segment.main_ms:.1f} ms/image; train main {train.main_ms:.1f} ms/batch, "
+          f"loader {tile_ms:.2f} core-ms/tile")
 
 
 if __name__ == "__main__":

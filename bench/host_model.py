@@ -1,4 +1,5 @@
-"""bench/host.py's runs: segmentator and infer.py with their networks replaced by GPU stand-ins.
+"""bench/host.py's runs: segmentator, infer.py and train_me's epoch loop with their networks replaced
+by GPU stand-ins.
 
 Imported by bench/host.py's main only (it imports torch, which the pools' workers must not).
 """
@@ -6,11 +7,14 @@ Imported by bench/host.py's main only (it imports torch, which the pools' worker
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from host import B0_TILES_PER_S, UNET_IMAGES_PER_S, Figures, Meter, measure, stand_in_wait
+from host import (B0_TILES_PER_S, B0_TRAIN_IMAGES_PER_S, TRAIN_BATCH, UNET_IMAGES_PER_S, Figures, Meter,
+                  _children_cpu, measure, stand_in_wait)
+from hpasc.cells.tile_spec import TileSpec
 from hpasc.core import runtime, shared_arrays
 from hpasc.core.image_folder import scan_images
 from hpasc.core.images import read_label_image
@@ -21,7 +25,13 @@ from hpasc.stages.segment import stage as seg_stage
 from hpasc.stages.segment.settings import ModelFiles, SegmentationSettings
 from hpasc.stages.segment.jobs import Outputs
 from hpasc.stages.segment.predict import HpaNetworks
+from hpasc.models.spec import ModelSpec
+from hpasc.stages.train.augment import AugmentSettings
+from hpasc.stages.train.data import CellSet, EpochBatches, TileReader
+from hpasc.stages.train.distributed import Process
+from hpasc.stages.train.engine import Engine
 from measure import _key, ensemble_file, folder_maps  # bench/gpu/measure.py
+from train import real_cells  # bench/train.py
 
 
 class StandInNetworks(HpaNetworks):
@@ -133,3 +143,71 @@ def _metered(options: runtime.CommonOptions, meter: Meter) -> runtime.CommonOpti
     return Metered(**{name: getattr(options, name) for name in options.__dataclass_fields__})
 
 
+
+
+class StandInGpu:
+    """A CUDA stream as the host sees it: queued work runs for its measured time while the host
+    goes on; a synchronising call waits until the queue has drained."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter, self.busy_until = meter, 0.0
+
+    def launch(self, seconds: float) -> None:
+        now = time.perf_counter()
+        self.busy_until = max(now, self.busy_until) + seconds
+
+    def sync(self) -> None:
+        stand_in_wait(self.meter, max(0.0, self.busy_until - time.perf_counter()))
+
+
+def stand_in_engine(meter: Meter, gpu: StandInGpu) -> Engine:
+    """train_me's Engine with the device work replaced: a step queues the measured B0 training
+    time on the stand-in GPU after the host side of its input copy (from pageable memory the driver
+    copies the batch on the host first; from a page-locked slot the GPU reads it itself). The
+    targets stay on the device, so nothing in a step waits for the GPU."""
+    class StandIn(Engine):
+        def train_step(self, tiles: torch.Tensor, batch_targets: torch.Tensor, generator) -> torch.Tensor:
+            meter.shared += tiles.nbytes
+            if not _page_locked(tiles):
+                np.array(tiles.numpy(), copy=True)
+            gpu.launch(len(tiles) / B0_TRAIN_IMAGES_PER_S)
+            return torch.zeros(())
+
+    model = torch.nn.Linear(1, 18)
+    return StandIn(model, ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(512)),
+                   torch.optim.Adam(model.parameters()), None, "bce", AugmentSettings(), Process())
+
+
+def run_train(work: Path, args) -> Figures:
+    """One epoch of ``--batches`` batches of 64 real 512 px tiles (random cells of the real samples'
+    store, with repeats) through train_me's tile reader (``--workers`` processes, as on a GPU) and
+    Engine loop, the model a stand-in."""
+    cells = real_cells(work / "train" / "dataset")
+    rows = np.random.default_rng(0).integers(0, len(cells), args.batches * TRAIN_BATCH)
+    targets = torch.rand(len(cells), 18)
+    meter = Meter()
+    gpu = StandInGpu(meter)
+    engine = stand_in_engine(meter, gpu)
+    options = _metered(runtime.CommonOptions(workers=args.workers, device="cpu", progress=False), meter)
+    batches = EpochBatches(TRAIN_BATCH, drop_last=True)
+    batches.set_indices(rows)
+    startup = reader_startup_cpu(cells, args.workers)
+    before = _children_cpu()
+    with TileReader(cells, 512, TRAIN_BATCH, args.workers, torch.device("cpu")) as reader:
+        engine.train_epoch(reader.batches(batches), targets, torch.Generator(), options, "epoch")
+        gpu.sync()
+        meter.mark()
+    worker_s = (_children_cpu() - before - startup) / len(rows)
+    main_ms, pipe_mb, wait_ms = meter.per_image()
+    return Figures(f"train (B0 step, batch {TRAIN_BATCH})", args.batches, main_ms, pipe_mb,
+                   meter.shared / args.batches / 1e6, wait_ms, worker_s * TRAIN_BATCH,
+                   TRAIN_BATCH / B0_TRAIN_IMAGES_PER_S, TRAIN_BATCH)
+
+
+def reader_startup_cpu(cells: CellSet, workers: int) -> float:
+    """The reader's workers' CPU seconds to start and stop with nothing to read."""
+    before = _children_cpu()
+    with TileReader(cells, 512, TRAIN_BATCH, workers, torch.device("cpu")) as reader:
+        for started in [reader._pool.submit(int) for _ in range(workers)]:  # a worker spawned per job
+            started.result()
+    return _children_cpu() - before

@@ -69,11 +69,30 @@ def test_pool_workers_never_import_torch() -> None:
         import runpy, sys
         for script in ("segmentator.py", "infer.py", "image_cutter.py"):
             runpy.run_path(script, run_name="__mp_main__")
-        import hpasc.stages.cut.stage, hpasc.stages.infer.jobs, hpasc.stages.segment.jobs
+        import hpasc.stages.cut.stage, hpasc.stages.infer.jobs, hpasc.stages.segment.jobs, hpasc.stages.train.tile_jobs
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm")))
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_workers_do_not_run_the_entry_point_again(tmp_path) -> None:
+    """A worker spawned from train_me.py (whose imports load torch) would run it again as
+    __mp_main__: 3 s and 700 MB per tile-reader worker. Jobs are hpasc's functions: it need not."""
+    script = tmp_path / "entry.py"
+    script.write_text(textwrap.dedent("""
+        import torch  # as train_me.py's imports do
+        from hpasc.core.workers import process_pool
+
+        if __name__ == "__main__":
+            with process_pool(2) as pool:
+                seen = "sorted(m for m in __import__('sys').modules if m.split('.')[0] == 'torch')"
+                print([future.result() for future in [pool.submit(eval, seen) for _ in range(2)]])
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[[], []]"
 
 
 def _threads_in_subprocess(code: str) -> list[str]:

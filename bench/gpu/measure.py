@@ -335,7 +335,7 @@ def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
 
 def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int = 40) -> tuple[float, int]:
     from hpasc.cellstore import open_cells
-    from hpasc.stages.train.data import CellSet, EpochBatches, TileDataset, create_loader
+    from hpasc.stages.train.data import CellSet, EpochBatches, TileReader
 
     dataset = work / "dataset"
     if not (dataset / "cells.csv").is_file():
@@ -349,12 +349,15 @@ def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int =
     cells = CellSet([store], table)
     sampler = EpochBatches(batch, drop_last=True)
     sampler.set_indices(np.random.default_rng(0).integers(0, len(cells), (batches + 4) * batch))
-    loader = iter(create_loader(TileDataset(cells, 512), sampler, workers, pin_memory=DEVICE == "cuda"))
-    for _ in range(4):
-        next(loader)  # workers started, queues primed
-    start = time.perf_counter()
-    count = sum(len(indices) for _, indices in loader)
-    return count / (time.perf_counter() - start), len(cells)
+    with TileReader(cells, 512, batch, workers, torch.device(DEVICE)) as reader:
+        loader = iter(reader.batches(sampler))
+        for _ in range(4):
+            next(loader)  # workers started, slots primed
+        start = time.perf_counter()
+        count = sum(len(indices) for _, indices in loader)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()  # the last batches' copies to the GPU done
+        return count / (time.perf_counter() - start), len(cells)
 
 
 def training(results: Results, work: Path, workers: int, batch: int, compile_too: bool, count: int) -> None:

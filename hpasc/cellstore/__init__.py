@@ -31,7 +31,7 @@ straight from its chunk file and decoded with Blosc, which is what zarr does, bu
 per-call machinery and without opening a per-image array (zarr's API takes 1.7× as long per tile
 with the array open, 2.4× when it must be opened first), so a random read over a large dataset
 costs the same as one within an image and there is no per-image cache to keep. The store holds no
-open files or handles: it pickles cheaply into DataLoader workers (fork or spawn).
+open files or handles: it pickles cheaply into loader workers (fork or spawn).
 :func:`open_tiles` opens an image's tiles as a zarr array for everything else.
 
 ``tile_index`` in ``cells.csv`` is the cell's position in its image's array, so the table may be

@@ -29,7 +29,7 @@ _BLOSC_HEADER = 16
 class CellStore:
     """The cells of a merged dataset folder: ``store[i]`` is the tile of row ``i`` of ``table``.
 
-    Holds only the table, the folder and the tile spec, so it pickles into DataLoader workers;
+    Holds only the table, the folder and the tile spec, so it pickles into loader workers;
     every read opens, reads and closes one chunk file (safe across fork, spawn and threads).
     """
 
@@ -52,8 +52,12 @@ class CellStore:
     def __getitem__(self, index: int) -> np.ndarray:
         """The (4, S, S) uint16 tile of row ``index`` of :attr:`table`."""
         out = np.empty(self._shape, np.uint16)
-        self._read_into(self._row(index), out)
+        self.read_into(index, out)
         return out
+
+    def read_into(self, index: int, out: np.ndarray) -> None:
+        """Decode the tile of row ``index`` into ``out``, a (4, S, S) uint16 array (a batch's slot)."""
+        self._read_into(self._row(index), out)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_positions": None}

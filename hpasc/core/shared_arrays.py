@@ -43,6 +43,7 @@ _ALIGN = 64  # each array starts on a cache line
 _SHM_FOLDER = "/dev/shm"
 _UNCLAIMED: set[str] = set()  # blocks of their own received here and not yet released
 _RINGS: dict[str, SlotRing] = {}  # this process's slots, by block name
+_ATTACHED: dict[str, SharedMemory] = {}  # other processes' slots this one writes into, kept mapped
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,16 @@ class SlotRing:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def slot_array(slot: Slot, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
+    """A lent slot as an array of ``shape`` to write into in place. The mapping is made once per
+    process and kept: a worker that fills the same few slots all run long would otherwise fault in
+    their pages (~2 µs per 4 KiB) on every job."""
+    block = _RINGS[slot.name].blocks[slot.name] if slot.name in _RINGS else _ATTACHED.get(slot.name)
+    if block is None:
+        block = _ATTACHED[slot.name] = SharedMemory(slot.name)
+    return np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
 
 
 def _slot_block(name: str) -> SharedMemory:

@@ -1,8 +1,8 @@
 """How the cores this process may use (its CPU affinity, which batch schedulers and ``taskset``
 set, not the machine's count) are shared between its thread pools and its helper processes.
 
-The rule, in every stage: a process that starts ``n`` busy helper processes (a worker pool, a
-DataLoader's workers) keeps ``cores - n`` threads for itself (at least one), and each helper gets
+The rule, in every stage: a process that starts ``n`` busy helper processes (a worker pool, the
+tile reader's workers) keeps ``cores - n`` threads for itself (at least one), and each helper gets
 ``cores // n``. Every pool that would otherwise size itself by the machine follows it: torch's
 intra-op threads (OpenMP), OpenCV's and Blosc's.
 

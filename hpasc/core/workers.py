@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -37,7 +39,8 @@ PARENT_POLL_S = 0.5
 
 
 class _Pool(ProcessPoolExecutor):
-    """A spawn pool whose workers ignore Ctrl-C and die with their parent."""
+    """A spawn pool whose workers ignore Ctrl-C, die with their parent and do not run the entry
+    point again."""
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         # The pool spawns its workers inside submit. A signal blocked here stays blocked in them
@@ -47,7 +50,8 @@ class _Pool(ProcessPoolExecutor):
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         os.environ[PARENT_VARIABLE] = str(os.getpid())
         try:
-            return super().submit(fn, *args, **kwargs)
+            with _main_left_out():
+                return super().submit(fn, *args, **kwargs)
         finally:
             del os.environ[PARENT_VARIABLE]
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -61,10 +65,11 @@ class _Pool(ProcessPoolExecutor):
 
 
 @contextlib.contextmanager
-def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A spawn pool for the block; an exception (^C included) leaving the block stops it at once."""
+def process_pool(workers: int, setup: Callable[[], object] | None = None) -> Iterator[ProcessPoolExecutor]:
+    """A spawn pool for the block; an exception (^C included) leaving the block stops it at once.
+    ``setup`` (picklable) runs once in each worker as it starts: what every job of the pool reads."""
     pool = _Pool(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                 initargs=(os.getpid(), threads.helper_share(workers)))
+                 initargs=(os.getpid(), threads.helper_share(workers), setup))
     with threads.shared_with(workers):
         try:
             yield pool
@@ -76,9 +81,24 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown()
 
 
-def _init_worker(parent: int, share: int) -> None:
+@contextlib.contextmanager
+def _main_left_out() -> Iterator[None]:
+    """While workers spawn, a ``__main__`` with neither a file nor a module name: a spawned worker
+    would otherwise run the entry point again as ``__mp_main__``, and train_me.py's imports torch
+    (3 s and 700 MB per worker, for nothing: every job is a function of hpasc's own modules)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _init_worker(parent: int, share: int, setup: Callable[[], object] | None) -> None:
     threads.limit_threads(share)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+    if setup is not None:
+        setup()
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -1,30 +1,39 @@
 """The cells that training sees: every store of a split (the dataset and its extra datasets) behind
-one index, the tile dataset that DataLoader workers read, and the loaders built on it.
+one index, and the reader that hands their tiles to a model batch by batch.
 
 Workers only read tiles (and shrink them to the training tile size); labels stay in the main
 process and are looked up by index, and augmentation runs on the training device in batches
-(:mod:`hpasc.stages.train.augment`), so a worker's whole job is decompressing tiles.
+(:mod:`hpasc.stages.train.augment`), so a worker's whole job is decompressing tiles into the
+batch's shared-memory slot (:mod:`hpasc.stages.train.tile_jobs`).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Sampler
 
-from hpasc.cells.crop import resize_tile
 from hpasc.cells.provenance import read_provenance
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore import CellStore, cut_mismatch, open_cells
-from hpasc.core import threads
 from hpasc.core.classes import parse_labels
 from hpasc.core.errors import InputError
+from hpasc.core.shared_arrays import Slot, SlotRing, slot_array
+from hpasc.core.workers import process_pool
+from hpasc.models.pinning import page_locker
 from hpasc.stages.split.stage import Split
+from hpasc.stages.train import tile_jobs
+from hpasc.stages.train.tile_jobs import TileSource
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,10 @@ class CellSet:
         store = self._store_of[index]
         return self.stores[store][int(self._row_of[index])]
 
+    def source(self, tile_size: int) -> TileSource:
+        """Where each cell's tile is, for reading them at ``tile_size`` (what loader workers get)."""
+        return TileSource(self.stores, self._store_of, self._row_of, tile_size)
+
     def __post_init__(self) -> None:
         self._store_of = self.table["store"].to_numpy()
         self._row_of = self.table["row"].to_numpy()
@@ -111,24 +124,6 @@ def load_cells(split: Split) -> CellSet:
     return CellSet(stores, table)
 
 
-class TileDataset(Dataset):
-    """``dataset[i]`` → (tile i as a (4, S, S) uint16 tensor, i), shrunk to ``tile_size`` with
-    area interpolation when the store's tiles are larger (OpenCV, in the worker)."""
-
-    def __init__(self, cells: CellSet, tile_size: int) -> None:
-        self.cells = cells
-        self.tile_size = int(tile_size)
-
-    def __len__(self) -> int:
-        return len(self.cells)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        tile = self.cells.tile(index)
-        if tile.shape[-1] != self.tile_size:
-            tile = np.ascontiguousarray(resize_tile(tile.transpose(1, 2, 0), self.tile_size).transpose(2, 0, 1))
-        return torch.from_numpy(tile), index
-
-
 class EpochBatches(Sampler[list[int]]):
     """Batches of the current epoch's cell indices; ``set_indices`` swaps the epoch's sample in
     the main process, so persistent workers keep running across epochs."""
@@ -151,28 +146,143 @@ class EpochBatches(Sampler[list[int]]):
         return full + (0 if self.drop_last or not rest else 1)
 
 
-def _worker_init(_: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    threads.limit_threads(threads.helper_share(info.num_workers))
-
-
 def loader_workers(workers: int, device: torch.device) -> int:
-    """The DataLoader workers a model on ``device`` needs of ``workers``: none on the CPU (the
-    main process reads the tiles), because decoding a batch costs about 1 % of the model's step
-    there, so the cores serve the model's own threads better (:mod:`hpasc.core.threads`)."""
+    """The loader processes a model on ``device`` needs of ``workers``: none on the CPU (the main
+    process reads the tiles), because decoding a batch costs about 1 % of the model's step there,
+    so the cores serve the model's own threads better (:mod:`hpasc.core.threads`)."""
     return 0 if device.type == "cpu" else workers
 
 
-def create_loader(dataset: TileDataset, batches: Sampler[list[int]], workers: int,
-                  pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``dataset`` in the order of ``batches`` with ``workers`` processes
-    (0 = read in the main process). Workers persist across epochs."""
-    threads.share_cores(workers)
-    # A private generator: a loader drawing its worker seeds from the global one would shift the
-    # dropout draws of the first epoch after a resume.
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=workers > 0, worker_init_fn=_worker_init if workers else None,
-                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
+class TileReader:
+    """The tiles of a cell set, read batch by batch for a model on ``device``.
+
+    With ``workers`` processes, each batch is decoded by them straight into a slot of a ring of
+    shared-memory blocks that this process maps once (and on CUDA page-locks once), split into
+    jobs of a few tiles, ``depth`` batches ahead of the model: a batch reaches the model without a
+    copy on the host, and this process handles only the jobs' small messages. Without workers this
+    process decodes each batch itself. Either way a batch holds exactly the bytes the store holds.
+
+    Use it as a context manager (its workers and slots live for the block); :meth:`batches` gives
+    one pass over a sampler's batches, as many passes as wanted.
+    """
+
+    def __init__(self, cells: CellSet, tile_size: int, batch_size: int, workers: int, device: torch.device,
+                 depth: int = 4) -> None:
+        self.source = cells.source(tile_size)
+        self.batch_size, self.workers, self.device, self.depth = batch_size, workers, device, depth
+        self.chunk = max(-(-batch_size // max(workers, 1)), 8)  # tiles per job: few messages, all workers busy
+        self._stack = contextlib.ExitStack()
+        self._pool: ProcessPoolExecutor | None = None
+        self._ring: SlotRing | None = None
+        self._keys = itertools.count()
+
+    def __enter__(self) -> TileReader:
+        if self.workers:
+            slot = self.batch_size * int(np.prod(self.source.tile_shape)) * 2
+            # depth batches being decoded, one the model has, one still crossing to the GPU
+            self._ring = self._stack.enter_context(SlotRing(self.depth + 2, slot, page_locker(self.device)))
+            setup = functools.partial(tile_jobs.use_source, self.source)
+            self._pool = self._stack.enter_context(process_pool(self.workers, setup))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def batches(self, sampler: Sampler[list[int]]) -> Batches:
+        """One pass over ``sampler``'s batches: ``(tiles, indices)``, tiles a (B, 4, S, S) uint16
+        tensor on the device, indices an int64 tensor."""
+        return Batches(self, sampler)
+
+    def _read(self, sampler: Sampler[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._pool is None:
+            for indices in sampler:
+                yield torch.from_numpy(self.source.read_batch(indices)).to(self.device), torch.as_tensor(indices)
+            return
+        pending: collections.deque[_Job] = collections.deque()
+        crossing: collections.deque[tuple[int, torch.cuda.Event | None]] = collections.deque()
+        upcoming = iter(sampler)
+        try:
+            for indices in itertools.islice(upcoming, self.depth):
+                pending.append(self._submit(indices, crossing))
+            while pending:
+                job = pending.popleft()
+                batch, event = self._collect(job)
+                crossing.append((job.key, event))
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(self._submit(following, crossing))
+                yield batch, torch.as_tensor(job.indices)
+                if event is None:  # the model has used the batch in place, and is done with it
+                    self._settle(crossing, everything=True)
+        finally:
+            for job in pending:  # a pass left early: its jobs finish before their slots are lent again
+                for future in job.futures:
+                    future.exception()
+                self._ring.settle(job.key)
+            self._settle(crossing, everything=True)
+
+    def _submit(self, indices: list[int], crossing: collections.deque) -> _Job:
+        """Lend the batch a slot (the oldest batch still crossing to the GPU waited for when none is
+        free) and give its tiles to the workers in jobs of ``chunk``."""
+        self._settle(crossing, everything=False)
+        key = next(self._keys)
+        slot = self._ring.lend(key)
+        if slot is None and self.device.type == "cuda" and crossing:
+            self._settle(crossing, everything=True)
+            slot = self._ring.lend(key)
+        futures = [self._pool.submit(tile_jobs.fill, slot, self.batch_size, start, indices[start:start + self.chunk])
+                   for start in range(0, len(indices), self.chunk)]
+        return _Job(key, slot, indices, futures)
+
+    def _collect(self, job: _Job) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The job's batch on the device once its workers are done (their errors raised here), and
+        the event after which its slot may be lent again (None: once the model has used it)."""
+        parts = [future.result() for future in job.futures]
+        if job.slot is None:  # shared memory was short: the tiles came in blocks of their own
+            tiles = np.concatenate([part.arrays()[0] for part in parts])
+            for part in parts:
+                part.release()
+            return torch.from_numpy(tiles).to(self.device), None
+        tiles = slot_array(job.slot, (self.batch_size, *self.source.tile_shape), np.uint16)[:len(job.indices)]
+        batch = torch.from_numpy(tiles).to(self.device, non_blocking=True)
+        if self.device.type != "cuda":
+            return batch, None
+        event = torch.cuda.Event()
+        event.record()
+        return batch, event
+
+    def _settle(self, crossing: collections.deque, everything: bool) -> None:
+        """Give back the slots of batches that have reached the model's device (``everything``:
+        all of them, waiting for their copies)."""
+        while crossing:
+            key, event = crossing[0]
+            if not everything and (event is None or not event.query()):
+                return
+            if event is not None:
+                event.synchronize()
+            self._ring.settle(key)
+            crossing.popleft()
+
+
+@dataclass
+class _Job:
+    key: int
+    slot: Slot | None
+    indices: list[int]
+    futures: list[Future]
+
+
+class Batches:
+    """One pass of a :class:`TileReader` over a sampler's batches (``len`` is their count)."""
+
+    def __init__(self, reader: TileReader, sampler: Sampler[list[int]]) -> None:
+        self.reader, self.sampler = reader, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.reader._read(self.sampler)
 
 
 def fixed_batches(indices: np.ndarray, batch_size: int) -> EpochBatches:

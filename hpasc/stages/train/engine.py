@@ -5,6 +5,7 @@ an evaluation pass. train_me.py and finetuner.py differ only in how they build i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from hpasc.core.runtime import CommonOptions
 from hpasc.models.precision import Precision
@@ -23,6 +23,9 @@ from hpasc.stages.train.distributed import Process
 from hpasc.stages.train.losses import create_loss
 
 log = logging.getLogger(__name__)
+
+TileBatches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+"""(tiles, indices) batches: a pass of a :class:`~hpasc.stages.train.data.TileReader`."""
 
 
 @dataclass
@@ -56,29 +59,42 @@ class Engine:
         with self.precision.autocast(self.device):
             return model(batch)
 
-    def train_epoch(self, loader: DataLoader, targets: torch.Tensor, generator: torch.Generator,
+    def train_epoch(self, loader: TileBatches, targets: torch.Tensor, generator: torch.Generator,
                     options: CommonOptions, description: str) -> float:
         """One pass over ``loader``'s batches; the mean training loss per cell."""
         self.model.train()
+        targets = targets.to(self.device)  # resident for the pass: no copy, and no wait, per step
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         cells = 0
         batches = options.bar(loader, desc=description, unit="batch", leave=False) \
             if self.process.is_main else loader
         for step, (tiles, indices) in enumerate(batches):
-            batch = augment_batch(self._inputs(tiles), self.augment, generator)
-            batch = batch.contiguous(memory_format=self.precision.memory_format(self.device))
-            loss = self.loss_fn(self._forward(self.model, batch), targets[indices].to(self.device)).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss = self.train_step(tiles, self.targets_of(targets, indices), generator)
             total += loss.detach() * len(indices)
             cells += len(indices)
             if self.process.is_main and step % 20 == 0 and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{total.item() / cells:.4f}")
         return total.item() / max(cells, 1)
 
-    def evaluate(self, loader: DataLoader, targets: torch.Tensor, options: CommonOptions | None = None,
+    def targets_of(self, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The batch's rows of ``targets`` (on the device): the indices cross from page-locked
+        memory, which does not wait for the work queued before them as a pageable copy does."""
+        if self.device.type == "cuda":
+            indices = indices.pin_memory().to(self.device, non_blocking=True)
+        return targets[indices]
+
+    def train_step(self, tiles: torch.Tensor, batch_targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment one batch of tiles, step the model on it; its mean loss (on the device)."""
+        batch = augment_batch(self._inputs(tiles), self.augment, generator)
+        batch = batch.contiguous(memory_format=self.precision.memory_format(self.device))
+        loss = self.loss_fn(self._forward(self.model, batch), batch_targets).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def evaluate(self, loader: TileBatches, targets: torch.Tensor, options: CommonOptions | None = None,
                  description: str = "validation") -> tuple[float, np.ndarray]:
         """Mean loss per cell over ``loader`` and the (N, 19) probabilities, in loader order (with a
         progress bar when ``options`` are given)."""
@@ -86,10 +102,11 @@ class Engine:
         model.eval()
         total, cells, scores = 0.0, 0, []
         batches = loader if options is None else options.bar(loader, desc=description, unit="batch", leave=False)
+        targets = targets.to(self.device)
         with torch.inference_mode():
             for tiles, indices in batches:
                 logits = self._forward(model, self._inputs(tiles))
-                total += float(self.loss_fn(logits, targets[indices].to(self.device)).sum())
+                total += float(self.loss_fn(logits, self.targets_of(targets, indices)).sum())
                 cells += len(indices)
                 scores.append(to_probabilities(logits, self.spec).cpu().numpy())
         return total / max(cells, 1), np.concatenate(scores)
@@ -115,3 +132,11 @@ def place_model(model: nn.Module, process: Process, precision: Precision) -> nn.
         device_ids = [process.device.index] if process.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)
     return model
+
+
+def adam(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam for ``model``: on CUDA its fused kernels, one launch per step, which also take
+    GradScaler's overflow check on the device instead of a wait for it; on the CPU the default."""
+    if device.type == "cuda":
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=lr)

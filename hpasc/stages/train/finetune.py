@@ -24,9 +24,9 @@ from hpasc.models.runner import ModelRunner
 from hpasc.stages.split.stage import Split
 from hpasc.stages.train.config import FinetuneConfig, RunRecord, Runtime
 from hpasc.stages.train.data import CellSet, EpochBatches
-from hpasc.stages.train.engine import Engine, place_model
+from hpasc.stages.train.engine import Engine, adam, place_model
 from hpasc.stages.train.labels import CellLabels
-from hpasc.stages.train.stage import labelled_cells, seed_epoch, training_loader
+from hpasc.stages.train.stage import labelled_cells, seed_epoch, tile_reader
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,15 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
         runner.check_tiles(store)
     rows, relabelled = _pass_rows(config, split, cells, labels)
     model = place_model(runner.model, runtime.process, runtime.precision)
-    engine = Engine(model, runner.spec, torch.optim.Adam(model.parameters(), lr=config.lr), None, config.loss,
+    engine = Engine(model, runner.spec, adam(model, config.lr, runtime.process.device), None, config.loss,
                     config.augment, runtime.process, runtime.precision)
     batches = EpochBatches(config.batch_size, drop_last=False)
     batches.set_indices(rows[runtime.process.rank::runtime.process.world_size])
-    loader = training_loader(cells, runner.spec.tile_size, batches, runtime)
     generator = seed_epoch(config.seed, 0, runtime.process.rank)
-    train_loss = runtime.process.mean(engine.train_epoch(loader, torch.from_numpy(labels.targets.values), generator,
-                                                         runtime.options, "fine-tuning"))
+    with tile_reader(cells, runner.spec.tile_size, config.batch_size, runtime) as reader:
+        train_loss = runtime.process.mean(engine.train_epoch(reader.batches(batches),
+                                                             torch.from_numpy(labels.targets.values), generator,
+                                                             runtime.options, "fine-tuning"))
     if runtime.process.is_main:
         source = runner.checkpoint
         entry = {"epoch": source["epoch"], "stage": "finetune", "lr": config.lr, "train_loss": train_loss,

@@ -7,7 +7,7 @@ import numpy as np
 
 from hpasc.core.runtime import CommonOptions
 from hpasc.models.runner import ModelRunner
-from hpasc.stages.train.data import CellSet, TileDataset, create_loader, fixed_batches, loader_workers
+from hpasc.stages.train.data import CellSet, TileReader, fixed_batches, loader_workers
 
 
 def score_rows(runner: ModelRunner, cells: CellSet, rows: np.ndarray, batch_size: int,
@@ -16,7 +16,7 @@ def score_rows(runner: ModelRunner, cells: CellSet, rows: np.ndarray, batch_size
     another way than the model's training tiles)."""
     for store in cells.stores:
         runner.check_tiles(store)
-    loader = create_loader(TileDataset(cells, runner.spec.tile_size), fixed_batches(rows, batch_size),
-                           loader_workers(options.workers, runner.device), pin_memory=runner.device.type == "cuda")
-    batches = options.bar(loader, desc="scoring cells", unit="batch")
-    return runner.score(tiles for tiles, _ in batches)
+    workers = loader_workers(options.workers, runner.device)
+    with TileReader(cells, runner.spec.tile_size, batch_size, workers, runner.device) as reader:
+        batches = options.bar(reader.batches(fixed_batches(rows, batch_size)), desc="scoring cells", unit="batch")
+        return runner.score(tiles for tiles, _ in batches)

@@ -1,7 +1,7 @@
 """train_me.py's run: data from a split, an epoch loop with per-epoch checkpoints, resume.
 
 Each epoch draws a fresh sample of training cells (:class:`~hpasc.stages.train.sampling.EpochSampler`,
-seeded by (seed, epoch)), reads their tiles in DataLoader workers, augments batches on the
+seeded by (seed, epoch)), reads their tiles in worker processes (a :class:`TileReader`), augments batches on the
 training device (seeded by (seed, epoch, rank)), and steps Adam with cosine annealing. After each
 epoch the main process validates and writes ``{save}/{name}-{epoch}.pt`` atomically with the
 optimiser, scheduler and scaler states, then rewrites ``{name}-metrics.csv`` from the history held
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from hpasc.core import atomic
 from hpasc.core.errors import InputError
@@ -33,9 +32,9 @@ from hpasc.models.runner import warn_enlarging
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.split.stage import Split, read_split
 from hpasc.stages.train.config import RunRecord, Runtime, TrainConfig
-from hpasc.stages.train.data import (CellSet, EpochBatches, TileDataset, create_loader, fixed_batches, load_cells,
+from hpasc.stages.train.data import (Batches, CellSet, EpochBatches, TileReader, fixed_batches, load_cells,
                                      loader_workers)
-from hpasc.stages.train.engine import Engine, place_model
+from hpasc.stages.train.engine import Engine, adam, place_model
 from hpasc.stages.train.labels import CellLabels, LabelSources, load_labels
 from hpasc.stages.train.metrics import class_average_precision, mean_average_precision, write_metrics_csv
 from hpasc.stages.train.sampling import EpochSampler, read_sampling_config
@@ -119,7 +118,7 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
     spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_spec=cells.tile_spec.resized(tile_size),
                      segmentation=cells.segmentation)
     model = place_model(model, runtime.process, runtime.precision)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model, config.lr, runtime.process.device)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs - 1, 1),
                                                            eta_min=config.min_lr)
@@ -154,15 +153,14 @@ def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -
         log.info("--pretrained none: training %s from scratch", config.arch)
 
 
-def validation_loader(data: TrainingData, tile_size: int, batch_size: int, workers: int) -> DataLoader | None:
-    """The validation cells in a fixed order (built once: its workers persist across epochs)."""
+def validation_batches(data: TrainingData, reader: TileReader) -> Batches | None:
+    """The validation cells in a fixed order (None when there are none)."""
     if not data.validation_rows.size:
         return None
-    return create_loader(TileDataset(data.cells, tile_size), fixed_batches(data.validation_rows, batch_size),
-                         workers)
+    return reader.batches(fixed_batches(data.validation_rows, reader.batch_size))
 
 
-def validate(engine: Engine, data: TrainingData, loader: DataLoader | None, options: CommonOptions,
+def validate(engine: Engine, data: TrainingData, loader: Batches | None, options: CommonOptions,
              description: str) -> dict[str, Any]:
     """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
     if loader is None:
@@ -232,12 +230,16 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
 def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: Engine, tile_size: int,
                 start: int, history: list[dict[str, Any]]) -> Path | None:
     """Epochs ``start``.. of the run, each saved (by the main process, which returns the last)."""
-    process, final = runtime.process, None
     batches = EpochBatches(config.batch_size, drop_last=True)
-    loader = training_loader(data.cells, tile_size, batches, runtime)
-    validating = validation_loader(data, tile_size, config.batch_size,
-                                   loader_workers(runtime.options.workers, process.device)) \
-        if process.is_main else None
+    with tile_reader(data.cells, tile_size, config.batch_size, runtime) as reader:
+        validating = validation_batches(data, reader) if runtime.process.is_main else None
+        return _epochs(config, runtime, data, engine, reader.batches(batches), validating, start, history)
+
+
+def _epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: Engine, loader: Batches,
+            validating: Batches | None, start: int, history: list[dict[str, Any]]) -> Path | None:
+    process, final = runtime.process, None
+    batches = loader.sampler
     for epoch in range(start, config.epochs + 1):
         began = time.perf_counter()
         sample = data.train_rows[data.sampler.sample(epoch)]
@@ -261,11 +263,10 @@ def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engin
     return final
 
 
-def training_loader(cells: CellSet, tile_size: int, batches: EpochBatches, runtime: Runtime) -> DataLoader:
-    """The loader of a run's training batches (pinned memory when it trains on a GPU)."""
+def tile_reader(cells: CellSet, tile_size: int, batch_size: int, runtime: Runtime) -> TileReader:
+    """The reader of a run's batches: worker processes on a GPU, the main process on the CPU."""
     device = runtime.process.device
-    return create_loader(TileDataset(cells, tile_size), batches, loader_workers(runtime.options.workers, device),
-                         pin_memory=device.type == "cuda")
+    return TileReader(cells, tile_size, batch_size, loader_workers(runtime.options.workers, device), device)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> torch.Generator:
