@@ -6,7 +6,8 @@ on an H200 (bench/RESULTS.md's GPU section: EfficientNet-B0 at 512 px ~4,000 til
 float16, HPA's two DPN-UNets ~80 images/s): a sleep holds no core, as a kernel running on the GPU
 holds none. The rest runs for real on synthetic 2048² images (``hpasc.tools.synthetic``), with HPA's
 segmentation fed realistic network maps made from each image's known masks, so ``label_cell``
-does a real image's work.
+does a real image's work. The stand-ins share one GPU (:class:`StandInGpu`): work from infer.py's
+scoring thread and from its main thread's segmentation queues up as on one device.
 
 Per image, from the start of the stage's worker pool (the models are loaded by then) to the end of
 its last image:
@@ -38,6 +39,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,7 @@ class Meter:
     marks: list[tuple[float, int, float]] = field(default_factory=list)
     waited: float = 0.0
     shared: int = 0
+    finished: tuple[float, int, float] | None = None
 
     def bar(self, iterable=None, **_):
         meter = self
@@ -96,6 +99,15 @@ class Meter:
     def mark(self) -> None:
         self.marks.append((time.process_time(), _io_bytes(), self.waited))
 
+    def done(self) -> None:
+        """Note the end of a piece of work that may outlast the last mark (infer.py's scoring)."""
+        self.finished = (time.process_time(), _io_bytes(), self.waited)
+
+    def end(self) -> None:
+        """End the window at the last noted end of work when it came after the last mark."""
+        if self.finished is not None and self.finished[0] > self.marks[-1][0]:
+            self.marks[-1] = self.finished
+
     def per_image(self) -> tuple[float, float, float]:
         """(main CPU ms, pipe MB, wait ms) per image from the pool's start (the first mark) to the
         last image's end."""
@@ -104,10 +116,31 @@ class Meter:
         return 1000 * (cpu1 - cpu0) / count, (io1 - io0) / count / 1e6, 1000 * (wait1 - wait0) / count
 
 
-def stand_in_wait(meter: Meter, seconds: float) -> None:
-    start = time.perf_counter()
-    time.sleep(seconds)
-    meter.waited += time.perf_counter() - start
+class StandInGpu:
+    """One GPU as the host sees it: work launched from any thread queues behind the work before it
+    and runs for its measured time while the host goes on; a synchronising call sleeps until its
+    work is done (a sleep holds no core, as a kernel running on the GPU holds none). The main
+    thread's waits are counted: they are what serialises the main process with the GPU."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter, self.busy_until, self.lock = meter, 0.0, threading.Lock()
+
+    def launch(self, seconds: float) -> float:
+        """Queue ``seconds`` of work; when it will be done."""
+        with self.lock:
+            self.busy_until = max(time.perf_counter(), self.busy_until) + seconds
+            return self.busy_until
+
+    def sync(self, until: float | None = None) -> None:
+        """Wait until the work queued so far (or up to ``until``) is done."""
+        start = time.perf_counter()
+        time.sleep(max(0.0, (self.busy_until if until is None else until) - start))
+        if threading.current_thread() is threading.main_thread():
+            self.meter.waited += time.perf_counter() - start
+
+    def run(self, seconds: float) -> None:
+        """Work whose results the host takes back at once (a copy to the host synchronises)."""
+        self.sync(self.launch(seconds))
 
 
 def synthetic(work: Path, count: int) -> tuple[Path, Path]:

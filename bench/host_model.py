@@ -7,13 +7,12 @@ Imported by bench/host.py's main only (it imports torch, which the pools' worker
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from host import (B0_TILES_PER_S, B0_TRAIN_IMAGES_PER_S, TRAIN_BATCH, UNET_IMAGES_PER_S, Figures, Meter,
-                  _children_cpu, measure, stand_in_wait)
+                  StandInGpu, _children_cpu, measure)
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.core import runtime, shared_arrays
 from hpasc.core.image_folder import scan_images
@@ -38,23 +37,23 @@ class StandInNetworks(HpaNetworks):
     """HPA's networks as the host sees them: the input copied out (a host-to-device copy), the GPU
     time waited for, the realistic maps copied back (device-to-host)."""
 
-    def __init__(self, meter: Meter, maps: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, meter: Meter, gpu: StandInGpu, maps: dict[bytes, tuple[np.ndarray, np.ndarray]]) -> None:
         super().__init__(torch.nn.Identity(), torch.nn.Identity(), "cpu")
-        self.meter, self.maps = meter, maps
+        self.meter, self.gpu, self.maps = meter, gpu, maps
 
     def run(self, planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         for image in planes:
             if not _page_locked(torch.from_numpy(image)):  # from pageable memory the driver copies on the host
                 np.array(image, copy=True)
-        stand_in_wait(self.meter, len(planes) / UNET_IMAGES_PER_S)
+        self.gpu.run(len(planes) / UNET_IMAGES_PER_S)
         pairs = [self.maps[_key(image)] for image in planes]
         self.meter.shared += sum(image.nbytes + n.nbytes + c.nbytes for image, (n, c) in zip(planes, pairs))
         return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])  # the device-to-host copies
 
 
-def _stand_in_loader(meter: Meter, maps: dict):
+def _stand_in_loader(meter: Meter, gpu: StandInGpu, maps: dict):
     def load(*_args, **_kwargs) -> StandInNetworks:
-        return StandInNetworks(meter, maps)
+        return StandInNetworks(meter, gpu, maps)
     return load
 
 
@@ -69,7 +68,7 @@ def _page_locked(tensor: torch.Tensor) -> bool:
     return False
 
 
-def _stand_in_score(meter: Meter):
+def _stand_in_score(meter: Meter, gpu: StandInGpu):
     rng = np.random.default_rng(0)
 
     def score(self, tiles, embeddings) -> np.ndarray:
@@ -79,7 +78,8 @@ def _stand_in_score(meter: Meter):
             if not _page_locked(batch):  # from pageable memory, the driver copies on the host
                 np.array(batch.numpy(), copy=True)
         count = len(per_recipe[0])
-        stand_in_wait(meter, len(self.models) * count / B0_TILES_PER_S)
+        gpu.run(len(self.models) * count / B0_TILES_PER_S)
+        meter.done()
         return rng.random((count, 19), dtype=np.float32)
     return score
 
@@ -94,7 +94,7 @@ def run_segment(work: Path, images: Path, truth: Path, args) -> Figures:
     meter, maps = Meter(), folder_maps(images, truth)
     options = runtime.CommonOptions(workers=args.workers, device="cpu", overwrite=True, progress=False)
     options = _metered(options, meter)
-    segmenter.load_networks = _stand_in_loader(meter, maps)
+    segmenter.load_networks = _stand_in_loader(meter, StandInGpu(meter), maps)
     _metered_pool(meter, seg_stage)
     settings = SegmentationSettings("hpa", _weights(work), args.label_scale, batch_size=16)
 
@@ -106,10 +106,11 @@ def run_segment(work: Path, images: Path, truth: Path, args) -> Figures:
 
 def run_infer(work: Path, images: Path, truth: Path, args) -> Figures:
     meter, maps = Meter(), folder_maps(images, truth)
+    gpu = StandInGpu(meter)
     options = _metered(runtime.CommonOptions(workers=args.workers, device="cpu", progress=False), meter)
-    segmenter.load_networks = _stand_in_loader(meter, maps)
+    segmenter.load_networks = _stand_in_loader(meter, gpu, maps)
     _metered_pool(meter, infer_stage)
-    ensemble_module.LoadedEnsemble._score = _stand_in_score(meter)
+    ensemble_module.LoadedEnsemble._score = _stand_in_score(meter, gpu)
     ensemble = ensemble_file(work, args.members)
     settings = infer_stage.InferSettings(SegmentationSettings("hpa", _weights(work), args.label_scale, batch_size=8))
     cells = np.mean([read_label_image(p).max() for p in sorted(truth.glob("*.png"))])
@@ -118,6 +119,7 @@ def run_infer(work: Path, images: Path, truth: Path, args) -> Figures:
         failed = infer_stage.infer_folder(scan_images(images), ensemble, work / "submission.csv", None, settings,
                                           options)
         assert not failed, failed
+        meter.end()  # the last image scored, not only handed to the scoring thread
     gpu_s = cells * args.members / B0_TILES_PER_S + 1 / UNET_IMAGES_PER_S
     return measure(f"infer ({args.members} x B0, hpa seg)", run, meter, args.workers, "hpasc.stages.infer.jobs",
                    args.images, gpu_s)
@@ -143,21 +145,6 @@ def _metered(options: runtime.CommonOptions, meter: Meter) -> runtime.CommonOpti
     return Metered(**{name: getattr(options, name) for name in options.__dataclass_fields__})
 
 
-
-
-class StandInGpu:
-    """A CUDA stream as the host sees it: queued work runs for its measured time while the host
-    goes on; a synchronising call waits until the queue has drained."""
-
-    def __init__(self, meter: Meter) -> None:
-        self.meter, self.busy_until = meter, 0.0
-
-    def launch(self, seconds: float) -> None:
-        now = time.perf_counter()
-        self.busy_until = max(now, self.busy_until) + seconds
-
-    def sync(self) -> None:
-        stand_in_wait(self.meter, max(0.0, self.busy_until - time.perf_counter()))
 
 
 def stand_in_engine(meter: Meter, gpu: StandInGpu) -> Engine:

@@ -24,7 +24,7 @@ from hpasc.stages.segment.classical import segment_classical
 from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
-from tests.conftest import assert_one_line_error, make_dataset, run_script
+from tests.conftest import REPO, assert_one_line_error, make_dataset, run_script
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +193,32 @@ def rows_in_one_process(checkpoint: Path, images: Path) -> dict[str, str]:
     folder = scan_images(images)
     ensemble = read_ensemble(checkpoint)
     loaded = LoadedEnsemble(ensemble, torch.device("cpu"))
-    predictor = Predictor(loaded, InferSettings(), ensemble.postprocessing)
-    for image_id in folder.ids:
-        image = folder.read(image_id)
-        nuclei, cells = segment_classical(image)
-        predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs)).shared(None))
+    with Predictor(loaded, InferSettings(), ensemble.postprocessing) as predictor:
+        for image_id in folder.ids:
+            image = folder.read(image_id)
+            nuclei, cells = segment_classical(image)
+            predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs)).shared(None))
     return {image_id: text for image_id, (_, _, text) in predictor.rows.items()}
+
+
+def test_the_scoring_thread_writes_what_the_main_thread_wrote(tmp_path: Path) -> None:
+    """The submission and cell table of the code before scoring moved to its own thread (its README)."""
+    before = REPO / "tests" / "data" / "made_before_scoring_thread"
+    result = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", 4, "--size", 256, "--seed", 3,
+                        "--no-progress")
+    assert result.returncode == 0, result.stderr
+    result = run_script("infer.py", "-i", tmp_path / "syn", "-e", REPO / "tests" / "data" / "made_before_tile_spec"
+                        / "old-1.pt", "-o", tmp_path / "sub.csv", "--cells-out", tmp_path / "cells.csv",
+                        "--backend", "classical", "--workers", 1, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    got, expected = read_submission(tmp_path / "sub.csv"), read_submission(before / "submission.csv")
+    assert got["ID"].tolist() == expected["ID"].tolist()
+    for mine, theirs in zip(got["PredictionString"], expected["PredictionString"]):
+        mine, theirs = mine.split(), theirs.split()
+        assert mine[0::3] == theirs[0::3] and mine[2::3] == theirs[2::3]  # classes and masks
+        np.testing.assert_allclose(np.float64(mine[1::3]), np.float64(theirs[1::3]), rtol=0, atol=2e-6)
+    table, reference = pd.read_csv(tmp_path / "cells.csv"), pd.read_csv(before / "cells.csv")
+    assert table.columns.tolist() == reference.columns.tolist()
+    floats = [c for c in reference.columns if c.startswith(("prob_", "conf_", "top1_conf", "top2_conf", "top3_conf"))]
+    pd.testing.assert_frame_equal(table.drop(columns=floats), reference.drop(columns=floats))
+    np.testing.assert_allclose(table[floats].to_numpy(), reference[floats].to_numpy(), rtol=0, atol=1e-6)

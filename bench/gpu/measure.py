@@ -11,8 +11,10 @@ Sections (each appends its rows to --results, a JSON-lines file; ``--table`` pri
   so ``label_cell`` does a real image's work. The whole run's images/s (start-up included), the
   time to the first image and the steady state after it; GPU busy % sampled through NVML.
 - ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
-  channels-last, torch.compile), of the Engine's step (uint16 tiles in, augmentation on the GPU),
-  and of the loader alone with 16 workers over a cell store cut from the synthetic images.
+  channels-last, torch.compile, its compile time apart), of the Engine's step (uint16 tiles in,
+  augmentation on the GPU), of the loader alone with 16 workers over a cell store cut from the
+  synthetic images, and of a whole epoch from that store (TileReader + Engine, as train_me runs
+  it) per dtype with the GPU's busy share.
 - ``inference``: ``infer_folder`` with HPA's segmentation (as in ``segmentator``) and 7 B0
   checkpoints at 512 px, seconds per 2048² image with 16 workers (--images) and with 2 (a twelfth
   of them), at each --label-scales, with the same start-up / steady-state split.
@@ -60,7 +62,7 @@ from hpasc.stages.segment.scaling import prepare  # noqa: E402
 from hpasc.tools.synthetic.predictions import network_sized_maps  # noqa: E402
 from hpasc.stages.train.augment import AugmentSettings  # noqa: E402
 from hpasc.stages.train.distributed import Process  # noqa: E402
-from hpasc.stages.train.engine import Engine, place_model  # noqa: E402
+from hpasc.stages.train.engine import Engine, adam, place_model  # noqa: E402
 from hpasc.stages.train.losses import create_loss  # noqa: E402
 
 BASE_IMAGES = 8  # distinct synthetic images; the rest of a folder are copies under new IDs
@@ -322,7 +324,7 @@ def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
     process = Process(device=torch.device(DEVICE))
     model = place_model(create_model("efficientnet-b0", 18), process, precision)
     spec = ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(512))
-    engine = Engine(model, spec, torch.optim.Adam(model.parameters(), lr=3e-4), None, "bce",
+    engine = Engine(model, spec, adam(model, 3e-4, process.device), None, "bce",
                     AugmentSettings.from_flags(False, True), process, precision)
     tiles = torch.randint(0, 65535, (batch, 4, 512, 512), dtype=torch.int32).to(torch.uint16)
     tiles = tiles.pin_memory() if DEVICE == "cuda" else tiles  # as the loader pins them
@@ -333,9 +335,10 @@ def engine_rate(batch: int, precision: Precision, steps: int = 10) -> float:
     return batch / timed(lambda: engine.train_epoch(loader, targets, generator, options, ""), 1) * steps
 
 
-def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int = 40) -> tuple[float, int]:
+def store_cells(work: Path, workers: int, count: int):
+    """The CellSet of ``work/dataset``: a store cut at 512 px from the synthetic images (once)."""
     from hpasc.cellstore import open_cells
-    from hpasc.stages.train.data import CellSet, EpochBatches, TileReader
+    from hpasc.stages.train.data import CellSet
 
     dataset = work / "dataset"
     if not (dataset / "cells.csv").is_file():
@@ -346,11 +349,23 @@ def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int =
                        cwd=REPO, check=True)
     store = open_cells(dataset)
     table = store.table.assign(store=0, row=np.arange(len(store)), label_list=[[0]] * len(store))
-    cells = CellSet([store], table)
+    return CellSet([store], table)
+
+
+def random_batches(cells, batch: int, batches: int):
+    from hpasc.stages.train.data import EpochBatches
+
     sampler = EpochBatches(batch, drop_last=True)
-    sampler.set_indices(np.random.default_rng(0).integers(0, len(cells), (batches + 4) * batch))
+    sampler.set_indices(np.random.default_rng(0).integers(0, len(cells), batches * batch))
+    return sampler
+
+
+def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int = 40) -> tuple[float, int]:
+    from hpasc.stages.train.data import TileReader
+
+    cells = store_cells(work, workers, count)
     with TileReader(cells, 512, batch, workers, torch.device(DEVICE)) as reader:
-        loader = iter(reader.batches(sampler))
+        loader = iter(reader.batches(random_batches(cells, batch, batches + 4)))
         for _ in range(4):
             next(loader)  # workers started, slots primed
         start = time.perf_counter()
@@ -358,6 +373,35 @@ def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int =
         if DEVICE == "cuda":
             torch.cuda.synchronize()  # the last batches' copies to the GPU done
         return count / (time.perf_counter() - start), len(cells)
+
+
+def epoch_rate(work: Path, workers: int, batch: int, count: int, precision: Precision,
+               batches: int = 200) -> tuple[float, float]:
+    """A whole training epoch as train_me runs it: the TileReader over the store (its workers
+    decoding into page-locked slots), the Engine (augment -p, fused Adam, targets on the device);
+    images/s from the first batch's arrival (the workers' start-up left out) and the GPU busy %."""
+    from hpasc.stages.train.data import TileReader
+
+    cells = store_cells(work, workers, count)
+    device = torch.device(DEVICE)
+    process = Process(device=device)
+    model = place_model(create_model("efficientnet-b0", 18), process, precision)
+    engine = Engine(model, ModelSpec("efficientnet-b0", 4, tuple(range(18)), TileSpec(512)), adam(model, 3e-4, device),
+                    None, "bce", AugmentSettings.from_flags(False, True), process, precision)
+    targets = torch.rand(len(cells), 18)
+    options = runtime.CommonOptions(progress=False)
+    busy = GpuBusy()
+    with TileReader(cells, 512, batch, workers, device) as reader:
+        engine.train_epoch(reader.batches(random_batches(cells, batch, 8)), targets, torch.Generator().manual_seed(0),
+                           options, "")  # workers started, cuDNN tuned
+        sync()
+        with busy.sampling():
+            start = time.perf_counter()
+            engine.train_epoch(reader.batches(random_batches(cells, batch, batches)), targets,
+                               torch.Generator().manual_seed(1), options, "")
+            sync()
+            elapsed = time.perf_counter() - start
+    return batches * batch / elapsed, busy.percent
 
 
 def training(results: Results, work: Path, workers: int, batch: int, compile_too: bool, count: int) -> None:
@@ -371,6 +415,10 @@ def training(results: Results, work: Path, workers: int, batch: int, compile_too
         results.add("training", f"B0 512 px Engine step (uint16 in, augment -p), {dtype}", rate, "images/s")
     rate, cells = loader_rate(work, workers, batch, count)
     results.add("training", f"loader alone, {workers} workers, 512 px tiles", rate, "tiles/s", f"{cells} cells")
+    for dtype in ("float16", "bfloat16"):
+        rate, percent = epoch_rate(work, workers, batch, count, Precision(dtype))
+        results.add("training", f"B0 512 px epoch from the store (TileReader, {workers} workers; Engine, augment -p), "
+                    f"{dtype}", rate, "images/s", f"GPU busy {percent:.0f} %")
     if compile_too:
         for dtype in ("float16", "bfloat16"):
             start = time.perf_counter()

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import mmap
 import os
+import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -164,23 +165,26 @@ class SlotRing:
         self.unpins: list[Callable[[], None]] = []
         self.free: list[str] = []
         self.loans: dict[Hashable, str] = {}
+        self._lock = threading.Lock()  # a receiver on another thread may settle (infer.py's scoring)
         while len(self.blocks) < count and self._grow():
             pass
 
     def lend(self, key: Hashable) -> Slot | None:
         """A free slot for the job known as ``key`` until :meth:`settle`, or None (all lent, or
         shared memory short: the job makes a block of its own)."""
-        if not self.free:
-            return None
-        self.loans[key] = self.free.pop()
-        return Slot(self.loans[key], self.size)
+        with self._lock:
+            if not self.free:
+                return None
+            self.loans[key] = self.free.pop()
+            return Slot(self.loans[key], self.size)
 
     def settle(self, key: Hashable) -> None:
         """The job ``key`` and its receiver are done with its slot (if it had one): lend it again.
         The one way a slot comes back, whether the job used it, outgrew it or failed."""
-        name = self.loans.pop(key, None)
-        if name is not None:
-            self.free.append(name)
+        with self._lock:
+            name = self.loans.pop(key, None)
+            if name is not None:
+                self.free.append(name)
 
     def _grow(self) -> bool:
         block = _create(self.size)

@@ -5,19 +5,22 @@ segments each image in worker processes (with HPA's networks on batches here), a
 cuts its cells with image_cutter.py's own function (tiles, border and outlier factors) and
 RLE-encodes the masks (:class:`~hpasc.stages.infer.jobs.CutPlan`). The tiles come back in a
 shared-memory slot that this process keeps mapped (page-locked on CUDA, so the GPU copies them
-itself); the pipes carry only the cells' rows and masks. The main process scores the tiles with the
-ensemble (on the GPU when there is one) and post-processes them, image by image, while the workers
-already work on the next images: at most a bounded window of images is in flight, which bounds
-memory (a 3072² image with 100 cells holds ~200 MB of 512 px tiles). An image that fails (a missing
+itself); the pipes carry only the cells' rows and masks. A thread of the main process scores the
+tiles with the ensemble (on the GPU when there is one) and post-processes them, image by image,
+while the main thread feeds the segmentation and the workers already work on the next images: at
+most a bounded window of images is in flight, which bounds memory (a 3072² image with 100 cells
+holds ~200 MB of 512 px tiles). An image that fails (a missing
 channel, an unreadable file) is logged and gets a row without predictions; the others are
 predicted.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 CELLS_PER_SLOT = 48
 """An image's tiles travel in a shared-memory slot when it has at most this many cells (HPA's images
 hold 10-40; 96 MiB at 512 px); a larger one's in a block of its own, ~15 ms more per 40 MB."""
+SCORING_QUEUE = 2
+"""Images handed to the scoring thread and not yet scored, at most: enough to keep the GPU busy
+while the main process runs the segmentation, few enough to hold few slots."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,14 @@ class InferSettings:
 
 
 class Predictor:
-    """Scores each image's cells with the ensemble and keeps its submission row."""
+    """Scores each image's cells with the ensemble and keeps its submission row.
+
+    The scoring runs on a thread of its own (on CUDA, on a stream of its own), images in the order
+    they come: the main process hands an image over and goes on feeding the segmentation while the
+    GPU scores, instead of waiting for it; it waits only when :data:`SCORING_QUEUE` images are
+    queued. Use it as a context manager: leaving waits for the last image (and raises a scoring
+    error), and is over before the tiles' slots are gone.
+    """
 
     def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing,
                  table: CellTable | None = None) -> None:
@@ -79,9 +92,32 @@ class Predictor:
         self.pictures = None if settings.overlays is None else PredictionPictures(settings.overlays,
                                                                                   settings.overlay_threshold)
         self.rows: dict[str, tuple[int, int, str]] = {}
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="scoring")
+        self._queued: collections.deque[Future] = collections.deque()
+        self._stream = None
+        if ensemble.device.type == "cuda":
+            self._stream = torch.cuda.Stream(ensemble.device)
+            self._stream.wait_stream(torch.cuda.current_stream(ensemble.device))  # the models' weights are there
 
-    def __call__(self, image_id: str, cells: ImageCells) -> None:
-        with cells.tiles.opened() as tiles:
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=kind is not None)
+        if kind is None:
+            while self._queued:
+                self._queued.popleft().result()
+
+    def __call__(self, image_id: str, cells: ImageCells) -> Future:
+        """Queue the image's scoring; the future completes once its tiles are no longer needed."""
+        while len(self._queued) >= SCORING_QUEUE or (self._queued and self._queued[0].done()):
+            self._queued.popleft().result()  # a scoring error stops the run here
+        scored = self._thread.submit(self._predict, image_id, cells)
+        self._queued.append(scored)
+        return scored
+
+    def _predict(self, image_id: str, cells: ImageCells) -> None:
+        with torch.cuda.stream(self._stream), cells.tiles.opened() as tiles:  # no stream: the CPU's
             raw, embeddings = self.score(tiles)
         scores = raw
         if self.settings.postprocessing and len(raw):
@@ -161,8 +197,8 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
     plan = CutPlan(loaded.tile_specs, settings.save_masks, settings.overlays is not None)
     tiles_slot = CELLS_PER_SLOT * sum(spec.size ** 2 * 4 * 2 for spec in loaded.tile_specs)  # uint16 × 4 planes
-    with segmenter, SlotRing(segmenter.in_flight, tiles_slot, page_locker(device)) as tiles, \
-            process_pool(options.workers) as pool:
+    with segmenter, SlotRing(segmenter.in_flight + SCORING_QUEUE, tiles_slot, page_locker(device)) as tiles, \
+            process_pool(options.workers) as pool, predictor:
         failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")
     runtime.log_failures(failures)
     if out is not None:

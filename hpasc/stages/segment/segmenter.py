@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 INPUT_SLOT = 8 << 20
 MAPS_SLOT = 16 << 20
 
-OnResult = Callable[[str, object], None]
+OnResult = Callable[[str, object], "Future | None"]
+"""Receives each image's result here: returns None when done with it, or a future that completes
+when it is (a result handed to another thread); its slot is lent again only then."""
 
 
 def choose_backend(requested: str, models: ModelFiles) -> str:
@@ -123,19 +125,26 @@ class Segmenter:
             return pool.submit(classical_job, folder.source(image_id), use, results and results.lend(image_id))
 
         for image_id, job in bounded_map(submit, ids, 2 * self.options.workers):
-            _hand_over(image_id, job, on_result, failures)
-            if results is not None:
-                results.settle(image_id)
+            _hand_over(image_id, job, on_result, failures, results)
             bar.update(1)
         return failures
 
 
-def _hand_over(image_id: str, job: Future, on_result: OnResult, failures: dict[str, str]) -> None:
+def _hand_over(image_id: str, job: Future, on_result: OnResult, failures: dict[str, str],
+               results: SlotRing | None) -> None:
+    """Give ``on_result`` the job's result (or note its failure), and its slot back once it is done."""
     reason = failure_reason(job)
+    used = None
     if reason is not None:
         failures[image_id] = reason
     else:
-        on_result(image_id, job.result())
+        used = on_result(image_id, job.result())
+    if results is None:
+        return
+    if used is None:
+        results.settle(image_id)
+    else:
+        used.add_done_callback(lambda _: results.settle(image_id))
 
 
 class NetworkPipeline:
@@ -212,10 +221,8 @@ class _PipelineRun:
 
     def _collect_oldest(self) -> None:
         image_id, job = self.finishing.popleft()
-        _hand_over(image_id, job, self.on_result, self.failures)
+        _hand_over(image_id, job, self.on_result, self.failures, self.results)
         self.pipeline.maps.settle(image_id)
-        if self.results is not None:
-            self.results.settle(image_id)
         self.bar.update(1)
 
     def _fail(self, image_id: str, reason: str) -> None:
