@@ -33,7 +33,7 @@ train main D ms/batch, loader E core-ms/tile
 
 from __future__ import annotations
 
-# Nothing heavy at the top: the pools' spawned workers import this file as __mp_main__.
+# Nothing heavy at the top (torch comes with host_model, imported by main).
 import argparse
 import resource
 import subprocess

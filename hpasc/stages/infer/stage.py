@@ -9,9 +9,8 @@ itself); the pipes carry only the cells' rows and masks. A thread of the main pr
 tiles with the ensemble (on the GPU when there is one) and post-processes them, image by image,
 while the main thread feeds the segmentation and the workers already work on the next images: at
 most a bounded window of images is in flight, which bounds memory (a 3072² image with 100 cells
-holds ~200 MB of 512 px tiles). An image that fails (a missing
-channel, an unreadable file) is logged and gets a row without predictions; the others are
-predicted.
+holds ~200 MB of 512 px tiles). An image that fails (a missing channel, an unreadable file) is
+logged and gets a row without predictions; the others are predicted.
 """
 
 from __future__ import annotations

@@ -167,14 +167,22 @@ def _resize_down_up(x: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _on(device: torch.device, drawn: torch.Tensor) -> torch.Tensor:
+    """A tensor of drawn parameters on ``device``. To a GPU from page-locked memory: a copy from
+    ordinary memory would make the host wait for all the work queued before it, every step."""
+    if device.type != "cuda":
+        return drawn.to(device)
+    return drawn.pin_memory().to(device, non_blocking=True)
+
+
 def _flip(x: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor) -> torch.Tensor:
-    hflip, vflip = (flag.to(x.device).view(-1, 1, 1, 1) for flag in (hflip, vflip))
+    hflip, vflip = (_on(x.device, flag).view(-1, 1, 1, 1) for flag in (hflip, vflip))
     x = torch.where(hflip, x.flip(-1), x)
     return torch.where(vflip, x.flip(-2), x)
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(x.device, torch.float32), list(x.shape), align_corners=False)
+    grid = F.affine_grid(_on(x.device, theta.to(torch.float32)), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -194,10 +202,10 @@ def augment_batch(x: torch.Tensor, settings: AugmentSettings, generator: torch.G
         warped = ~flip_only
         out = torch.empty_like(image)
         if flip_only.any():
-            rows = flip_only.nonzero()[:, 0].to(x.device)
+            rows = _on(x.device, flip_only.nonzero()[:, 0])
             out[rows] = _flip(image[rows], draws.hflip[flip_only], draws.vflip[flip_only])
         if warped.any():
-            rows = warped.nonzero()[:, 0].to(x.device)
+            rows = _on(x.device, warped.nonzero()[:, 0])
             out[rows] = _warp(image[rows], _affine(draws, size)[warped])
     return out.to(x.dtype)
 

@@ -126,7 +126,7 @@ def load_cells(split: Split) -> CellSet:
 
 class EpochBatches(Sampler[list[int]]):
     """Batches of the current epoch's cell indices; ``set_indices`` swaps the epoch's sample in
-    the main process, so persistent workers keep running across epochs."""
+    the main process, so the reader's workers keep running across epochs."""
 
     def __init__(self, batch_size: int, drop_last: bool) -> None:
         self.batch_size = batch_size
@@ -160,7 +160,8 @@ class TileReader:
     shared-memory blocks that this process maps once (and on CUDA page-locks once), split into
     jobs of a few tiles, ``depth`` batches ahead of the model: a batch reaches the model without a
     copy on the host, and this process handles only the jobs' small messages. Without workers this
-    process decodes each batch itself. Either way a batch holds exactly the bytes the store holds.
+    process decodes each batch itself. Either way a batch holds exactly the bytes the store holds
+    (shrunk the same way when smaller tiles are asked for).
 
     Use it as a context manager (its workers and slots live for the block); :meth:`batches` gives
     one pass over a sampler's batches, as many passes as wanted.

@@ -1,8 +1,9 @@
 """train_me.py's run: data from a split, an epoch loop with per-epoch checkpoints, resume.
 
 Each epoch draws a fresh sample of training cells (:class:`~hpasc.stages.train.sampling.EpochSampler`,
-seeded by (seed, epoch)), reads their tiles in worker processes (a :class:`TileReader`), augments batches on the
-training device (seeded by (seed, epoch, rank)), and steps Adam with cosine annealing. After each
+seeded by (seed, epoch)), reads their tiles (:class:`~hpasc.stages.train.data.TileReader`: worker
+processes on a GPU), augments batches on the training device (seeded by (seed, epoch, rank)), and
+steps Adam with cosine annealing. After each
 epoch the main process validates and writes ``{save}/{name}-{epoch}.pt`` atomically with the
 optimiser, scheduler and scaler states, then rewrites ``{name}-metrics.csv`` from the history held
 in the checkpoint. Because every random draw depends only on (seed, epoch), a run killed anywhere
