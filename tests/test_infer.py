@@ -222,3 +222,21 @@ def test_the_scoring_thread_writes_what_the_main_thread_wrote(tmp_path: Path) ->
     floats = [c for c in reference.columns if c.startswith(("prob_", "conf_", "top1_conf", "top2_conf", "top3_conf"))]
     pd.testing.assert_frame_equal(table.drop(columns=floats), reference.drop(columns=floats))
     np.testing.assert_allclose(table[floats].to_numpy(), reference[floats].to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_a_scoring_error_stops_the_run_on_the_main_thread(checkpoint, test_images, monkeypatch) -> None:
+    folder = scan_images(test_images[0])
+    ensemble = read_ensemble(checkpoint)
+    loaded = LoadedEnsemble(ensemble, torch.device("cpu"))
+
+    def fail(self, tiles):
+        raise RuntimeError("CUDA out of memory (a stand-in)")
+    monkeypatch.setattr(Predictor, "score", fail)
+    image_id = folder.ids[0]
+    image = folder.read(image_id)
+    nuclei, cells = segment_classical(image)
+    with pytest.raises(RuntimeError, match="a stand-in"), \
+            Predictor(loaded, InferSettings(), ensemble.postprocessing) as predictor:
+        scored = predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs))
+                           .shared(None))
+    assert scored.done() and not predictor.rows

@@ -85,3 +85,23 @@ def test_no_slots_where_shared_memory_is_short(caplog) -> None:
         assert ring.blocks == {} and ring.lend("x") is None
     assert "shared memory is short" in caplog.text
 
+
+
+def test_a_result_handed_to_another_thread_keeps_its_slot_until_that_thread_is_done() -> None:
+    """The Segmenter's hand-over: a consumer that returns a future (infer.py's scoring thread) gets
+    the slot back only when the future completes; one that returns None, at once."""
+    from concurrent.futures import Future
+
+    from hpasc.stages.segment.segmenter import _hand_over
+
+    with SlotRing(2, 4096) as ring:
+        job, later = Future(), Future()
+        job.set_result("cells")
+        ring.lend("a"), ring.lend("b")
+        got, failures = [], {}
+        _hand_over("a", job, lambda image_id, result: got.append((image_id, result)) or later, failures, ring)
+        assert got == [("a", "cells")] and not ring.free  # the consumer still reads slot a
+        later.set_result(None)
+        assert len(ring.free) == 1
+        _hand_over("b", job, lambda image_id, result: None, failures, ring)
+        assert len(ring.free) == 2 and failures == {}
