@@ -57,7 +57,7 @@ def _remap(args: argparse.Namespace) -> int:
 
 def _fetch_parser() -> argparse.ArgumentParser:
     parser = cli.stage_parser(f"Download the 4th place's published label folder (relabel/, validation/, "
-                              f"auto-relabel*/: {sum(published.PINNED_ENTRIES.values())} entries) from "
+                              f"auto-relabel*/: {published.PINNED_TOTAL} entries) from "
                               f"{published.REPOSITORY} at commit {published.COMMIT[:7]}, and keep it only if "
                               f"every file holds that commit's number of entries. Their repository has no "
                               f"licence file, so the project does not ship it. Tools and tests find it here or "
@@ -72,7 +72,7 @@ def _fetch_parser() -> argparse.ArgumentParser:
 def _fetch(args: argparse.Namespace) -> int:
     folder = published.fetch_fourth_place_labels(args.out, args.base_url, overwrite=args.overwrite,
                                                  progress=not args.no_progress)
-    print(f"4th-place labels: {folder} ({sum(published.PINNED_ENTRIES.values())} entries of "
+    print(f"4th-place labels: {folder} ({published.PINNED_TOTAL} entries of "
           f"{published.REPOSITORY}@{published.COMMIT[:7]}); use it as --relabel {folder}")
     return cli.EXIT_OK
 

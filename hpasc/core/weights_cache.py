@@ -1,10 +1,11 @@
-"""A local cache of downloaded network weights, shared by every kind of weights the pipeline uses.
+"""A local cache of downloaded files: every kind of network weights the pipeline uses, and the
+4th place's label folder.
 
-Segmentation (HPA's DPN-UNets) and classification (ImageNet EfficientNets) both keep their files
-under one cache root and fetch a missing file the same way: with :func:`hpasc.core.http.fetch`'s
-timeouts and retries, into a temporary name that becomes the final name only once the file has
-been read back successfully, so an interrupted or wrong download (a login page, a truncated body)
-never sits in the cache looking like weights.
+Segmentation (HPA's DPN-UNets), classification (ImageNet EfficientNets) and the labels
+(:mod:`hpasc.labels.fourth_place_source`) keep their files under one cache root and fetch a
+missing file the same way: with :func:`hpasc.core.http.fetch`'s timeouts and retries, into a
+temporary name that becomes the final name only once the file has been read back successfully, so an interrupted or wrong download (a login page, a truncated body)
+never sits in the cache looking like what was asked for.
 """
 
 from __future__ import annotations
