@@ -70,6 +70,7 @@ class Meter:
 
     marks: list[tuple[float, int, float]] = field(default_factory=list)
     waited: float = 0.0
+    offloaded: float = 0.0  # CPU seconds the stand-ins spent on what a GPU's copy engine does
     shared: int = 0
     finished: tuple[float, int, float] | None = None
 
@@ -97,11 +98,14 @@ class Meter:
         return Bar()
 
     def mark(self) -> None:
-        self.marks.append((time.process_time(), _io_bytes(), self.waited))
+        self.marks.append((self._cpu(), _io_bytes(), self.waited))
 
     def done(self) -> None:
         """Note the end of a piece of work that may outlast the last mark (infer.py's scoring)."""
-        self.finished = (time.process_time(), _io_bytes(), self.waited)
+        self.finished = (self._cpu(), _io_bytes(), self.waited)
+
+    def _cpu(self) -> float:
+        return time.process_time() - self.offloaded
 
     def end(self) -> None:
         """End the window at the last noted end of work when it came after the last mark."""

@@ -1,6 +1,7 @@
 """Every CUDA path against its CPU float32 twin: an AMP training step in each precision, the
-GradScaler's state across a resume, channels-last scoring, HPA's networks, DDP with NCCL under
-torchrun, and segmentator.py / infer.py on the GPU. Run with ``pytest -m cuda`` on a GPU machine
+GradScaler's state across a resume, channels-last scoring, torch.compile against eager, HPA's
+networks, DDP with NCCL under torchrun (compiled, the default), and segmentator.py / infer.py on
+the GPU (infer.py compiled). Run with ``pytest -m cuda`` on a GPU machine
 (``bench/gpu/run.sh`` does); skipped without CUDA."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hpasc.core.runtime import CommonOptions
 from hpasc.models.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
 from hpasc.models.precision import Precision
 from hpasc.models.registry import create_model
+from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import score_tiles
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.segment.network import DPNUNet
@@ -67,7 +69,7 @@ def train_steps(trained: Engine, steps: int) -> float:
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_amp_training_step_updates_the_weights(dtype: str) -> None:
-    trained = engine(Precision(dtype))
+    trained = engine(Precision(dtype, compile=False))
     before = [p.detach().clone() for p in trained.model.parameters()]
     loss = train_steps(trained, 3)
     assert np.isfinite(loss) and 0 < loss < 2
@@ -78,12 +80,12 @@ def test_amp_training_step_updates_the_weights(dtype: str) -> None:
 
 
 def test_grad_scaler_state_survives_a_checkpoint(tmp_path: Path) -> None:
-    first = engine(Precision("float16"))
+    first = engine(Precision("float16", compile=False))
     train_steps(first, 2)
     first.scaler.update(new_scale=1024.0)
     save_checkpoint(tmp_path / "r-1.pt", make_checkpoint(first.inner, SPEC, 1, [], {},
                                                           first.training_state()))
-    resumed = engine(Precision("float16"), seed=5)
+    resumed = engine(Precision("float16", compile=False), seed=5)
     resumed.load_training_state(load_checkpoint(tmp_path / "r-1.pt")["training_state"])
     assert resumed.scaler.get_scale() == 1024.0
     assert resumed.scaler.state_dict() == first.scaler.state_dict()
@@ -139,6 +141,25 @@ def test_torchrun_one_process_trains_with_nccl(workdir: Path) -> None:
     assert checkpoint["training_state"]["scaler"]["scale"] > 0  # float16 autocast by default
 
 
+def test_compiled_models_match_eager(monkeypatch, tmp_path: Path) -> None:
+    """torch.compile (the default on CUDA): a training step's loss and scores as eager ones', its
+    kernels kept in the hpasc cache."""
+    monkeypatch.setenv("HPASC_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    eager, compiled = engine(Precision("float32", compile=False)), engine(Precision("float32"))
+    assert compiled.running is not compiled.model
+    assert train_steps(compiled, 2) == pytest.approx(train_steps(eager, 2), rel=1e-3)
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+    checkpoint = make_checkpoint(compiled.inner, SPEC, 1, [], {})
+    assert not any(key.startswith("_orig_mod") for key in checkpoint["model_state"])
+    tiles = [random_tiles(16, 3), random_tiles(5, 4)]  # two batch sizes: one recompilation
+    runners = [ModelRunner(*build_model(checkpoint, CUDA, precision), CUDA, precision)
+               for precision in (Precision("float16", compile=False), Precision("float16"))]
+    torch.testing.assert_close(*(runner.score(tiles) for runner in runners), rtol=0, atol=TOLERANCE["float16"])
+    assert any((tmp_path / "torch-compile").rglob("*"))
+
+
 def test_segmentator_and_infer_run_on_cuda(workdir: Path, random_weights: Path, tmp_path: Path) -> None:
     images = workdir / "syn"
     weights = ("--nuclei-model", random_weights, "--cell-model", random_weights)
@@ -146,7 +167,8 @@ def test_segmentator_and_infer_run_on_cuda(workdir: Path, random_weights: Path, 
                         *weights, "--device", "cuda", "--precision", "bfloat16", "--no-progress")
     assert result.returncode == 0, result.stderr
     trained = run_script("train_me.py", "-i", workdir / "dataset", "-s", tmp_path / "models", "--pretrained",
-                         "none", "--epochs", "1", "--epoch-size", "64", "--device", "cuda", "--no-progress")
+                         "none", "--epochs", "1", "--epoch-size", "64", "--device", "cuda", "--no-compile",
+                         "--no-progress")
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "submission.csv"
     result = run_script("infer.py", "-i", images, "-e", tmp_path / "models" / "b0-bce-1.pt", "-o", out,
@@ -159,7 +181,7 @@ def test_segmentator_and_infer_run_on_cuda(workdir: Path, random_weights: Path, 
 def test_page_locked_slots_feed_the_gpu_exactly() -> None:
     """Tiles a spawned worker writes into a page-locked slot reach the GPU unchanged (the copy is
     asynchronous from such memory; scoring waits for it before the slot is lent again), and HPA's
-    networks read their inputs straight from slots."""
+    networks read their inputs straight from slots and write their maps straight into slots."""
     from hpasc.core.shared_arrays import SharedArrays, SlotRing
     from hpasc.core.workers import process_pool
     from hpasc.models.pinning import page_locker
@@ -178,9 +200,13 @@ def test_page_locked_slots_feed_the_gpu_exactly() -> None:
     torch.manual_seed(0)
     networks = HpaNetworks(DPNUNet().eval(), DPNUNet().eval(), "cuda", Precision("float32"))
     image = prepare(synthesize_image((512, 512), np.random.default_rng(3)).image)
-    with SlotRing(1, 8 << 20, networks.page_locker()) as ring:
-        shared = SharedArrays.put([image.cells], ring.lend("image"))
-        from_slot = networks.run(shared.arrays())
+    with SlotRing(1, 8 << 20, networks.page_locker()) as inputs, \
+            SlotRing(1, 16 << 20, networks.page_locker()) as outputs:
+        shared = SharedArrays.put([image.cells], inputs.lend("image"))
+        maps = SharedArrays.empty([(image.cells.shape, np.float32)] * 2, outputs.lend("image"))
+        networks.run(shared.arrays(), [maps.arrays()])
+        assert maps.lent and torch.from_numpy(maps.arrays()[0]).is_pinned()
+        for got, expected in zip(maps.arrays(), networks([image])):
+            np.testing.assert_array_equal(got, expected[0])
         shared.release()
-    for got, expected in zip(from_slot, networks([image])):
-        np.testing.assert_array_equal(got, expected)
+        maps.release()

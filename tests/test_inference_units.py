@@ -116,3 +116,25 @@ def test_no_clean_cell_keeps_scores_and_factors_can_be_off() -> None:
                          PostprocessSettings(border_factor=False, outlier_factor=True))
     assert result[0, 0] == pytest.approx(0.8 * 0.001) and result[1, 0] == pytest.approx(0.4)
     assert not math.isnan(result.sum())
+
+
+def test_a_compiled_member_keeps_its_embeddings(tmp_path: Path) -> None:
+    """Embeddings are caught by a hook set on each member's head before it is compiled: torch.compile's
+    graph capture (here with its eager backend, on the CPU) keeps it, with and without flips."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet-b0", 18, tile_size=32)
+    for _ in range(10):  # batch-norm statistics that let features through (a fresh B0's are ~1e-14)
+        model(torch.rand(8, 4, 32, 32))
+    save_checkpoint(tmp_path / "a.pt", make_checkpoint(model, ModelSpec("efficientnet-b0", 4, tuple(range(18)),
+                                                                        TileSpec(32)), 1, [], {}))
+    (tmp_path / "e.yaml").write_text("groups: [{members: [a.pt]}]\n")
+    tiles = torch.randint(0, 255, (3, 4, 32, 32)).to(torch.uint16)
+    for tta in (False, True):
+        eager = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"), tta=tta)
+        compiled = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"), tta=tta)
+        member, spec, weight, group = compiled.models[0]
+        compiled.models[0] = (torch.compile(member, backend="eager"), spec, weight, group)
+        (expected, [expected_embedding]), (got, [embedding]) = eager.with_embeddings(tiles), compiled.with_embeddings(tiles)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_array_equal(embedding, expected_embedding)
+        assert embedding.shape == (3, 1280) and np.abs(embedding).sum() > 0

@@ -61,6 +61,29 @@ def test_arrays_that_outgrow_their_slot_travel_in_a_block_of_their_own() -> None
     assert not slot & blocks()
 
 
+def read_in_worker(shared: SharedArrays) -> list[np.ndarray]:
+    """A worker's side: the arrays it received, copied out, and released."""
+    with shared.opened() as arrays:
+        return [array.copy() for array in arrays]
+
+
+@pytest.mark.parametrize("slot_size", [1 << 20, 4096])
+def test_arrays_filled_in_place_here_reach_a_worker(slot_size: int) -> None:
+    """What the main process fills itself (HPA's maps, copied there from the GPU): in its slot where
+    they fit, else in a block of their own that the receiver unlinks."""
+    with SlotRing(1, slot_size) as ring, process_pool(1) as pool:
+        before = blocks()
+        shared = SharedArrays.empty([((3, 32, 32), np.float32), ((5,), np.int64)], ring.lend("maps"))
+        assert shared.lent is (slot_size == 1 << 20)
+        first, second = shared.arrays()
+        first[...], second[...] = 1.5, np.arange(5)
+        got = pool.submit(read_in_worker, shared.filled()).result()
+        np.testing.assert_array_equal(got[0], np.full((3, 32, 32), 1.5, np.float32))
+        np.testing.assert_array_equal(got[1], np.arange(5))
+        ring.settle("maps")
+        assert blocks() == before  # a block of its own was unlinked by its receiver
+
+
 def test_blocks_received_and_never_released_are_unlinked() -> None:
     with process_pool(1) as pool:
         shared = pool.submit(put_tiles, 2, 1, None).result()
@@ -84,7 +107,6 @@ def test_no_slots_where_shared_memory_is_short(caplog) -> None:
     with caplog.at_level(logging.WARNING), SlotRing(1, 1 << 50) as ring:  # a pebibyte: more than any /dev/shm
         assert ring.blocks == {} and ring.lend("x") is None
     assert "shared memory is short" in caplog.text
-
 
 
 def test_a_result_handed_to_another_thread_keeps_its_slot_until_that_thread_is_done() -> None:

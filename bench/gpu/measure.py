@@ -11,10 +11,11 @@ Sections (each appends its rows to --results, a JSON-lines file; ``--table`` pri
   so ``label_cell`` does a real image's work. The whole run's images/s (start-up included), the
   time to the first image and the steady state after it; GPU busy % sampled through NVML.
 - ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
-  channels-last, torch.compile, its compile time apart), of the Engine's step (uint16 tiles in,
-  augmentation on the GPU), of the loader alone with 16 workers over a cell store cut from the
-  synthetic images, and of a whole epoch from that store (TileReader + Engine, as train_me runs
-  it) per dtype with the GPU's busy share.
+  channels-last; with --compile also compiled, its compile time apart), of the Engine's eager step
+  (uint16 tiles in, augmentation on the GPU), of the loader alone with 16 workers over a cell store
+  cut from the synthetic images, and of a whole epoch from that store (TileReader + Engine, as
+  train_me runs it: compiled, the default, and eager) with the GPU's busy share and the first 8
+  batches' seconds (the compile time) apart.
 - ``inference``: ``infer_folder`` with HPA's segmentation (as in ``segmentator``) and 7 B0
   checkpoints at 512 px, seconds per 2048² image with 16 workers (--images) and with 2 (a twelfth
   of them), at each --label-scales, with the same start-up / steady-state split.
@@ -376,10 +377,12 @@ def loader_rate(work: Path, workers: int, batch: int, count: int, batches: int =
 
 
 def epoch_rate(work: Path, workers: int, batch: int, count: int, precision: Precision,
-               batches: int = 200) -> tuple[float, float]:
+               batches: int = 200) -> tuple[float, float, float]:
     """A whole training epoch as train_me runs it: the TileReader over the store (its workers
-    decoding into page-locked slots), the Engine (augment -p, fused Adam, targets on the device);
-    images/s from the first batch's arrival (the workers' start-up left out) and the GPU busy %."""
+    decoding into page-locked slots), the Engine (augment -p, fused Adam, targets on the device,
+    compiled when ``precision`` says so); images/s from the first batch's arrival (the workers'
+    start-up left out), the GPU busy %, and the seconds of a first pass of 8 batches (start-up,
+    cuDNN tuning and any compilation: the compile time apart)."""
     from hpasc.stages.train.data import TileReader
 
     cells = store_cells(work, workers, count)
@@ -392,16 +395,18 @@ def epoch_rate(work: Path, workers: int, batch: int, count: int, precision: Prec
     options = runtime.CommonOptions(progress=False)
     busy = GpuBusy()
     with TileReader(cells, 512, batch, workers, device) as reader:
+        start = time.perf_counter()
         engine.train_epoch(reader.batches(random_batches(cells, batch, 8)), targets, torch.Generator().manual_seed(0),
-                           options, "")  # workers started, cuDNN tuned
+                           options, "")
         sync()
+        first = time.perf_counter() - start
         with busy.sampling():
             start = time.perf_counter()
             engine.train_epoch(reader.batches(random_batches(cells, batch, batches)), targets,
                                torch.Generator().manual_seed(1), options, "")
             sync()
             elapsed = time.perf_counter() - start
-    return batches * batch / elapsed, busy.percent
+    return batches * batch / elapsed, busy.percent, first
 
 
 def training(results: Results, work: Path, workers: int, batch: int, compile_too: bool, count: int) -> None:
@@ -411,14 +416,16 @@ def training(results: Results, work: Path, workers: int, batch: int, compile_too
         results.add("training", f"B0 512 px model step, {dtype}, channels-last "
                     f"{'on' if channels_last else 'off'}, batch {batch}", rate, "images/s")
     for dtype in ("float16", "bfloat16"):
-        rate = engine_rate(batch, Precision(dtype))
-        results.add("training", f"B0 512 px Engine step (uint16 in, augment -p), {dtype}", rate, "images/s")
+        rate = engine_rate(batch, Precision(dtype, compile=False))
+        results.add("training", f"B0 512 px Engine step (uint16 in, augment -p), {dtype}, eager", rate, "images/s")
     rate, cells = loader_rate(work, workers, batch, count)
     results.add("training", f"loader alone, {workers} workers, 512 px tiles", rate, "tiles/s", f"{cells} cells")
-    for dtype in ("float16", "bfloat16"):
-        rate, percent = epoch_rate(work, workers, batch, count, Precision(dtype))
+    for precision in (Precision("float16"), Precision("float16", compile=False), Precision("bfloat16")):
+        rate, percent, first = epoch_rate(work, workers, batch, count, precision)
+        how = "compiled (the default)" if precision.compile else "eager (--no-compile)"
         results.add("training", f"B0 512 px epoch from the store (TileReader, {workers} workers; Engine, augment -p), "
-                    f"{dtype}", rate, "images/s", f"GPU busy {percent:.0f} %")
+                    f"{precision.dtype}, {how}", rate, "images/s",
+                    f"GPU busy {percent:.0f} %; first 8 batches {first:.0f} s (start-up, tuning, compiling)")
     if compile_too:
         for dtype in ("float16", "bfloat16"):
             start = time.perf_counter()

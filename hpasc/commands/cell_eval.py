@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cells", choices=CELL_SETS, default="validation",
                         help="which images' kept cells to score")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=64, help="cells per batch")
-    cli.add_precision_flag(parser)
+    cli.add_precision_flag(parser, compiles=True)
     return parser
 
 

@@ -202,19 +202,27 @@ def dispatch(prog: str, description: str, commands: dict[str, Subcommand], argv:
     run(stage, parser.parse_args(argv[1:]))
 
 
-def add_precision_flag(parser: argparse.ArgumentParser, what: str = "") -> None:
+def add_precision_flag(parser: argparse.ArgumentParser, what: str = "", compiles: bool = False) -> None:
     """``--precision`` (and ``--no-amp``, its float32 shorthand) for every command that runs a
-    network; ``what`` says what it applies to where that is not the whole command."""
+    network; ``what`` says what it applies to where that is not the whole command; ``compiles``:
+    the command trains or scores cells with B0s, which it torch.compiles on CUDA unless
+    ``--no-compile``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--precision", choices=PRECISIONS, default=Precision.dtype,
                        help="autocast dtype on CUDA" + (f" for {what}" if what else "") +
                             " (default: %(default)s; float32: no autocast); CPU runs always use float32")
     group.add_argument("--no-amp", dest="precision", action="store_const", const="float32",
                        help="same as --precision float32")
+    if compiles:
+        parser.add_argument("--no-compile", dest="compile", action="store_false",
+                            help="run the cell models eagerly on CUDA (default: torch.compile them, ~2 min the "
+                                 "first time, seconds once their kernels are in ~/.cache/hpasc/torch-compile); "
+                                 "CPU runs never compile")
 
 
 def precision_from_args(args: argparse.Namespace) -> Precision:
-    return Precision(args.precision)
+    """The precision flags as the typed record; a command without ``--no-compile`` compiles nothing."""
+    return Precision(args.precision, compile=getattr(args, "compile", False))
 
 
 def common_options(args: argparse.Namespace) -> CommonOptions:

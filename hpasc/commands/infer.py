@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-other-segmentation", action="store_true",
                         help="predict even when this run's segmentation (backend, HPA's weights) is not the one "
                              "the checkpoints' training cells were cut from (a warning instead of a refusal)")
-    cli.add_precision_flag(parser)
+    cli.add_precision_flag(parser, compiles=True)
     add_segmentation_flags(parser)
     return parser
 

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the soft label written for a mined positive (default: "
                              f"{DEFAULT_POSITIVE_VALUE}; needs --positive-class)")
     parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=64, help="cells per batch")
-    cli.add_precision_flag(parser)
+    cli.add_precision_flag(parser, compiles=True)
     return parser
 
 

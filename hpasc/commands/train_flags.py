@@ -21,7 +21,7 @@ from hpasc.stages.train.stage import train
 
 
 def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None = None) -> None:
-    """``-c``, ``-b``, ``-r``/``-p``, label folders and ``--precision``. With ``defaults_from`` (the
+    """``-c``, ``-b``, ``-r``/``-p``, label folders, ``--precision`` and ``--no-compile``. With ``defaults_from`` (the
     finetuner), ``-c`` and the augmentation default to that checkpoint's own."""
     inherited = f" (default: {defaults_from}'s own)" if defaults_from else ""
     parser.add_argument("-c", "--criterion", choices=sorted(LOSSES), default=None if defaults_from else "bce",
@@ -58,7 +58,7 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
         parser.add_argument("--public-table", type=Path, default=None, metavar="CSV",
                             help="the public-HPA table (kaggle_2021.tsv), for the 4th place's class-6 rule "
                                  "that works per antibody")
-    cli.add_precision_flag(parser)
+    cli.add_precision_flag(parser, compiles=True)
 
 
 def augment_from_args(args: argparse.Namespace) -> AugmentSettings | None:

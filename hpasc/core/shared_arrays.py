@@ -76,19 +76,38 @@ class SharedArrays:
         """Copy ``arrays`` into ``slot`` when they fit, else into a new block (this process keeps
         no mapping of either)."""
         arrays = [np.ascontiguousarray(a) for a in arrays]
+        shared = cls.empty([(a.shape, a.dtype) for a in arrays], slot)
+        if shared.inline is not None:
+            return cls(None, shared.layouts, tuple(arrays))
+        for view, array in zip(shared.arrays(), arrays):
+            view[...] = array
+        return shared.filled()
+
+    @classmethod
+    def empty(cls, kinds: Sequence[tuple[tuple[int, ...], np.dtype | str]], slot: Slot | None = None) -> SharedArrays:
+        """Arrays of these (shape, dtype) for this process to fill in place through :meth:`arrays`
+        before it sends them: in ``slot`` when they fit (e.g. page-locked, for a copy from the GPU),
+        else in a new block, else inline where shared memory is short."""
         layouts, size = [], 0
-        for array in arrays:
-            layouts.append(_Layout(array.shape, array.dtype.str, size))
-            size += -(-array.nbytes // _ALIGN) * _ALIGN
+        for shape, dtype in kinds:
+            dtype = np.dtype(dtype)
+            layouts.append(_Layout(tuple(shape), dtype.str, size))
+            size += -(-int(np.prod(shape)) * dtype.itemsize // _ALIGN) * _ALIGN
         lent = slot is not None and size <= slot.size
         block = _slot_block(slot.name) if lent else _create(max(size, 1))
         if block is None:
-            return cls(None, tuple(layouts), tuple(arrays))
-        for array, layout in zip(arrays, layouts):
-            _view(block, layout)[...] = array
-        if block.name not in _RINGS:
-            block.close()
-        return cls(block.name, tuple(layouts), None, lent)
+            return cls(None, tuple(layouts), tuple(np.empty(l.shape, l.dtype) for l in layouts))
+        shared = cls(block.name, tuple(layouts), None, lent)
+        shared._block = block
+        return shared
+
+    def filled(self) -> SharedArrays:
+        """Done writing the arrays of :meth:`empty` here: this process's mapping of a block is
+        closed (a ring's lasting one stays), the arrays stay for whoever receives this."""
+        if self._block is not None and self.name not in _RINGS:
+            self._block.close()
+        self._block = None
+        return self
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:

@@ -62,9 +62,15 @@ class ModelRunner:
         scores would mean nothing); warn when its tiles are smaller than the model's input."""
         check_tiles_for(store, self.spec)
 
+    @functools.cached_property
+    def scoring(self) -> nn.Module:
+        """The model as it scores: compiled on CUDA unless the precision says not (on first use, so
+        a runner that only explains or fine-tunes compiles nothing)."""
+        return self.precision.compiled(self.model, self.device)
+
     def score(self, batches: Iterable[Tensor]) -> np.ndarray:
         """The (N, 19) probabilities of every tile of ``batches``, in eval mode and without gradients."""
-        return score_tiles(self.model, self.spec, batches, self.device, self.precision)
+        return score_tiles(self.scoring, self.spec, batches, self.device, self.precision)
 
 
 def check_tiles_for(store: TileSource, spec: ModelSpec) -> None:

@@ -38,16 +38,20 @@ class LoadedEnsemble:
         self.device, self.precision, self.tta = device, precision, tta
         self.checkpoints = [member.checkpoint for member in ensemble.members]
         self.models: list[tuple[nn.Module, ModelSpec, float, int]] = []
-        self.heads: list[nn.Module] = []
+        self.embedding_widths: list[int] = []
+        # Each member's last pooled feature vectors (its head's input), caught by a hook set before
+        # any compilation, so a compiled member keeps it in its graph.
+        self.pooled: dict[int, torch.Tensor] = {}
         specs: list[TileSpec] = []  # in first-seen order, each at the largest size of its members
-        for member in ensemble.members:
+        for index, member in enumerate(ensemble.members):
             runner = ModelRunner.load(member.checkpoint, device, precision)
-            model, spec = runner.model, runner.spec
+            spec = runner.spec
             _warn_other_heuristics(member.checkpoint, spec)
             group = _group_of(specs, spec.tile_spec)
-            self.models.append((model, spec, member.weight, group))
-            self.heads.append(architecture(spec.arch).head(model))
-        self.embedding_widths = [head.in_features for head in self.heads]
+            head = architecture(spec.arch).head(runner.model)
+            head.register_forward_hook(_keeper(self.pooled, index))
+            self.models.append((runner.scoring, spec, member.weight, group))
+            self.embedding_widths.append(head.in_features)
         self.tile_specs = tuple(specs)
         self.tile_size = max(s.size for s in specs)
         self.derive_negative = not any(spec.negative_head for _, spec, _, _ in self.models)
@@ -87,26 +91,27 @@ class LoadedEnsemble:
             raise ValueError(f"{len(per_spec)} tile batches for {len(self.tile_specs)} tile specs")
         total = torch.zeros(len(per_spec[0]), NUM_CLASSES, device=self.device)
         with torch.inference_mode():
-            for (model, spec, weight, group), head in zip(self.models, self.heads):
+            for index, (model, spec, weight, group) in enumerate(self.models):
                 batch = prepare_batch(per_spec[group], spec, self.device, self.precision)
                 views = [batch, batch.flip(-1), batch.flip(-2)] if self.tta else [batch]
                 pooled: list[torch.Tensor] = []
-                # The head's input is the pooled feature vector: caught on the way, no second pass.
-                hook = None if embeddings is None else head.register_forward_hook(
-                    lambda _, inputs, __: pooled.append(inputs[0].float()))
-                try:
-                    for view in views:
-                        with self.precision.autocast(self.device):
-                            logits = model(view)
-                        total += to_probabilities(logits, spec) * (weight / len(views))
-                finally:
-                    if hook is not None:
-                        hook.remove()
+                for view in views:
+                    with self.precision.autocast(self.device):
+                        logits = model(view)
+                    total += to_probabilities(logits, spec) * (weight / len(views))
+                    pooled.append(self.pooled.pop(index).float())
                 if embeddings is not None:
                     embeddings.append(torch.stack(pooled).mean(dim=0))
         if self.derive_negative:
             total[:, NEGATIVE] = 1 - total[:, :NEGATIVE].amax(dim=1)
         return total.float().cpu().numpy()
+
+
+def _keeper(pooled: dict[int, torch.Tensor], index: int):
+    """A forward hook on member ``index``'s head that keeps its input in ``pooled``."""
+    def keep(_head: nn.Module, inputs: tuple[torch.Tensor, ...], _logits: torch.Tensor) -> None:
+        pooled[index] = inputs[0]
+    return keep
 
 
 def _group_of(specs: list[TileSpec], tiles: TileSpec) -> int:

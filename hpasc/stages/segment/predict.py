@@ -40,22 +40,32 @@ class HpaNetworks:
 
         All inputs of a batch must have the same padded size.
         """
-        return self.run([p.cells for p in batch])
+        planes = [p.cells for p in batch]
+        nuclei, cells = (np.empty((len(planes), *planes[0].shape), np.float32) for _ in range(2))
+        self.run(planes, list(zip(nuclei, cells)))
+        return nuclei, cells
 
     @torch.inference_mode()
-    def run(self, planes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`__call__` on the images' cell inputs (3×h×w float32 each, e.g. in shared memory):
-        each is copied once, straight into the device's batch (asynchronously from page-locked
-        memory), and the nuclei network's input (the blue plane three times) is made there. The
-        inputs may be reused once this returns."""
+    def run(self, planes: Sequence[np.ndarray], maps: Sequence[Sequence[np.ndarray]]) -> None:
+        """:meth:`__call__` from the images' cell inputs (3×h×w float32 each, e.g. in shared memory)
+        into each image's (nuclei, cells) maps (two 3×h×w float32 arrays, e.g. in shared memory).
+        Each input is copied once, straight into the device's batch, and each map once, straight
+        from the device into its array (both asynchronous where the host memory is page-locked);
+        the nuclei network's input (the blue plane three times) is made on the device. Returns when
+        every copy is done: the inputs may be reused and the maps read."""
         tensor = torch.empty((len(planes), *planes[0].shape), dtype=torch.float32, device=self.device)
         for index, image in enumerate(planes):
             tensor[index].copy_(torch.from_numpy(image), non_blocking=True)
-        nuclei = self._run(self.nuclei_model, tensor[:, 2:3].expand(-1, 3, -1, -1))
-        return nuclei, self._run(self.cell_model, tensor)
+        nuclei_inputs = tensor[:, 2:3].expand(-1, 3, -1, -1)
+        for which, (model, inputs) in enumerate(((self.nuclei_model, nuclei_inputs), (self.cell_model, tensor))):
+            probabilities = self._run(model, inputs)
+            for index, image_maps in enumerate(maps):
+                torch.from_numpy(image_maps[which]).copy_(probabilities[index], non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
 
-    def _run(self, model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    def _run(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         tensor = ((inputs - self.mean) / STD).contiguous(memory_format=self.memory_format)
         with self.precision.autocast(self.device):
             logits = model(tensor)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return torch.softmax(logits.float(), dim=1)

@@ -9,8 +9,9 @@ image's masks to a :class:`~hpasc.stages.segment.jobs.MasksUse` in a worker proc
 The classical backend runs entirely in the workers. With HPA's networks (:class:`NetworkPipeline`):
 workers read and prepare each image, the networks run here on batches of same-sized images, and
 workers restore their maps and run ``label_cell``. Inputs, maps and results cross between the
-processes in shared-memory slots that this process keeps mapped (page-locked on CUDA), so the
-pipes carry only names; bounded queues keep the workers and the GPU busy together.
+processes in shared-memory slots that this process keeps mapped (page-locked on CUDA: the maps
+come from the GPU straight into theirs), so the pipes carry only names; bounded queues keep the
+workers and the GPU busy together.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
 
 from hpasc.cells.provenance import Provenance
 from hpasc.core import runtime
@@ -160,7 +163,7 @@ class NetworkPipeline:
         # a batch waiting for the networks.
         self.in_flight = self.window + settings.batch_size
         self.inputs = SlotRing(self.in_flight, INPUT_SLOT, networks.page_locker())
-        self.maps = SlotRing(self.in_flight, MAPS_SLOT)
+        self.maps = SlotRing(self.in_flight, MAPS_SLOT, networks.page_locker())
 
     def close(self) -> None:
         self.inputs.close()
@@ -208,14 +211,18 @@ class _PipelineRun:
         return self.failures
 
     def _network(self, group: list[tuple[str, PreparedImage]]) -> None:
-        nuclei, cells = self.pipeline.networks.run([prepared.planes.arrays()[0] for _, prepared in group])
-        for image_id, prepared in group:
+        """Run the networks on a batch, their maps straight into the images' slots, and queue the
+        images' label_cell and use in workers."""
+        shape = group[0][1].planes.shapes[0]
+        maps = [SharedArrays.empty([(shape, np.float32)] * 2, self.pipeline.maps.lend(image_id)) for image_id, _ in group]
+        self.pipeline.networks.run([prepared.planes.arrays()[0] for _, prepared in group],
+                                   [image_maps.arrays() for image_maps in maps])
+        for (image_id, prepared), image_maps in zip(group, maps):
             prepared.planes.release()
             self.pipeline.inputs.settle(image_id)
-        for index, (image_id, prepared) in enumerate(group):
-            maps = SharedArrays.put([nuclei[index], cells[index]], self.pipeline.maps.lend(image_id))
             slot = self.results and self.results.lend(image_id)
-            self.finishing.append((image_id, self.pool.submit(self.finish, image_id, maps, prepared.geometry, slot)))
+            self.finishing.append((image_id, self.pool.submit(self.finish, image_id, image_maps.filled(),
+                                                              prepared.geometry, slot)))
         while len(self.finishing) > self.pipeline.window or (self.finishing and self.finishing[0][1].done()):
             self._collect_oldest()
 

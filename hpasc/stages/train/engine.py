@@ -43,6 +43,10 @@ class Engine:
     def __post_init__(self) -> None:
         self.loss_fn = create_loss(self.loss)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.needs_scaler(self.device))
+        # What steps and evaluates: compiled on CUDA unless --no-compile, sharing model's parameters
+        # (model itself is what checkpoints save).
+        self.running = self.precision.compiled(self.model, self.device)
+        self.evaluating = self.running if self.inner is self.model else self.precision.compiled(self.inner, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +91,7 @@ class Engine:
         """Augment one batch of tiles, step the model on it; its mean loss (on the device)."""
         batch = augment_batch(self._inputs(tiles), self.augment, generator)
         batch = batch.contiguous(memory_format=self.precision.memory_format(self.device))
-        loss = self.loss_fn(self._forward(self.model, batch), batch_targets).mean()
+        loss = self.loss_fn(self._forward(self.running, batch), batch_targets).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -98,14 +102,13 @@ class Engine:
                  description: str = "validation") -> tuple[float, np.ndarray]:
         """Mean loss per cell over ``loader`` and the (N, 19) probabilities, in loader order (with a
         progress bar when ``options`` are given)."""
-        model = self.inner
-        model.eval()
+        self.inner.eval()
         total, cells, scores = 0.0, 0, []
         batches = loader if options is None else options.bar(loader, desc=description, unit="batch", leave=False)
         targets = targets.to(self.device)
         with torch.inference_mode():
             for tiles, indices in batches:
-                logits = self._forward(model, self._inputs(tiles))
+                logits = self._forward(self.evaluating, self._inputs(tiles))
                 total += float(self.loss_fn(logits, self.targets_of(targets, indices)).sum())
                 cells += len(indices)
                 scores.append(to_probabilities(logits, self.spec).cpu().numpy())
