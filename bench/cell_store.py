@@ -38,6 +38,7 @@ from hpasc import cellstore  # noqa: E402
 from hpasc.cells.crop import crop_cells  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.cellstore import write as cellstore_write  # noqa: E402
+from hpasc.cellstore.layout import chunk_file  # noqa: E402
 from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS, read_label_image  # noqa: E402
 from hpasc.tools.synthetic import synthesize_image  # noqa: E402
@@ -173,7 +174,8 @@ def main() -> None:
             store = cellstore.open_cells(root)
             by_cell = {c: i for i, c in enumerate(store.table["cell_id"])}
             rows = np.array([by_cell[f"{i}_{k}"] for i, k, _ in cells])
-            sizes = np.array([store.chunk_path(r).stat().st_size for r in rows])
+            sizes = np.array([chunk_file(root / "images" / store.table["image_id"].iat[r] / "tiles",
+                                         int(store.table["tile_index"].iat[r])).stat().st_size for r in rows])
             results.append((label, rate(lambda i, s=store, r=rows: s[r[i]], order, args.passes), sizes,
                             write_s))
             if codec is cellstore.CODEC:

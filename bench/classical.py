@@ -21,7 +21,7 @@ from hpasc.tools import synthetic  # noqa: E402
 from hpasc.commands import cli  # noqa: E402
 from hpasc.core import images  # noqa: E402
 from hpasc.core.image_folder import scan_images  # noqa: E402
-from hpasc.stages.segment.classical import segment_classical  # noqa: E402
+from hpasc.segmentation.classical import segment_classical  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples"

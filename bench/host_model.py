@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from host import (B0_TILES_PER_S, B0_TRAIN_IMAGES_PER_S, TRAIN_BATCH, UNET_IMAGES_PER_S, Figures, Meter,
+from host_meter import (B0_TILES_PER_S, B0_TRAIN_IMAGES_PER_S, TRAIN_BATCH, UNET_IMAGES_PER_S, Figures, Meter,
                   StandInGpu, _children_cpu, measure)
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.core import runtime, shared_arrays
@@ -20,11 +20,11 @@ from hpasc.core.image_folder import scan_images
 from hpasc.core.images import read_label_image
 from hpasc.stages.infer import ensemble as ensemble_module
 from hpasc.stages.infer import stage as infer_stage
-from hpasc.stages.segment import segmenter
-from hpasc.stages.segment import stage as seg_stage
-from hpasc.stages.segment.settings import ModelFiles, SegmentationSettings
-from hpasc.stages.segment.jobs import Outputs
-from hpasc.stages.segment.predict import HpaNetworks
+from hpasc.segmentation import segmenter
+from hpasc.segmentation import stage as seg_stage
+from hpasc.segmentation.settings import ModelFiles, SegmentationSettings
+from hpasc.stages.segment.outputs import MaskWriter
+from hpasc.segmentation.predict import HpaNetworks
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.train.augment import AugmentSettings
 from hpasc.stages.train.data import CellSet, EpochBatches, TileReader
@@ -110,8 +110,8 @@ def run_segment(work: Path, images: Path, truth: Path, args) -> Figures:
     settings = SegmentationSettings("hpa", _weights(work), args.label_scale, batch_size=16)
 
     def run() -> None:
-        seg_stage.segment_folder(scan_images(images), Outputs(work / "masks"), settings, options)
-    return measure("segmentator (hpa, batch 16)", run, meter, args.workers, "hpasc.stages.segment.jobs",
+        seg_stage.segment_folder(scan_images(images), MaskWriter(work / "masks"), settings, options)
+    return measure("segmentator (hpa, batch 16)", run, meter, args.workers, "hpasc.segmentation.jobs",
                    args.images, 1 / UNET_IMAGES_PER_S)
 
 

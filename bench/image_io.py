@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc.core.image_folder import scan_images  # noqa: E402
-from hpasc.core.images import CHANNELS, read_image, write_channel  # noqa: E402
+from hpasc.core.images import CHANNELS, write_channel  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples" / "images"
 
@@ -47,7 +47,7 @@ def main() -> None:
             size = sum(p.stat().st_size for p in folder.iterdir())
             start = time.perf_counter()
             for _ in range(args.repeats):
-                read_image(folder, "img")
+                scan_images(folder).read("img")
             seconds = (time.perf_counter() - start) / args.repeats
             print(f"{fmt:14s}  {seconds * 1000:7.1f} ms/image  {size / 2**20:6.1f} MiB on disk")
 

@@ -38,21 +38,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc.commands import cli  # noqa: E402
 from hpasc.core import runtime  # noqa: E402
-from hpasc.stages.cut.stage import cut_image  # noqa: E402
+from hpasc.cells.cut import cut_image  # noqa: E402
 from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS  # noqa: E402
 from hpasc.stages.infer.ensemble import LoadedEnsemble  # noqa: E402
-from hpasc.stages.infer.ensemble_file import PostprocessSettings, read_ensemble  # noqa: E402
-from hpasc.stages.infer.postprocess import postprocess  # noqa: E402
+from hpasc.stages.infer.ensemble_file import WeightingSettings, read_ensemble  # noqa: E402
+from hpasc.stages.infer.weighting import postprocess  # noqa: E402
 from hpasc.stages.infer.jobs import describe_cells  # noqa: E402
-from hpasc.stages.infer.stage import InferSettings, infer_folder  # noqa: E402
+from hpasc.stages.infer.settings import InferSettings  # noqa: E402
+from hpasc.stages.infer.stage import infer_folder  # noqa: E402
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.stages.segment.rescaled import label_cell_at_scale  # noqa: E402
-from hpasc.stages.segment.settings import SegmentationSettings  # noqa: E402
-from hpasc.stages.segment.scaling import prepare, restore_both  # noqa: E402
+from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
+from hpasc.segmentation.settings import SegmentationSettings  # noqa: E402
+from hpasc.segmentation.scaling import prepare, restore_both  # noqa: E402
 from hpasc.submission.rows import prediction_string  # noqa: E402
 from segmentation import stand_in_output  # noqa: E402  (bench/segmentation.py)
 
@@ -139,7 +140,7 @@ def stage_times(images: Path, ensemble: LoadedEnsemble, settings: InferSettings,
                   for i in range(0, len(tiles), settings.batch_size)]
         clock.lap(NETWORK)
         combined = postprocess(np.concatenate([np.zeros((0, 19)), *scores]), rows["border"].to_numpy(),
-                               rows["outlier"].to_numpy(), PostprocessSettings())
+                               rows["outlier"].to_numpy(), WeightingSettings())
         prediction_string(masks, combined)
         clock.lap("post-process")
     return clock

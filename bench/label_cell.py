@@ -1,4 +1,4 @@
-"""Time hpasc.stages.segment.postprocess.label_cell on 2048² prediction maps (one core), and, when
+"""Time hpasc.segmentation.labelling.label_cell on 2048² prediction maps (one core), and, when
 HPA's hpacellseg.utils is importable, time HPA's label_cell on the same maps and check that both
 give the same labels.
 
@@ -12,9 +12,9 @@ expected to agree where its uint8 bugs cannot bite: fewer than 256 nuclei, and n
 nuclei_pred[..., 1] + cell_pred[..., 1] wraps past 255 to flip a nucleus-marker pixel. Inputs
 outside that are timed but marked "n/a" for agreement. On scikit-image 0.26.0, HPA's code needs
 its remove_small_objects(x, N) / remove_small_holes(x, 1000) calls rewritten as max_size=N - 1 /
-max_size=999 to keep its "under N px" sizes (see hpasc/stages/segment/postprocess.py).
+max_size=999 to keep its "under N px" sizes (see hpasc/segmentation/labelling.py).
 
-With --label-scale S (default 0.25) also the scaled path (hpasc.stages.segment.rescaled) on the same
+With --label-scale S (default 0.25) also the scaled path (hpasc.segmentation.rescaled) on the same
 maps, side by side: its time, its speed-up over our full-scale label_cell, and its F1 against the
 full-scale cells (matched at IoU >= 0.6), per input and pooled over all.
 
@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpasc.tools import synthetic  # noqa: E402
 from hpasc.commands import cli  # noqa: E402
 from hpasc.core import images  # noqa: E402
-from hpasc.stages.segment import postprocess  # noqa: E402
-from hpasc.stages.segment.rescaled import label_cell_at_scale  # noqa: E402
+from hpasc.segmentation import labelling  # noqa: E402
+from hpasc.segmentation.rescaled import label_cell_at_scale  # noqa: E402
 from hpasc.submission.matching import match_instances  # noqa: E402
-from hpasc.tools.synthetic.predictions import nuclei_from_blue, predictions_from_masks  # noqa: E402
+from tests.stand_in_maps import nuclei_from_blue, predictions_from_masks  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa_samples"
 SIZE = 2048
@@ -142,7 +142,7 @@ def main() -> None:
     if not args.no_real and (REAL / "masks").is_dir():
         inputs += list(real_inputs(args.nucleus_smoothing))
     inputs.append(tiled_input())
-    postprocess.label_cell(*inputs[0][1])  # warm-up
+    labelling.label_cell(*inputs[0][1])  # warm-up
 
     print(f"{SIZE}x{SIZE} prediction maps, 1 thread, best of {args.repeats}")
     header = f"{'input':18s} {'cells':>5s} {'ours s':>8s}"
@@ -155,7 +155,7 @@ def main() -> None:
     for name, (nuclei_pred, cell_pred) in inputs:
         ours = theirs = float("inf")
         for _ in range(args.repeats):  # alternate, so that a busy spell of the machine hits both
-            (nuclei, cells), seconds = run_timed(postprocess.label_cell, nuclei_pred, cell_pred)
+            (nuclei, cells), seconds = run_timed(labelling.label_cell, nuclei_pred, cell_pred)
             ours = min(ours, seconds)
             if hpa_label_cell is not None:
                 with warnings.catch_warnings():
@@ -172,7 +172,7 @@ def main() -> None:
         if hpa_label_cell is not None:
             theirs_total += theirs
             identical = np.array_equal(nuclei, their_nuclei) and np.array_equal(cells, their_cells)
-            count = int(postprocess._label_nuclei(np.ascontiguousarray(nuclei_pred[..., 1]),
+            count = int(labelling._label_nuclei(np.ascontiguousarray(nuclei_pred[..., 1]),
                                                   np.ascontiguousarray(nuclei_pred[..., 2]),
                                                   np.ascontiguousarray(cell_pred[..., 1])).max())
             if hpa_safe(nuclei_pred, cell_pred, count):

@@ -25,11 +25,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.models.precision import Precision  # noqa: E402
-from hpasc.stages.segment.classical import segment_classical  # noqa: E402
-from hpasc.stages.segment.network import DPNUNet  # noqa: E402
-from hpasc.stages.segment.predict import HpaNetworks  # noqa: E402
-from hpasc.stages.segment.scaling import prepare  # noqa: E402
-from hpasc.tools.synthetic.predictions import predictions_from_masks  # noqa: E402
+from hpasc.segmentation.classical import segment_classical  # noqa: E402
+from hpasc.segmentation.network import DPNUNet  # noqa: E402
+from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
+from hpasc.segmentation.scaling import prepare  # noqa: E402
+from tests.stand_in_maps import predictions_from_masks  # noqa: E402
 
 REAL = HERE.parent / "tests" / "data" / "hpa_samples" / "images"
 

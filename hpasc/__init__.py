@@ -5,9 +5,6 @@
 """
 
 from hpasc.core import __version__
-from hpasc.core.parent import tie_to_parent
-
-tie_to_parent()
 
 __all__ = ["__version__", "open_cells"]
 

@@ -31,7 +31,7 @@ python download_publichpa.py -i "$out/mirror/kaggle_2021.tsv" -o "$out/publichpa
 echo "== 4. segmentator.py -> $out/cells, $out/nuclei"
 python segmentator.py -i "$out/publichpa" -c "$out/cells" -n "$out/nuclei"
 echo "== 5. agreement of the cell masks with the synthetic truth (F1 of cells at IoU >= 0.6)"
-python -m hpasc.commands.agreement --truth "$out/synthetic/truth" --pred "$out/cells"
+python -m hpasc.commands.agreement --truth "$out/synthetic/truth" --pred "$out/cells" --worst 3
 echo "== 6. image_cutter.py -> $out/dataset"
 python image_cutter.py -i "$out/publichpa" -m "$out/cells" -n "$out/nuclei" -o "$out/dataset" --size 128
 echo "== 7. data_loader.py (5 folds, validation fold 0) -> $out/dataset/split"
@@ -41,7 +41,8 @@ python -m hpasc.commands.cellstore export --dataset "$out/dataset" --limit 6 --o
 echo "== 9. train_me.py: EfficientNet-B0, BCE, -p augmentation; a short CPU run at 64 px -> $out/models"
 python train_me.py -i "$out/dataset" -s "$out/models" -n b0-bce -c bce -b 32 -p --tile-size 64 \
     --epochs 8 --epoch-size 2000 --lr 1e-3 --pretrained none --resume
-echo "== 10. cell-level mAP of the last checkpoint on the validation cells (synthetic cell truth)"
+echo "== 10. cell-level mAP of the last checkpoint (epoch 8: a fixed epoch, as the 4th place's ensembles took, not"
+echo "   the best validation epoch that training names) on the validation cells (synthetic cell truth)"
 python -m hpasc.commands.cell_eval --checkpoint "$out/models/b0-bce-8.pt" --dataset "$out/dataset" \
     --truth "$out/synthetic/truth/cells.csv"
 echo "== 11. negative pseudo-labels from that checkpoint -> $out/pseudo"

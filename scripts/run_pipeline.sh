@@ -137,6 +137,37 @@ step python infer.py -i "$data/test" -e "$ensemble" -o "$out/submission.csv" "${
 needs "$data/test" "$ensemble"
 
 for command in "${plan[@]}"; do echo "+ $command"; done
+
+# Which segmentation the chain will make (auto: HPA's networks when their weights are in the cache,
+# else the classical backend), and whether the labels' cell ids were made on other masks: training
+# would refuse them after hours of segmentation and cutting.
+segmentation_check() {
+    python - "$labels" <<'PY'
+import sys
+from pathlib import Path
+
+from hpasc.labels.formats import label_format
+from hpasc.segmentation.settings import ModelFiles
+
+files = ModelFiles()
+backend = "hpa" if files.available() else "classical"
+why = f"HPA's weights are in {files.cache}" if backend == "hpa" else \
+    f"HPA's weights are not in {files.cache}; hpasc-segment --backend hpa downloads them"
+print(f"segmentation: the {backend} backend ({why})")
+if sys.argv[1]:
+    folder = Path(sys.argv[1])
+    made_on = label_format(folder).made_on(folder)
+    if made_on is not None and made_on.backend not in (backend, "unknown"):
+        print(f"error: the labels of {folder} name cells of {made_on.describe()}, but the chain segments with the "
+              f"{backend} backend: training would refuse them; get HPA's weights first", file=sys.stderr)
+        sys.exit(2)
+PY
+}
+if python -c 'import hpasc.labels.formats, hpasc.segmentation.settings' 2>/dev/null; then
+    segmentation_check || missing=1
+else
+    echo "segmentation: decided when the chain runs (hpasc is not installed in this Python)"
+fi
 ((missing == 0)) || exit 2
 ((dry_run == 0)) || exit 0
 

@@ -121,7 +121,7 @@ def random_weights(tmp_path_factory) -> Path:
     """A DPN-UNet state_dict with random weights (the real weights cannot be downloaded here)."""
     import torch
 
-    from hpasc.stages.segment.network import DPNUNet
+    from hpasc.segmentation.network import DPNUNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random_dpn_unet.pth"

@@ -23,6 +23,7 @@ import pytest
 from hpasc import cellstore
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore import write
+from hpasc.cellstore.layout import chunk_file
 from hpasc.core.errors import InputError
 from hpasc.core.images import composite
 from hpasc.core.ownership import writer_id
@@ -31,6 +32,12 @@ from tests.conftest import REPO, assert_one_line_error, run_script
 
 S = 32  # small tiles keep the tests fast; one test uses the default 512
 IMAGES = {"img-b": 3, "img-a": 2, "img-empty": 0, "img-d": 4, "img-c": 1, "img-e": 2}
+
+
+def tile_file(store: cellstore.CellStore, row: int, separator: str = ".") -> Path:
+    """The chunk file that holds the tile of ``row`` (its key written with ``separator``)."""
+    image_id, index = store.table["image_id"].iat[row], int(store.table["tile_index"].iat[row])
+    return chunk_file(store.root / "images" / image_id / "tiles", index, separator)
 
 
 def make_rows(image_id: str, mask_ids: list[int]) -> pd.DataFrame:
@@ -135,7 +142,7 @@ def test_default_512_tiles_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(store.read(store.table["cell_id"].iat[i]),
                                       tiles[store.table["tile_index"].iat[i]])
     meta = json.loads((tmp_path / "store.json").read_text())
-    assert meta["tile_size"] == 512 and meta["dtype"] == "uint16"
+    assert meta["tile_spec"]["size"] == 512 and "tile_size" not in meta and meta["dtype"] == "uint16"
     assert meta["channels"] == ["red", "green", "blue", "yellow"]
     assert meta["codec"]["cname"] == "zstd"
 
@@ -175,11 +182,11 @@ def test_images_written_with_the_earlier_codec_and_layout_read_alongside_new_one
     assert json.loads((tmp_path / "images" / "old" / "image.json").read_text())["codec"]["clevel"] == 4
     old_row = store.index("old_1")
     k = str(store.table["tile_index"].iat[old_row])
-    assert store.chunk_path(old_row) == tmp_path / "images" / "old" / "tiles" / "c" / k / "0" / "0" / "0"
+    assert tile_file(store, old_row, "/") == tmp_path / "images" / "old" / "tiles" / "c" / k / "0" / "0" / "0"
     # A new image's tiles are files of one folder, one per tile.
     assert sorted(p.name for p in (tmp_path / "images" / "new" / "tiles").iterdir()) == \
         ["c.0.0.0.0", "c.1.0.0.0", "zarr.json"]
-    store.chunk_path(old_row).unlink()
+    tile_file(store, old_row, "/").unlink()
     with pytest.raises(InputError, match=rf"old/tiles/c\.{k}\.0\.0\.0: cannot read the tile of cell old_1 "
                                          r"\(No such file"):
         store.read("old_1")
@@ -259,11 +266,11 @@ def test_tile_size_must_agree(tmp_path: Path) -> None:
     cellstore.check_cut(tmp_path, TileSpec(512))  # an empty folder takes any size
     write_all(tmp_path, ["img-a"])
     cellstore.check_cut(tmp_path, TileSpec(S))
-    with pytest.raises(InputError, match=f"holds other tiles \\({S} px tiles, not 260 px\\)"):
+    with pytest.raises(InputError, match=f"holds other tiles \\(expected size {S}; given size 260\\)"):
         cellstore.check_cut(tmp_path, TileSpec(260))
     tiles, rows = make_image("img-b", 3, 16)
     cellstore.write_image(tmp_path, "img-b", tiles, rows)
-    with pytest.raises(InputError, match=f"images were cut differently \\({S} px tiles, not 16 px\\)"):
+    with pytest.raises(InputError, match=f"images were cut differently \\(expected size {S}; given size 16\\)"):
         cellstore.merge(tmp_path)
 
 
@@ -461,7 +468,7 @@ def test_bad_indices_and_damaged_tiles(tmp_path: Path) -> None:
     assert store.require([second, first]) == [1, 0]
     with pytest.raises(InputError, match=r"no cell\(s\) a, b, c and 1 more"):
         store.require([first, "a", "b", "c", "d"])
-    path = store.chunk_path(2)
+    path = tile_file(store, 2)
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(InputError, match="corrupt tile"):
         store[2]

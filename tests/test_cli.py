@@ -141,3 +141,19 @@ def test_nan_and_infinity_are_usage_errors(module: str, flags: list[str], capsys
         importlib.import_module(module).main(flags)
     assert exited.value.code == 2
     assert "expected a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, typed, meant", [("train_me.py", "--relable", "--relabel"),
+                                                  ("train_me.py", "--tile_size", "--tile-size"),
+                                                  ("infer.py", "--sample_submission", "--sample-submission")])
+def test_a_mistyped_flag_names_the_one_it_meant(script: str, typed: str, meant: str) -> None:
+    required = ("-i", "images", "-e", "e.yaml") if script == "infer.py" else ()
+    result = run_script(script, *required, typed, "x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"unrecognized arguments: {typed} x ({typed}: did you mean {meant}?)" in result.stderr
+
+
+def test_a_flag_like_no_other_gets_no_guess() -> None:
+    result = run_script("segmentator.py", "-i", "images", "-c", "cells", "--zzzzzz")
+    assert result.returncode == 2 and "unrecognized arguments: --zzzzzz" in result.stderr
+    assert "did you mean" not in result.stderr

@@ -7,9 +7,12 @@ import pytest
 from scipy import ndimage as ndi
 
 from hpasc.cells.crop import Box, cell_areas, cell_boxes, cell_centroids, crop_cell, crop_cells, pad_to_square
-from hpasc.cells.factors import (CUT, NO_NUCLEUS, OUTLIER, border_factors, channel_sums, keep_for_training,
-                                 outlier_factors)
+from hpasc.cells.factors import border_factors, channel_sums, keep_for_training, outlier_factors
+from hpasc.cells.thresholds import Thresholds
 from hpasc.cells.tile_spec import TileSpec
+
+THEIRS = Thresholds()  # the 4th place's numbers
+CUT, NO_NUCLEUS, OUTLIER = THEIRS.cut, THEIRS.no_nucleus, THEIRS.outlier
 
 
 def ramp_image(height: int = 64, width: int = 80) -> np.ndarray:
@@ -90,7 +93,7 @@ def test_border_factor() -> None:
     nuclei[80:90, 70:80] = 3  # a square: full edges in both directions
     blue = np.full((100, 100), 500, np.uint16)
     blue[nuclei == 3] = 0  # no blue signal
-    factors = border_factors(nuclei, blue, [1, 2, 3, 4])  # 4: no nucleus at all
+    factors = border_factors(nuclei, blue, [1, 2, 3, 4], THEIRS)  # 4: no nucleus at all
     assert factors[0] == 1.0
     assert factors[1] == pytest.approx(CUT)  # columns: r = 0; rows of a round cap: r > 0.3
     assert factors[2] == NO_NUCLEUS and factors[3] == NO_NUCLEUS
@@ -106,7 +109,7 @@ def test_border_factor_graded_range() -> None:
     nuclei[10:25, 29] = 1  # right column 15 of 20 -> max(4, 15): r = 5/20 = 0.25 down
     nuclei[29, 10:30] = 0
     nuclei[29, 10:25] = 1  # bottom row 15 of 20 -> max(2, 15): r = 0.25 across
-    factor = border_factors(nuclei, np.ones((60, 60), np.uint16), [1])[0]
+    factor = border_factors(nuclei, np.ones((60, 60), np.uint16), [1], THEIRS)[0]
     assert factor == pytest.approx(((0.25 * 3.33) ** 0.1) ** 2)
 
 
@@ -119,9 +122,9 @@ def test_outlier_factor() -> None:
     image[cells == 2, 0] = 1000  # faint red: < 0.077 x the mean
     image[cells == 3, 3] = 100  # faint yellow: blue x yellow < 0.05 x the mean
     border = np.array([1.0, 1.0, 1.0, NO_NUCLEUS])  # cell 4 is no candidate: untouched
-    factors = outlier_factors(cells, image, [1, 2, 3, 4], border)
+    factors = outlier_factors(cells, image, [1, 2, 3, 4], border, THEIRS)
     np.testing.assert_array_equal(factors, [1.0, OUTLIER, OUTLIER, 1.0])
-    none = outlier_factors(cells, image, [1, 2], np.array([CUT, NO_NUCLEUS]))
+    none = outlier_factors(cells, image, [1, 2], np.array([CUT, NO_NUCLEUS]), THEIRS)
     np.testing.assert_array_equal(none, [1.0, 1.0])
 
 

@@ -23,9 +23,9 @@ from hpasc.models.registry import create_model
 from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import score_tiles
 from hpasc.models.spec import ModelSpec
-from hpasc.stages.segment.network import DPNUNet
-from hpasc.stages.segment.predict import HpaNetworks
-from hpasc.stages.segment.scaling import prepare
+from hpasc.segmentation.network import DPNUNet
+from hpasc.segmentation.predict import HpaNetworks
+from hpasc.segmentation.scaling import prepare
 from hpasc.stages.train.augment import AugmentSettings
 from hpasc.stages.train.distributed import Process
 from hpasc.stages.train.engine import Engine, place_model

@@ -18,7 +18,7 @@ from hpasc.cellstore import open_cells
 from hpasc.core.classes import read_label_table
 from hpasc.core.image_folder import scan_images
 from hpasc.core.images import read_label_image, write_channel, write_label_image
-from hpasc.stages.split.stage import read_split
+from hpasc.cellstore.split import read_split
 from tests.conftest import REPO, assert_one_line_error, run_script
 
 SIZE = 64  # small tiles keep the tests fast; the cutting code is the same for 512
@@ -183,6 +183,23 @@ def test_bad_input(synthetic: Path, tmp_path: Path) -> None:
     assert_one_line_error(cutter("-i", images, "-m", tmp_path / "no_masks", "-o", tmp_path / "o2", "--size", SIZE),
                           "no_masks: no such masks folder")
     assert not (tmp_path / "o2").exists()
+
+
+def test_masks_named_with_a_suffix(synthetic: Path, tmp_path: Path) -> None:
+    """HPA's masks are {ID}_cellmask.png: without --mask-suffix nothing can be cut, which is one
+    line naming the name looked for (exit 2, no output); with it, the cut runs (issue 38, item 2)."""
+    images, truth = synthetic, synthetic / "truth"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for path in truth.glob("*.png"):
+        shutil.copy(path, masks / f"{path.stem}_cellmask.png")
+    refused = cutter("-i", images, "-m", masks, "-o", tmp_path / "o", "--size", SIZE, "--no-labels")
+    assert_one_line_error(refused, "no cell mask of any of the", "looked for {ID}.png", "--mask-suffix _cellmask")
+    assert not (tmp_path / "o").exists()
+    cut = cutter("-i", images, "-m", masks, "--mask-suffix", "_cellmask", "-o", tmp_path / "o", "--size", SIZE,
+                 "--no-labels")
+    assert cut.returncode == 0, cut.stderr
+    assert len(open_cells(tmp_path / "o").table) > 0
 
 
 def test_open_cells_is_public(synthetic: Path, tmp_path: Path) -> None:

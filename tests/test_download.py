@@ -20,7 +20,8 @@ import tifffile
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import scan_images
 from hpasc.core.images import CHANNELS, write_png
-from hpasc.stages.download.stage import Selection, map_locations, read_public_csv, select_rows
+from hpasc.labels.public_table import map_locations, read_public_csv
+from hpasc.stages.download.stage import Selection, select_rows
 from tests.conftest import assert_one_line_error, run_script
 
 TIMEOUT = 0.4

@@ -50,6 +50,31 @@ def test_console_scripts_run_from_any_folder(name: str, tmp_path: Path) -> None:
     assert result.stdout.startswith("usage:")
 
 
+def test_the_umbrella_command_lists_every_command_in_pipeline_order(tmp_path: Path) -> None:
+    """``hpasc --help`` names every hpasc-* console script, the stages in the order a run goes
+    through them, and ``hpasc NAME --help`` is ``hpasc-NAME --help``."""
+    from hpasc.commands.umbrella import COMMANDS, STAGES
+
+    scripts = {name.removeprefix("hpasc-"): target.split(":")[0] for name, target in SCRIPTS.items() if name != "hpasc"}
+    assert {name: f"hpasc.commands.{module}" for name, module in COMMANDS.items()} == scripts
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    listed = subprocess.run([str(BIN / "hpasc"), "--help"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    positions = [listed.stdout.index(f"\n  {name} ") for name, _, _ in STAGES]
+    assert positions == sorted(positions) and all(f"  {name} " in listed.stdout for name in COMMANDS)
+    assert [name for name, _, _ in STAGES][:5] == ["download", "segment", "cut", "split", "train"]
+    for name in ("segment", "labels"):
+        umbrella = subprocess.run([str(BIN / "hpasc"), name, "--help"], cwd=tmp_path, capture_output=True,
+                                  text=True, env=env, timeout=120)
+        own = subprocess.run([str(BIN / f"hpasc-{name}"), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert umbrella.returncode == own.returncode == 0 and umbrella.stdout == own.stdout
+    typo = subprocess.run([str(BIN / "hpasc"), "segmnet"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert typo.returncode == 2 and "unknown command 'segmnet' (did you mean segment?)" in typo.stderr
+
+
 def test_python_dash_m_works_outside_the_repository(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-m", "hpasc.commands.synthetic", "-o", tmp_path / "syn", "-n", "1",
@@ -108,8 +133,8 @@ def test_help_names_the_installed_command(name: str, argv: list[str], capsys) ->
 
 
 # The package's floors, lowest first: a module imports only from its own floor or those below it.
-FLOORS = (("core",), ("cells", "cellstore", "labels", "models", "submission"), ("stages",), ("tools",),
-          ("commands",))
+FLOORS = (("core",), ("cells", "cellstore", "labels", "models", "segmentation", "submission"), ("stages",),
+          ("tools",), ("commands",))
 
 
 def _floor(module: str) -> int:
@@ -128,7 +153,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_every_module_imports_only_from_its_floor_or_below() -> None:
-    """core under cells/cellstore/labels/models/submission under stages under tools under commands:
+    """core under cells/cellstore/labels/models/segmentation/submission under stages under tools under commands:
     no arrow back up, lazy imports included (``hpasc`` itself, the version, counts as the floor)."""
     upward = []
     for path in (REPO / "hpasc").rglob("*.py"):
@@ -137,6 +162,17 @@ def test_every_module_imports_only_from_its_floor_or_below() -> None:
             continue  # open_cells, handed on lazily from the cell store
         upward += [f"{module} -> {name}" for name in _imports(path) if _floor(name) > _floor(module)]
     assert not upward, upward
+
+
+def test_no_stage_imports_another_stage() -> None:
+    """Stages share code through the floors below them (the split format, the cut, the Segmenter),
+    never directly: a stage can change, or go, without another noticing."""
+    crossing = []
+    for path in (REPO / "hpasc" / "stages").rglob("*.py"):
+        stage = path.relative_to(REPO / "hpasc" / "stages").parts[0]
+        crossing += [f"{path.relative_to(REPO)} -> {name}" for name in _imports(path)
+                     if name.startswith("hpasc.stages.") and name.split(".")[2] != stage]
+    assert not crossing, crossing
 
 
 def test_only_the_command_layer_parses_flags() -> None:

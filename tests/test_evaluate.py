@@ -19,7 +19,7 @@ from hpasc.core.classes import parse_labels
 from hpasc.core.errors import InputError
 from hpasc.core.images import read_label_image, write_label_image
 from hpasc.submission.matching import iou_matrix
-from hpasc.submission.metric import TruthImage, average_precision, evaluate, read_truth
+from hpasc.submission.metric import TruthImage, average_precision, read_truth, score_submission
 from hpasc.submission.rle import encode_cells, encode_mask, text_to_rle
 from hpasc.submission.rows import SubmissionRow, parse_prediction_string, prediction_string, write_submission
 from tests.conftest import assert_one_line_error, run_script
@@ -60,15 +60,15 @@ def test_perfect_predictions_score_one() -> None:
     scores = np.zeros((2, 19))
     scores[0, [0, 5]] = scores[1, 5] = 1.0
     submission = _submission({"a": parse_prediction_string(prediction_string([CELL_1, CELL_2], scores))})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert result.mean == 1.0
     assert result.per_class[5].n_truth == 2 and result.per_class[5].n_pred == 2
 
 
 def test_empty_submission_scores_zero() -> None:
     truth = {"a": _truth({1: [0], 2: [3]})}
-    assert evaluate(_submission({}), truth).mean == 0.0
-    assert evaluate(_submission({"a": []}), truth).mean == 0.0
+    assert score_submission(_submission({}), truth).mean == 0.0
+    assert score_submission(_submission({"a": []}), truth).mean == 0.0
 
 
 def test_false_positive_ranked_above_true_positives() -> None:
@@ -76,16 +76,16 @@ def test_false_positive_ranked_above_true_positives() -> None:
     # 2/3, so AP = 0.5 * 2/3 + 0.5 * 2/3 = 2/3.
     truth = {"a": _truth({1: [0], 2: [0]})}
     submission = _submission({"a": [(0, 0.9, ELSEWHERE), (0, 0.8, CELL_1), (0, 0.7, CELL_2)]})
-    assert evaluate(submission, truth).mean == pytest.approx(2 / 3)
+    assert score_submission(submission, truth).mean == pytest.approx(2 / 3)
     # TP 0.9, FP 0.8, TP 0.7: P = 1, 1/2, 2/3 → AP = 0.5 * 1 + 0.5 * 2/3 = 5/6.
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.8, ELSEWHERE), (0, 0.7, CELL_2)]})
-    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+    assert score_submission(submission, truth).mean == pytest.approx(5 / 6)
 
 
 def test_listing_order_does_not_matter_only_confidence() -> None:
     truth = {"a": _truth({1: [0], 2: [0]})}
     submission = _submission({"a": [(0, 0.7, CELL_2), (0, 0.8, ELSEWHERE), (0, 0.9, CELL_1)]})
-    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+    assert score_submission(submission, truth).mean == pytest.approx(5 / 6)
 
 
 def test_iou_threshold_boundary() -> None:
@@ -100,7 +100,7 @@ def test_iou_threshold_boundary() -> None:
     truth = {"a": _truth({1: [0]})}
     for mask, expected in ((twelve, 1.0), (twelve_plus_one, 0.0), (thirteen, 1.0)):
         submission = _submission({"a": [(0, 0.5, encode_mask(mask))]})
-        assert evaluate(submission, truth).mean == expected
+        assert score_submission(submission, truth).mean == expected
 
 
 def test_second_prediction_of_a_matched_cell_is_a_false_positive() -> None:
@@ -111,10 +111,10 @@ def test_second_prediction_of_a_matched_cell_is_a_false_positive() -> None:
     almost[3, 4] = False
     truth = {"a": _truth({1: [0], 2: [0]})}
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.8, encode_mask(almost)), (0, 0.7, CELL_2)]})
-    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+    assert score_submission(submission, truth).mean == pytest.approx(5 / 6)
     # Listed the other way round, the higher confidence still takes the cell.
     submission = _submission({"a": [(0, 0.7, CELL_2), (0, 0.8, encode_mask(almost)), (0, 0.9, CELL_1)]})
-    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+    assert score_submission(submission, truth).mean == pytest.approx(5 / 6)
 
 
 def test_match_needs_the_same_class() -> None:
@@ -122,7 +122,7 @@ def test_match_needs_the_same_class() -> None:
     # 3) is a FP ranked first → P = 0, 1/2, R = 0, 1 → AP 1/2. Class 3: perfect.
     truth = {"a": _truth({1: [3], 2: [0]})}
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.8, CELL_2), (3, 0.9, CELL_1)]})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert result.per_class[0].ap == pytest.approx(0.5)
     assert result.per_class[3].ap == 1.0
     assert result.mean == pytest.approx(0.75)
@@ -131,7 +131,7 @@ def test_match_needs_the_same_class() -> None:
 def test_class_without_truth_is_left_out_of_the_mean() -> None:
     truth = {"a": _truth({1: [0], 2: [0]})}
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.9, CELL_2), (7, 0.9, CELL_1)]})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert list(result.scored) == [0]
     assert math.isnan(result.per_class[7].ap) and result.per_class[7].n_pred == 0  # ignored: not in a
     assert result.mean == 1.0
@@ -139,7 +139,7 @@ def test_class_without_truth_is_left_out_of_the_mean() -> None:
 
 def test_class_with_truth_but_no_predictions_scores_zero() -> None:
     truth = {"a": _truth({1: [0], 2: [1]})}
-    result = evaluate(_submission({"a": [(0, 0.9, CELL_1)]}), truth)
+    result = score_submission(_submission({"a": [(0, 0.9, CELL_1)]}), truth)
     assert result.per_class[1].ap == 0.0
     assert result.mean == 0.5
 
@@ -151,7 +151,7 @@ def test_ranking_runs_across_images() -> None:
     truth = {"a": _truth({1: [0]}), "b": _truth({1: [4], 2: [0]})}
     submission = _submission({"a": [(0, 0.9, CELL_1)],
                               "b": [(0, 0.95, CELL_1), (0, 0.5, CELL_2)]})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert result.per_class[0].ap == pytest.approx(2 / 3)
     assert result.per_class[0].n_truth == 2 and result.per_class[0].n_pred == 3
 
@@ -182,14 +182,14 @@ def test_pycocotools_iou_agrees_with_iou_matrix() -> None:
 def test_unscorable_submissions_are_input_errors() -> None:
     truth = {"a": _truth({1: [0]})}
     with pytest.raises(InputError, match="submission image z is not in the truth"):
-        evaluate(_submission({"z": []}), truth)
+        score_submission(_submission({"z": []}), truth)
     wrong_size = _submission({"a": [(0, 1.0, CELL_1)]}).assign(ImageWidth=12)
     with pytest.raises(InputError, match="a: size 12x10 differs from the truth's 10x10"):
-        evaluate(wrong_size, truth)
+        score_submission(wrong_size, truth)
     with pytest.raises(InputError, match="a: mask 'AAAA'.*zlib"):
-        evaluate(_submission({"a": [(0, 1.0, "AAAA")]}), truth)
+        score_submission(_submission({"a": [(0, 1.0, "AAAA")]}), truth)
     with pytest.raises(InputError, match="a: 2 fields"):
-        evaluate(_submission({"a": []}).assign(PredictionString="0 1"), truth)
+        score_submission(_submission({"a": []}).assign(PredictionString="0 1"), truth)
 
 
 def truth_submission(folder: Path) -> list[SubmissionRow]:
@@ -278,11 +278,11 @@ def test_a_class_absent_from_the_image_is_ignored_not_a_false_positive() -> None
     truth = {"a": _truth({1: [0], 2: [0]}), "b": _truth({1: [7], 2: [4]})}
     submission = _submission({"a": [(0, 0.9, CELL_1), (0, 0.8, CELL_2), (7, 0.99, CELL_1)],
                               "b": [(7, 0.5, CELL_1), (7, 0.95, CELL_2), (4, 0.9, CELL_2)]})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert result.per_class[7].n_pred == 2  # a's class-7 prediction is not counted
     assert result.per_class[7].ap == pytest.approx(0.5)  # FP 0.95 (b's cell 2), TP 0.5: P@2 = 1/2
     assert result.ignored == {"class not in the image": 1, "empty mask": 0, "NaN confidence": 0}
-    strict = evaluate(submission, truth, rules="strict")  # every prediction counts
+    strict = score_submission(submission, truth, rules="strict")  # every prediction counts
     assert strict.per_class[7].n_pred == 3 and strict.per_class[7].ap == pytest.approx(1 / 3)
 
 
@@ -291,15 +291,15 @@ def test_an_empty_mask_is_dropped() -> None:
     empty = encode_mask(np.zeros((SIZE, SIZE), bool))
     truth = {"a": _truth({1: [0]})}
     submission = _submission({"a": [(0, 0.95, empty), (0, 0.9, CELL_1)]})
-    assert evaluate(submission, truth).mean == 1.0
-    assert evaluate(submission, truth).ignored["empty mask"] == 1
-    assert evaluate(submission, truth, rules="strict").mean == pytest.approx(0.5)
+    assert score_submission(submission, truth).mean == 1.0
+    assert score_submission(submission, truth).ignored["empty mask"] == 1
+    assert score_submission(submission, truth, rules="strict").mean == pytest.approx(0.5)
 
 
 def test_a_nan_confidence_is_dropped() -> None:
     truth = {"a": _truth({1: [0], 2: [0]})}
     submission = _submission({"a": [(0, float("nan"), ELSEWHERE), (0, 0.9, CELL_1), (0, 0.8, CELL_2)]})
-    result = evaluate(submission, truth)
+    result = score_submission(submission, truth)
     assert result.mean == 1.0 and result.per_class[0].n_pred == 2 and result.ignored["NaN confidence"] == 1
 
 
@@ -308,10 +308,10 @@ def test_ties_rank_in_image_order_then_listing_order() -> None:
     # a: FP (ELSEWHERE) listed before the TP; b: TP. Ranked FP, TP, TP → P = 0, 1/2, 2/3 → AP 2/3.
     truth = {"a": _truth({1: [0]}), "b": _truth({2: [0]})}
     submission = _submission({"b": [(0, 0.5, CELL_2)], "a": [(0, 0.5, ELSEWHERE), (0, 0.5, CELL_1)]})
-    assert evaluate(submission, truth).mean == pytest.approx(2 / 3)
+    assert score_submission(submission, truth).mean == pytest.approx(2 / 3)
     # The TP listed first in a: TP, FP, TP → P = 1, 1/2, 2/3 → AP 5/6.
     submission = _submission({"a": [(0, 0.5, CELL_1), (0, 0.5, ELSEWHERE)], "b": [(0, 0.5, CELL_2)]})
-    assert evaluate(submission, truth).mean == pytest.approx(5 / 6)
+    assert score_submission(submission, truth).mean == pytest.approx(5 / 6)
 
 
 def test_hpa_style_mask_folder_with_a_cell_label_csv(tmp_path: Path, hpa_real: Path) -> None:

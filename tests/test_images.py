@@ -13,7 +13,7 @@ import tifffile
 from hpasc.core import atomic
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import scan_images
-from hpasc.core.images import (CHANNELS, read_channel, read_image, read_label_image, write_channel, write_label_image,
+from hpasc.core.images import (CHANNELS, read_channel, read_label_image, write_channel, write_label_image,
                                write_png)
 from hpasc.tools.synthetic import synthesize_image
 
@@ -68,7 +68,6 @@ def test_round_trip_every_format(tmp_path: Path, fmt: str, synthetic_image: np.n
             assert int(np.argmin(distances)) == index
     else:
         np.testing.assert_array_equal(read, expected(image, fmt))
-    np.testing.assert_array_equal(read_image(tmp_path, "img-1"), read)
 
 
 def test_round_trip_real_samples(tmp_path: Path, hpa_real: Path) -> None:
@@ -81,7 +80,7 @@ def test_round_trip_real_samples(tmp_path: Path, hpa_real: Path) -> None:
     crop = image[:512, :640]
     for fmt in ("png16", "tif", "tif.gz"):
         write_channels(tmp_path / fmt, "real", crop, fmt)
-        np.testing.assert_array_equal(read_image(tmp_path / fmt, "real"), crop)
+        np.testing.assert_array_equal(scan_images(tmp_path / fmt).read("real"), crop)
 
 
 def test_incomplete_sets_are_reported_by_name(tmp_path: Path, caplog) -> None:
@@ -100,8 +99,6 @@ def test_incomplete_sets_are_reported_by_name(tmp_path: Path, caplog) -> None:
     assert "part: unusable image, missing channel(s) blue, yellow" in caplog.text
     with pytest.raises(InputError, match="part: missing channel.*blue, yellow"):
         found.read("part")
-    with pytest.raises(InputError, match="part: missing channel blue"):
-        read_image(tmp_path, "part")
 
 
 def test_lossless_format_wins_over_jpg(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ rows follow the sample submission, a broken image gets an empty row, an image wi
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +20,10 @@ from hpasc.core.images import CHANNELS, read_label_image, write_png
 from hpasc.models.checkpoint import load_checkpoint, save_checkpoint
 from hpasc.stages.infer.ensemble import LoadedEnsemble
 from hpasc.stages.infer.ensemble_file import read_ensemble
-from hpasc.stages.infer.jobs import CutPlan, cells_of_image
-from hpasc.stages.infer.stage import InferSettings, Predictor
-from hpasc.stages.segment.classical import segment_classical
+from hpasc.stages.infer.jobs import CellCutter, cells_of_image
+from hpasc.stages.infer.settings import InferSettings
+from hpasc.stages.infer.stage import ScoringSink
+from hpasc.segmentation.classical import segment_classical
 from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
@@ -85,6 +88,31 @@ def test_infer_writes_a_valid_submission_in_sample_order(checkpoint, test_images
             cell = decode_mask(mask, 256, 256)
             assert (labels[cell] == labels[cell][0]).all() and cell.sum() == (labels == labels[cell][0]).sum()
         assert all(0.0 <= confidence <= 1.0 for _, confidence, _ in triplets)
+
+
+def test_sample_ids_without_images_are_one_line_up_front(checkpoint, test_images, tmp_path) -> None:
+    """A sample submission of many ids for a few images: one warning with the counts (not a line
+    per id); of ids none of which has images: one refusal, and no submission (issue 38, item 1)."""
+    images, sample = test_images
+    ids = pd.read_csv(sample)["ID"].tolist()
+    many = tmp_path / "many.csv"
+    others = [f"absent-{k:03d}" for k in range(40)]
+    pd.DataFrame({"ID": ids + others, "ImageWidth": 256, "ImageHeight": 256, "PredictionString": ""}).to_csv(
+        many, index=False)
+    result = run_script("infer.py", "-i", images, "-e", checkpoint, "-o", tmp_path / "sub.csv", "--sample-submission",
+                        many, "--backend", "classical", "--workers", "1", "--no-progress")
+    assert result.returncode == 1, result.stderr
+    assert f"40 of the sample submission's {len(ids) + 40} ids have no image files in {images} (e.g. absent-000)" \
+        in result.stderr
+    assert "absent-001" not in result.stderr
+    assert "1 checkpoint, classical segmentation" in result.stderr  # not "1 checkpoints" (item 13)
+    assert len(read_submission(tmp_path / "sub.csv")) == len(ids) + 40
+    none = tmp_path / "none.csv"
+    pd.DataFrame({"ID": others, "ImageWidth": 256, "ImageHeight": 256, "PredictionString": ""}).to_csv(none, index=False)
+    refused = run_script("infer.py", "-i", images, "-e", checkpoint, "-o", tmp_path / "none-sub.csv",
+                         "--sample-submission", none, "--backend", "classical", "--workers", "1", "--no-progress")
+    assert_one_line_error(refused, "none of the sample submission's 40 ids has image files here")
+    assert not (tmp_path / "none-sub.csv").exists()
 
 
 def test_raw_scores_differ_from_postprocessed_ones(checkpoint, test_images, tmp_path) -> None:
@@ -193,11 +221,11 @@ def rows_in_one_process(checkpoint: Path, images: Path) -> dict[str, str]:
     folder = scan_images(images)
     ensemble = read_ensemble(checkpoint)
     loaded = LoadedEnsemble(ensemble, torch.device("cpu"))
-    with Predictor(loaded, InferSettings(), ensemble.postprocessing) as predictor:
+    with ScoringSink(loaded, InferSettings(), ensemble.postprocessing) as predictor:
         for image_id in folder.ids:
             image = folder.read(image_id)
             nuclei, cells = segment_classical(image)
-            predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs)).shared(None))
+            predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CellCutter(loaded.tile_specs)).shared(None))
     return {image_id: text for image_id, (_, _, text) in predictor.rows.items()}
 
 
@@ -231,12 +259,45 @@ def test_a_scoring_error_stops_the_run_on_the_main_thread(checkpoint, test_image
 
     def fail(self, tiles):
         raise RuntimeError("CUDA out of memory (a stand-in)")
-    monkeypatch.setattr(Predictor, "score", fail)
+    monkeypatch.setattr(ScoringSink, "score", fail)
     image_id = folder.ids[0]
     image = folder.read(image_id)
     nuclei, cells = segment_classical(image)
     with pytest.raises(RuntimeError, match="a stand-in"), \
-            Predictor(loaded, InferSettings(), ensemble.postprocessing) as predictor:
-        scored = predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CutPlan(loaded.tile_specs))
+            ScoringSink(loaded, InferSettings(), ensemble.postprocessing) as predictor:
+        scored = predictor(image_id, cells_of_image(image_id, image, cells, nuclei, CellCutter(loaded.tile_specs))
                            .shared(None))
     assert scored.done() and not predictor.rows
+
+
+def test_a_malformed_segmentation_record_is_one_line_naming_the_checkpoint(checkpoint, test_images, tmp_path) -> None:
+    """A checkpoint whose segmentation record is not one (``backend: 7``) is refused in one line that
+    names it, not with a traceback (issue 38, item 12)."""
+    images, _ = test_images
+    bad = load_checkpoint(checkpoint)
+    bad["model_spec"]["segmentation"] = {"backend": 7}
+    save_checkpoint(tmp_path / "bad.pt", bad)
+    result = run_script("infer.py", "-i", images, "-e", tmp_path / "bad.pt", "-o", tmp_path / "sub.csv",
+                        "--backend", "classical", "--workers", "1", "--no-progress")
+    assert_one_line_error(result, f"{tmp_path / 'bad.pt'}: model_spec has an invalid value", "backend")
+
+
+def test_short_shared_memory_gives_the_same_output_and_no_traceback(checkpoint, test_images, tmp_path) -> None:
+    """With little room for shared memory (here a file-size limit of 300 KB, as Docker's 64 MB
+    /dev/shm is for 2048² images), infer.py warns once and moves the arrays another way: the same
+    submission, and no resource-tracker traceback (issue 38)."""
+    import resource
+
+    images, sample = test_images
+    outputs = {}
+    for name, limit in (("room", None), ("short", 300 << 10)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        command = [sys.executable, str(REPO / "infer.py"), "-i", str(images), "-e", str(checkpoint), "-o",
+                   str(outputs[name]), "--sample-submission", str(sample), "--backend", "classical", "--workers", "2",
+                   "--no-progress"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=None if limit is None
+                                else lambda limit=limit: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        assert result.returncode == 1, result.stderr  # the fixture's broken image
+        assert "Traceback" not in result.stderr and "KeyError" not in result.stderr, result.stderr
+        assert ("shared memory is short" in result.stderr) is (limit is not None)
+    assert outputs["short"].read_bytes() == outputs["room"].read_bytes()

@@ -17,8 +17,8 @@ from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.infer.ensemble import LoadedEnsemble
-from hpasc.stages.infer.ensemble_file import PostprocessSettings, read_ensemble
-from hpasc.stages.infer.postprocess import postprocess
+from hpasc.stages.infer.ensemble_file import WeightingSettings, read_ensemble
+from hpasc.stages.infer.weighting import weight_scores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_group_and_member_weights_are_normalised(tmp_path: Path) -> None:
     weights = {m.checkpoint.name: m.weight for m in ensemble.members}
     assert weights == pytest.approx({"a.pt": 0.25 * 0.25, "b.pt": 0.25 * 0.75, "c.pt": 0.75})
     assert ensemble.members[0].checkpoint == tmp_path / "a.pt"
-    assert ensemble.postprocessing == PostprocessSettings(0.5, 0.5, True, True)
+    assert ensemble.postprocessing == WeightingSettings(0.5, 0.5, True, True)
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -99,7 +99,7 @@ def test_cell_image_weighting_uses_clean_cells_and_spares_11_and_18() -> None:
     scores[:, 18] = [0.1, 0.7, 0.4]
     border = np.array([1.0, 1.0, 0.001])  # the third cell is cut by the edge: not in the image mean
     outlier = np.ones(3)
-    result = postprocess(scores, border, outlier, PostprocessSettings())
+    result = weight_scores(scores, border, outlier, WeightingSettings())
     image_mean = (0.9 + 0.3) / 2
     assert result[0, 0] == pytest.approx(0.7 * 0.9 + 0.3 * image_mean)
     assert result[1, 0] == pytest.approx(0.7 * 0.3 + 0.3 * image_mean)
@@ -112,8 +112,8 @@ def test_cell_image_weighting_uses_clean_cells_and_spares_11_and_18() -> None:
 def test_no_clean_cell_keeps_scores_and_factors_can_be_off() -> None:
     scores = np.full((2, 19), 0.4)
     scores[0, 0] = 0.8
-    result = postprocess(scores, np.array([0.5, 0.5]), np.array([0.001, 1.0]),
-                         PostprocessSettings(border_factor=False, outlier_factor=True))
+    result = weight_scores(scores, np.array([0.5, 0.5]), np.array([0.001, 1.0]),
+                         WeightingSettings(border_factor=False, outlier_factor=True))
     assert result[0, 0] == pytest.approx(0.8 * 0.001) and result[1, 0] == pytest.approx(0.4)
     assert not math.isnan(result.sum())
 

@@ -23,7 +23,7 @@ from hpasc.core.weights_cache import sha256
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
-from hpasc.tools.kaggle import needed_scripts, notebook_code, requirement_pins
+from hpasc.tools.kaggle import bundle_names, needed_scripts, notebook_code, requirement_pins
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"
@@ -163,7 +163,7 @@ def test_bundle_from_a_plain_member_list(ensemble: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     rewritten = yaml.safe_load((tmp_path / "out" / "ensemble.yaml").read_text())
     bundled = [m["checkpoint"] for g in rewritten["groups"] for m in g["members"]]
-    assert len(bundled) == 2
+    assert bundled == ["models/b0-bce-1.pt", "models/finetuned/b0-bce-1.pt"]  # not models/models/... (item 13)
     for source, target in zip(["models/b0-bce-1.pt", "finetuned/b0-bce-1.pt"], bundled, strict=True):
         assert sha256(tmp_path / "out" / target) == sha256(tmp_path / "ens" / source)
 
@@ -292,3 +292,11 @@ def test_notebook_runs_offline_on_a_kaggle_layout(built: tuple[Path, subprocess.
     assert frame["ID"].tolist() == ids
     assert (frame["ImageWidth"] == 256).all() and (frame["ImageHeight"] == 256).all()
     assert frame["PredictionString"].str.len().gt(0).all()
+
+
+def test_bundle_names_keep_runs_apart_without_nesting_models() -> None:
+    base = Path("/runs")
+    assert bundle_names([base / "models" / "a.pt", base / "finetuned" / "a.pt"]) == {
+        base / "models" / "a.pt": "models/a.pt", base / "finetuned" / "a.pt": "models/finetuned/a.pt"}
+    clash = [base / "models" / "finetuned" / "a.pt", base / "finetuned" / "a.pt"]
+    assert sorted(bundle_names(clash).values()) == ["models/finetuned/a.pt", "models/models/finetuned/a.pt"]

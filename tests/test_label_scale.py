@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from hpasc.core.images import read_label_image
-from hpasc.stages.segment import postprocess
-from hpasc.stages.segment.postprocess import Sizes, label_cell
-from hpasc.stages.segment.rescaled import label_cell_at_scale
+from hpasc.segmentation import labelling
+from hpasc.segmentation.labelling import Sizes, label_cell
+from hpasc.segmentation.rescaled import label_cell_at_scale
 from hpasc.submission.matching import iou_matrix, match_instances
 from hpasc.tools import synthetic
-from hpasc.tools.synthetic.predictions import nuclei_from_blue, predictions_from_masks
+from tests.stand_in_maps import nuclei_from_blue, predictions_from_masks
 from tests.conftest import run_script
 
 
@@ -55,7 +55,7 @@ def mean_iou(reference: np.ndarray, labels: np.ndarray) -> float:
 def test_sizes_scale_with_the_area() -> None:
     assert Sizes.at_scale(0.25) == Sizes(marker=31, nucleus_hole=62, nucleus_speck=1, nucleus=156, cell=344,
                                          closing_radius=2)
-    assert Sizes.at_scale(1) == postprocess.HPA_SIZES
+    assert Sizes.at_scale(1) == labelling.HPA_SIZES
 
 
 def test_scale_one_is_hpas_exact_output() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from hpasc.core.classes import label_matrix
 from hpasc.core.errors import InputError
-from hpasc.labels.fourth_place import apply_recipe, is_fourth_place_folder, listed_images, read_fourth_place
+from hpasc.labels.fourth_place import apply_their_rules, is_fourth_place_folder, listed_images, read_fourth_place
 from hpasc.labels.pickles import read_id_set
 from hpasc.labels.summary import inspect_labels
 from tests.conftest import assert_one_line_error, run_script
@@ -53,7 +53,7 @@ def run_recipe(theirs, antibody_of=None):
     names = list(CELLS)
     cell_ids = [CELLS[n][0] for n in names]
     image_ids = [c.rsplit("_", 1)[0] for c in cell_ids]
-    result = apply_recipe(theirs, cell_ids, image_ids, label_matrix([CELLS[n][1] for n in names]), antibody_of)
+    result = apply_their_rules(theirs, cell_ids, image_ids, label_matrix([CELLS[n][1] for n in names]), antibody_of)
     targets = result.targets()
     return {n: targets[i] for i, n in enumerate(names)}, {n: set(np.flatnonzero(result.labels[i]))
                                                         for i, n in enumerate(names)}, result
@@ -92,7 +92,7 @@ def test_class_eleven(theirs) -> None:
 
 
 def test_class_six_per_antibody(theirs, tmp_path: Path) -> None:
-    from hpasc.stages.download.stage import antibody_of_images
+    from hpasc.labels.public_table import antibody_of_images
 
     (tmp_path / "public.csv").write_text(PUBLIC_TABLE)
     targets, _, result = run_recipe(theirs, antibody_of_images(tmp_path / "public.csv"))
@@ -174,6 +174,16 @@ def test_inspect_a_spec_folder_with_a_dataset(tmp_path: Path) -> None:
     lines = inspect_labels(tmp_path / "labels")
     assert lines[-1] == "labels: 4 entries, 1 classes"
     assert "3 cells (0: 1, 0.2: 1, 0.9: 1)" in lines[1]
+
+
+def test_inspect_says_a_file_is_empty(tmp_path: Path) -> None:
+    """An empty label file is empty, not a file of image ids (issue 38, item 8)."""
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "3.txt").write_text("")
+    (tmp_path / "labels" / "5.txt").write_text("a_0 5\n")
+    lines = inspect_labels(tmp_path / "labels")
+    empty = next(line for line in lines if line.startswith("class  3"))
+    assert empty.endswith("0 entries  (empty)") and "image ids" not in empty
 
 
 def test_inspect_errors_are_one_line(tmp_path: Path) -> None:

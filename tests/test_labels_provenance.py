@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpasc.cells.provenance import HPA_PUBLISHED, Provenance, read_provenance, record_provenance, same_cells
+from hpasc.cells.provenance import HPA_PUBLISHED, Provenance, read_provenance, record_provenance, same_cell_ids
 from hpasc.core.errors import InputError
 from hpasc.core.images import read_label_image
 from hpasc.labels.files import read_label_lines
@@ -50,8 +50,8 @@ def test_record_refuses_to_mix_segmentations(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="made by the classical backend; this run uses HPA's"):
         record_provenance(tmp_path, Provenance("hpa", {"a.pth": "1"}), keeps_others=True)
     record_provenance(tmp_path, Provenance("hpa", {"a.pth": "1"}), keeps_others=False)  # all redone
-    assert not same_cells(Provenance("hpa", {"a.pth": "1"}), Provenance("hpa", {"a.pth": "2"}))
-    assert same_cells(HPA_PUBLISHED, read_provenance(tmp_path))
+    assert not same_cell_ids(Provenance("hpa", {"a.pth": "1"}), Provenance("hpa", {"a.pth": "2"}))
+    assert same_cell_ids(HPA_PUBLISHED, read_provenance(tmp_path))
 
 
 def test_remap_moves_ids_to_the_same_physical_cells(classical: Path, hpa_real: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from efficientnet_pytorch.utils import url_map
 
 from hpasc.core.errors import InputError
 from hpasc.core.http import HttpPolicy
-from hpasc.models.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
+from hpasc.models.backbones.efficientnet import (ARCHITECTURES, IMAGENET_URLS, adapt_imagenet_state, default_cache_dir,
                                        load_pretrained, resolve_pretrained)
 from hpasc.models.registry import create_model
 from tests.test_download import Behaviour, FakeHPA, serve
@@ -49,7 +49,7 @@ def test_registry_tile_sizes_and_unknown_names():
     with pytest.raises(InputError) as caught:
         create_model("resnet50", 19)
     assert str(caught.value) == ("unknown architecture 'resnet50'; expected one of efficientnet-b0, "
-                                 "efficientnet-b1, efficientnet-b2, efficientnet-b3, efficientnet-b4 or "
+                                 "efficientnet-b1, efficientnet-b2, efficientnet-b3, efficientnet-b4; "
                                  "timm:NAME (any timm model)")
 
 
@@ -160,6 +160,8 @@ def test_unavailable_weights_mean_training_from_scratch(server, tmp_path, caplog
     assert warnings[0].endswith("); training from scratch") and "\n" not in warnings[0]
     assert ("not efficientnet-b0 ImageNet weights" in warnings[0]) == (folder == "b1")
     assert not cache.exists() or not any(cache.iterdir())  # nothing kept, not even a bad body
+    # Offline, one quick probe says so, not four tries with back-off behind a progress bar (item 6).
+    assert ("cannot reach 127.0.0.1" in warnings[0] and "tries" not in warnings[0]) == (folder == "unreachable")
 
 
 def test_explicit_specs_and_no_download(tmp_path, caplog):

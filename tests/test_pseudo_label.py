@@ -21,7 +21,7 @@ from hpasc.models.registry import create_model
 from hpasc.models.runner import ModelRunner
 from hpasc.models.scoring import prepare_batch
 from hpasc.models.spec import ModelSpec
-from hpasc.stages.split.stage import read_split
+from hpasc.cellstore.split import read_split
 from hpasc.stages.train.data import load_cells
 from hpasc.stages.train.predict import score_rows
 from hpasc.tools.pseudo_label import PseudoRule, pseudo_labels

@@ -4,15 +4,18 @@ worst image first, the per-class shares of confident calls, and an HTML page wit
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hpasc.core.classes import NUM_CLASSES
+from hpasc.core.errors import InputError
 from hpasc.stages.infer.cell_table import CONFIDENCES, DESCRIPTORS, PROBABILITIES, CellTable, image_rows
 from hpasc.tools.cell_map import sample_rows
-from hpasc.tools.report import prevalence
+from hpasc.tools.report import prevalence, read_groups
 from tests.conftest import assert_one_line_error, run_script
 
 
@@ -99,3 +102,17 @@ def test_a_map_of_many_cells_is_drawn_from_a_seeded_sample() -> None:
     assert len(rows) == 40 and np.all(np.diff(rows) > 0) and rows[-1] < 90
     assert np.array_equal(rows, sample_rows(90, max_cells=40)) and not np.array_equal(rows, sample_rows(90, 40, 1))
     assert np.array_equal(sample_rows(30, max_cells=40), np.arange(30))
+
+
+def test_a_groups_file_that_does_not_fit_the_table_is_said(tmp_path: Path, caplog) -> None:
+    """An image with two groups is refused; ids that are not the table's images are one warning with
+    how many and the first (issue 38, item 12)."""
+    path = tmp_path / "groups.csv"
+    pd.DataFrame({"ID": ["a", "b", "a", "a", "x", "y"], "group": ["U2OS", "A549", "U2OS", "HeLa", "U2OS", "U2OS"]}
+                 ).to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"1 image\(s\) have two groups or more \(the first: a: U2OS, HeLa\)"):
+        read_groups(path, {"a", "b"})
+    pd.DataFrame({"ID": ["a", "b", "x", "y"], "group": ["U2OS", "A549", "U2OS", "U2OS"]}).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING):
+        assert read_groups(path, {"a", "b"}) == {"a": "U2OS", "b": "A549", "x": "U2OS", "y": "U2OS"}
+    assert "2 of its 4 ids are not images of the table (the first: x)" in caplog.text

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+from hpasc.segmentation.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "run_pipeline.sh"
 
 
 def dry_run(data: Path, out: Path, *options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The script's dry run with this Python (hpasc's environment) first on the PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return subprocess.run(["bash", str(SCRIPT), "--dry-run", *options, str(data), str(out)], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **(env or {})})
+                          text=True, timeout=60, env={**os.environ, "PATH": path, **(env or {})})
 
 
 def competition_folder(root: Path) -> Path:
@@ -70,11 +74,22 @@ def test_the_ensemble_follows_the_epochs_trained(tmp_path: Path) -> None:
                      "b0-focal-5.pt", "b0-plain-6.pt"]
 
 
+def hpa_weights_in(cache: Path) -> dict[str, str]:
+    """An hpasc cache holding (stand-ins for) HPA's two weight files: the chain would segment with them."""
+    for name in (NUCLEI_WEIGHTS, CELL_WEIGHTS):
+        (cache / "segmentation").mkdir(parents=True, exist_ok=True)
+        (cache / "segmentation" / name).write_bytes(b"stand-in")
+    return {"HPASC_CACHE": str(cache)}
+
+
 def test_folds_tile_size_and_labels_are_settable(tmp_path: Path) -> None:
     data = competition_folder(tmp_path / "data")
     (tmp_path / "theirs" / "relabel").mkdir(parents=True)
-    result = dry_run(data, tmp_path / "out", "--folds", "3", "--tile-size", "256", "--labels", str(tmp_path / "theirs"))
+    result = dry_run(data, tmp_path / "out", "--folds", "3", "--tile-size", "256", "--labels", str(tmp_path / "theirs"),
+                     env=hpa_weights_in(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
+    assert f"segmentation: the hpa backend (HPA's weights are in {tmp_path / 'cache' / 'segmentation'})" \
+        in result.stdout
     commands = "\n".join(commands_of(result))
     assert "data_loader.py -i" in commands and "--folds 3" in commands and "--size 256" in commands
     assert commands.count(f"--relabel {tmp_path / 'theirs'}") == 3 + 7
@@ -97,3 +112,18 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
         result = dry_run(data, tmp_path / "out", *options)
         assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr
         assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_dry_run_names_the_backend_and_refuses_labels_it_would_not_fit(tmp_path: Path) -> None:
+    """Without HPA's weights the chain segments with the classical backend, where the 4th place's
+    labels (ids of HPA's masks) name other cells: the dry run says so and fails (issue 38, item 4)."""
+    data = competition_folder(tmp_path / "data")
+    (tmp_path / "theirs" / "relabel").mkdir(parents=True)
+    empty = {"HPASC_CACHE": str(tmp_path / "empty")}
+    plain = dry_run(data, tmp_path / "out", env=empty)
+    assert plain.returncode == 0, plain.stderr
+    assert "segmentation: the classical backend (HPA's weights are not in" in plain.stdout
+    refused = dry_run(data, tmp_path / "out", "--labels", str(tmp_path / "theirs"), env=empty)
+    assert refused.returncode == 2
+    assert (f"error: the labels of {tmp_path / 'theirs'} name cells of HPA's segmentation, but the chain segments "
+            "with the classical backend") in refused.stderr

@@ -11,7 +11,7 @@ from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import load_checkpoint
 from hpasc.stages.train.augment import AugmentSettings
 from hpasc.stages.train.config import FinetuneConfig, RunRecord, TrainConfig
-from hpasc.stages.train.labels import LabelSources
+from hpasc.stages.train.label_sources import LabelSources
 from tests.conftest import REPO
 
 BEFORE = REPO / "tests" / "data" / "made_before_tile_spec" / "old-1.pt"
@@ -43,3 +43,30 @@ def test_a_record_this_version_cannot_read_is_one_line(tmp_path: Path) -> None:
     for bad in ({**args, "warmup": 3}, {**args, "augment": {"hflip": 1}}, {"name": "x"}):
         with pytest.raises(InputError, match=r"x\.pt: its run record is not one this version reads \("):
             RunRecord.from_checkpoint({"args": bad}, tmp_path / "x.pt")
+
+
+def test_the_record_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    args = RunRecord(TrainConfig(tmp_path, tmp_path, "x")).to_dict()
+    assert args["record_version"] == 1
+    older = {key: value for key, value in args.items() if key != "record_version"}  # as written before
+    assert RunRecord.from_checkpoint({"args": older}, tmp_path / "x.pt").to_dict() == args
+    with pytest.raises(InputError, match=r"x\.pt: its run record is version 2; this hpasc reads up to 1"):
+        RunRecord.from_checkpoint({"args": {**args, "record_version": 2}}, tmp_path / "x.pt")
+
+
+def test_the_flags_defaults_are_the_record_s() -> None:
+    """One place for every default: train_me's and finetuner's flags read the typed settings' own."""
+    from hpasc.commands.finetune import build_parser as finetune_parser
+    from hpasc.commands.train import build_parser as train_parser
+
+    parsed = vars(train_parser().parse_args([]))
+    default = TrainConfig(Path("d"), Path("s"), "n")
+    for flag, field in (("criterion", "loss"), ("batch_size", "batch_size"), ("arch", "arch"), ("epochs", "epochs"),
+                        ("epoch_size", "epoch_size"), ("lr", "lr"), ("min_lr", "min_lr"), ("tile_size", "tile_size"),
+                        ("pretrained", "pretrained"), ("seed", "seed"), ("patience", "patience")):
+        assert parsed[flag] == getattr(default, field), flag
+    assert parsed["label_format"] == default.labels.label_format
+    tuned = vars(finetune_parser().parse_args(["-l", "x.pt"]))
+    pass_default = FinetuneConfig(Path("c.pt"), Path("s"))
+    assert (tuned["lr"], tuned["relabel_repeats"], tuned["seed"]) == (pass_default.lr, pass_default.relabel_repeats,
+                                                                     pass_default.seed)

@@ -32,6 +32,10 @@ def test_agreement_of_hpa_masks_with_themselves_and_a_damaged_copy(tmp_path: Pat
     expected = 2 * (cells - 1) / (2 * (cells - 1) + 1)
     assert f"F1 {expected:.3f}  ({cells - 1} matched, 1 missed, 0 extra)" in lines[1]
     assert lines[-1] == f"mean F1: {(1 + expected) / 2:.4f}"
+    worst = run_script("-m", "hpasc.commands.agreement", "--truth", hpa_real / "masks", "--pred", pred,
+                       "--truth-suffix", "_cellmask", "--worst", "1")  # the demo's summary (issue 38, item 13)
+    assert worst.returncode == 0, worst.stderr
+    assert worst.stdout.splitlines() == ["the 1 image(s) of lowest F1 of 2:", lines[1], lines[-1]]
 
 
 def test_missing_reference_is_a_one_line_error(tmp_path: Path, hpa_real: Path):

@@ -11,7 +11,7 @@ import pytest
 
 from hpasc.core import images
 from hpasc.core.image_folder import scan_images
-from hpasc.stages.segment.classical import segment_classical
+from hpasc.segmentation.classical import segment_classical
 from hpasc.submission.matching import match_instances
 from hpasc.tools import synthetic
 

@@ -16,10 +16,10 @@ from torch import nn
 
 from hpasc.core.errors import InputError
 from hpasc.core.http import HttpPolicy
-from hpasc.stages.segment.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
-from hpasc.stages.segment.weight_files import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
+from hpasc.segmentation.network import BnRelu, BnReluConv, DPNUNet, DualPathBlock, Fuse, UpConv
+from hpasc.segmentation.weight_files import (CELL_WEIGHTS, HPA_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir,
                                                resolve_weights)
-from hpasc.stages.segment.weights import load_hpa_model, load_hpa_state_dict
+from hpasc.segmentation.weights import load_hpa_model, load_hpa_state_dict
 from tests.test_download import Behaviour, FakeHPA, serve
 
 LAYOUT = Path(__file__).resolve().parent / "data" / "dpn_unet_layout.txt"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import transform, util
 
-from hpasc.stages.segment.scaling import Geometry, bit_depth_gain, prepare, restore, restore_both
+from hpasc.segmentation.scaling import Geometry, bit_depth_gain, prepare, restore, restore_both
 from hpasc.tools.synthetic import synthesize_image
 
 

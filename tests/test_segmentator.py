@@ -112,11 +112,21 @@ def test_hpa_backend_runs_end_to_end(tmp_path: Path, random_weights: Path):
 
 
 def test_public_api_names() -> None:
-    import hpasc.stages.segment as segmentation
-    from hpasc.stages.segment.postprocess import label_cell
-    from hpasc.stages.segment.weights import load_hpa_model
+    import hpasc.segmentation as segmentation
+    from hpasc.segmentation.labelling import label_cell
+    from hpasc.segmentation.weights import load_hpa_model
 
     assert segmentation.label_cell is label_cell and segmentation.load_hpa_model is load_hpa_model
-    assert set(segmentation.__all__) >= {"DPNUNet", "segment_classical", "segment_folder"}
+    assert set(segmentation.__all__) >= {"DPNUNet", "segment_classical", "Segmenter"}
     with pytest.raises(AttributeError):
         segmentation.no_such_name  # noqa: B018
+
+
+def test_every_backend_the_flag_offers_is_a_backend_class() -> None:
+    """The Segmenter picks a Backend by name from one table; --backend offers exactly its names."""
+    from hpasc.segmentation.segmenter import BACKENDS, ClassicalBackend, HpaBackend
+    from hpasc.segmentation.settings import BACKENDS as FLAG_CHOICES
+
+    assert set(BACKENDS) == set(FLAG_CHOICES) - {"auto"}
+    assert BACKENDS["hpa"] is HpaBackend and BACKENDS["classical"] is ClassicalBackend
+    assert HpaBackend.uses_label_scale and not ClassicalBackend.uses_label_scale

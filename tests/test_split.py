@@ -1,4 +1,4 @@
-"""Image-level stratified folds (hpasc.stages.split.stage) and data_loader.py, on the competition's real labels."""
+"""Image-level stratified folds (hpasc.stages.split.stage, hpasc.cellstore.split) and data_loader.py, on the competition's real labels."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from hpasc.core.classes import NUM_CLASSES, read_label_table
 from hpasc.core.errors import InputError
-from hpasc.stages.split.stage import (TRAIN_ONLY, SplitSettings, assign_folds, read_image_table, read_split,
-                                      split_dataset)
+from hpasc.cellstore.split import TRAIN_ONLY, read_split
+from hpasc.stages.split.stage import SplitSettings, assign_folds, read_image_table, split_dataset
 from tests.conftest import assert_one_line_error, run_script
 
 FOLDS = 5
@@ -260,9 +260,9 @@ def test_extra_images_are_only_trained_on(workdir: Path, real_labels) -> None:
 
 @pytest.mark.parametrize("setup, args, fragments", [
     (lambda w: shutil.rmtree(w / "dataset"), ["-i", "dataset"],
-     ["dataset folder dataset not found", "image_cutter.py"]),
+     ["dataset folder dataset not found", "hpasc-cut"]),
     (lambda w: (w / "dataset" / "cells.csv").unlink(), ["-i", "dataset"],
-     ["cells.csv not found: run image_cutter.py first"]),
+     ["cells.csv not found: run hpasc-cut first"]),
     (lambda w: (w / "dataset" / "cells.csv").write_text("image_id,labels\na,1\n"), ["-i", "dataset"],
      ["cells.csv: missing column(s) keep"]),
     (lambda w: None, ["-i", "dataset", "-e", "nowhere"], ["dataset folder nowhere not found"]),

@@ -17,6 +17,7 @@ from scipy import ndimage
 from hpasc.commands.synthetic import build_parser, parse_size
 from hpasc.core import images, runtime
 from hpasc.core.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES, parse_labels
+from hpasc.core.image_folder import scan_images
 from hpasc.tools import synthetic
 from tests.conftest import assert_one_line_error, run_script
 
@@ -102,6 +103,7 @@ def test_a_rerun_with_the_same_settings_keeps_the_dataset(tmp_path, caplog):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")}
     assert synthetic.generate_dataset(tmp_path, 2, (128, 128), 7, QUIET) == [synthetic.image_id(7, i) for i in (0, 1)]
     assert "made before, kept" in caplog.text
+    assert caplog.text.count("wrote 2 synthetic images") == 1  # the first run's, not the re-run's (issue 38, item 13)
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.png")}
     (tmp_path / "truth" / "nuclei" / f"{synthetic.image_id(7, 1)}.png").unlink()  # not whole: made again
     synthetic.generate_dataset(tmp_path, 2, (128, 128), 7, QUIET)
@@ -132,8 +134,9 @@ def test_cli_writes_every_file(cli_dataset):
 
 
 def test_written_images_are_16_bit_with_the_full_range_used(cli_dataset):
+    folder = scan_images(cli_dataset)
     for row in read_csv(cli_dataset / "train.csv"):
-        image = images.read_image(cli_dataset, row["ID"])
+        image = folder.read(row["ID"])
         assert image.dtype == np.uint16 and image.shape == (*CLI_SIZE, 4)
         assert image.max() > 10000
         assert (image.reshape(-1, 4).max(axis=0) > 255).all()

@@ -16,7 +16,7 @@ from hpasc.cells.crop import resize_tile
 from hpasc.core import shared_arrays
 from hpasc.core.errors import InputError
 from hpasc.models.checkpoint import load_checkpoint
-from hpasc.stages.split.stage import read_split
+from hpasc.cellstore.split import read_split
 from hpasc.stages.train.data import TileReader, fixed_batches, load_cells
 from tests.conftest import REPO, run_script
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hpasc.cells.crop import cell_boxes, crop_cell, crop_cells
+from hpasc.cells.thresholds import Thresholds
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.cellstore import open_cells
 from hpasc.core.errors import InputError
@@ -25,7 +26,7 @@ from hpasc.models.runner import check_tiles_for, warn_enlarging
 from hpasc.models.spec import ModelSpec
 from hpasc.stages.infer.ensemble import LoadedEnsemble
 from hpasc.stages.infer.ensemble_file import read_ensemble
-from hpasc.stages.infer.jobs import CutPlan, cells_of_image
+from hpasc.stages.infer.jobs import CellCutter, cells_of_image
 from tests.conftest import REPO, run_script
 
 RESIZE = TileSpec(32, mode="resize")
@@ -71,7 +72,7 @@ def test_their_margin_is_part_of_the_spec() -> None:
     expected[cells[32:58, 34:60] == 2] = 0
     np.testing.assert_array_equal(narrow, expected.transpose(2, 0, 1))
     assert TileSpec(zero="others").margin == 16 and TileSpec().margin == 0
-    assert TileSpec(zero="others").compatible(TileSpec(zero="others", margin=8)) == \
+    assert TileSpec(zero="others").mismatch(TileSpec(zero="others", margin=8)) == \
         "expected margin 16; given margin 8"
 
 
@@ -86,20 +87,47 @@ def test_the_crop_rules_live_in_the_spec() -> None:
 
 
 def test_one_rule_compares_everything_but_the_size() -> None:
-    assert TileSpec(16).compatible(TileSpec(512)) is None
-    assert RESIZE.compatible(TileSpec(32)) == "expected mode resize; given mode pad"
-    other = TileSpec(thresholds=(("cut", 0.5),))
-    assert TileSpec().compatible(other).startswith("expected thresholds blue_yellow_share=0.05")
+    assert TileSpec(16).mismatch(TileSpec(512)) is None and TileSpec(16).accepts(TileSpec(512))
+    assert TileSpec(16).mismatch(TileSpec(512), size=True) == "expected size 16; given size 512"
+    assert RESIZE.mismatch(TileSpec(32)) == "expected mode resize; given mode pad"
+    other = TileSpec(thresholds=Thresholds(cut=0.5))
+    assert TileSpec().mismatch(other).startswith("expected thresholds blue_yellow_share=0.05")
+    assert not TileSpec().accepts(other)
     for spec in (RESIZE, TileSpec(8, zero="others", margin=3), other):
         assert TileSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ValueError, match="not a version 1 tile spec"):
+    with pytest.raises(ValueError, match="version 1 or older"):
         TileSpec.from_dict({**RESIZE.to_dict(), "version": 2})
+    with pytest.raises(ValueError, match="unknown fields colour"):
+        TileSpec.from_dict({**RESIZE.to_dict(), "colour": "red"})
+
+
+def test_a_record_without_a_field_reads_it_as_its_default() -> None:
+    """A field added later (here: any of them) lets the records written before it load."""
+    record = RESIZE.to_dict()
+    del record["context"], record["thresholds"]["red_share"]
+    assert TileSpec.from_dict(record) == RESIZE
+    assert TileSpec.from_dict({"version": 1, "size": 64}) == TileSpec(64)
+
+
+def test_the_spec_s_thresholds_decide_the_factors() -> None:
+    """The heuristics' numbers are obeyed where they are recorded: cut_image judges cells by the
+    spec's thresholds, not by this version's defaults."""
+    from hpasc.cells.cut import cut_image
+
+    image, cells = two_cells()
+    nuclei = np.zeros_like(cells)
+    nuclei[40:46, 40:46] = 1  # cell 1 has a nucleus with blue signal; cell 2 has none
+    image[..., 2] = 1000
+    _, ours = cut_image(image, cells, nuclei, "x", [0], TileSpec(16))
+    _, theirs = cut_image(image, cells, nuclei, "x", [0], TileSpec(16, thresholds=Thresholds(no_nucleus=0.2)))
+    assert ours["mask_id"].tolist() == [1, 2] and ours["border"].iloc[1] == 0.01 and theirs["border"].iloc[1] == 0.2
+    assert ours["border"].iloc[0] == theirs["border"].iloc[0]
 
 
 def test_records_made_before_the_spec_read_as_the_settings_that_made_them() -> None:
     assert TileSpec.from_record({"tile_size": 64, "recipe": None}) == TileSpec(64)
-    old = {"tile_size": 64, "recipe": {"mode": "pad", "context": 0, "zero": "others", "factors": {"cut": 0.001}}}
-    assert TileSpec.from_record(old) == TileSpec(64, zero="others", margin=16, thresholds=(("cut", 0.001),))
+    old = {"tile_size": 64, "recipe": {"mode": "pad", "context": 0, "zero": "others", "factors": {"cut": 0.002}}}
+    assert TileSpec.from_record(old) == TileSpec(64, zero="others", margin=16, thresholds=Thresholds(cut=0.002))
 
 
 def spec_checkpoint(path: Path, tiles: TileSpec) -> Path:
@@ -117,7 +145,7 @@ def test_an_ensemble_mixing_tile_specs_cuts_once_per_spec(tmp_path: Path) -> Non
     loaded = LoadedEnsemble(read_ensemble(tmp_path / "e.yaml"), torch.device("cpu"))
     assert loaded.tile_specs == (TileSpec(32, "resize"), TileSpec(48, "pad"))
     image, cells = two_cells()
-    found = cells_of_image("img", image, cells, None, CutPlan(loaded.tile_specs))
+    found = cells_of_image("img", image, cells, None, CellCutter(loaded.tile_specs))
     np.testing.assert_array_equal(found.tiles[0], crop_cells(image, cells, TileSpec(32, "resize"))[2])
     np.testing.assert_array_equal(found.tiles[1], crop_cells(image, cells, TileSpec(48))[2])
     scores = loaded([torch.from_numpy(t) for t in found.tiles])
@@ -150,7 +178,7 @@ def resized(tmp_path_factory) -> Path:
 
 def test_the_store_and_the_checkpoint_record_the_tile_spec(resized: Path) -> None:
     store = open_cells(resized / "dataset")
-    assert store.tile_spec == TileSpec(16, "resize") and dict(store.tile_spec.thresholds)["red_share"] == 0.077
+    assert store.tile_spec == TileSpec(16, "resize") and store.tile_spec.thresholds.red_share == 0.077
     spec = ModelSpec.from_dict(load_checkpoint(resized / "models" / "r-1.pt")["model_spec"])
     assert spec.tile_spec == store.tile_spec
 
@@ -240,4 +268,4 @@ def test_a_margin_mismatch_between_a_store_and_a_checkpoint_is_one_line(before: 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'dataset'}: its tiles are not cut the way the model's training tiles were (expected "
-        "margin 16; given margin 8): cut the images again with image_cutter.py --mode/--context/--zero/--margin"]
+        "margin 16; given margin 8): cut the images again with hpasc-cut --mode/--context/--zero/--margin"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 from efficientnet_pytorch import EfficientNet
 
 from hpasc.models.checkpoint import build_model, find_latest, load_checkpoint, save_checkpoint
-from hpasc.models.efficientnet import IMAGENET_URLS
+from hpasc.models.backbones.efficientnet import IMAGENET_URLS
 from tests.conftest import REPO, SAMPLE_LABELS, assert_one_line_error, make_dataset, run_script
 
 FAST = ("--epochs", "2", "--epoch-size", "64", "--tile-size", "32", "--workers", "1", "--no-progress")
@@ -83,6 +84,13 @@ def test_spec_command_lines_train_and_finetune(workdir: Path) -> None:
     assert tuned["metrics"][-1]["stage"] == "finetune" and tuned["args"]["finetune"]["lr"] == 3e-5
     before, after = checkpoint["model_state"], tuned["model_state"]
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    shutil.copytree(workdir / "dataset", workdir / "another")
+    elsewhere = run_script("finetuner.py", "-l", "models/b0-bce-2.pt", "-i", "another", "-s", "tuned-elsewhere",
+                           "--workers", "1", "--no-progress", cwd=workdir, env=offline_env(workdir))
+    assert elsewhere.returncode == 0, elsewhere.stderr  # said, not refused (issue 38, item 9)
+    assert f"models/b0-bce-2.pt was trained on {(workdir / 'dataset').resolve()}; fine-tuning it on another, " \
+           "another dataset" in elsewhere.stderr
+    assert "another dataset" not in result.stderr  # the same dataset: no word
     again = run_script("finetuner.py", "-l", "models/b0-bce-2.pt", "-s", "finetuned", "--no-progress",
                        cwd=workdir, env=offline_env(workdir))
     assert again.returncode == 0 and "exists, skipped" in again.stderr
@@ -110,13 +118,13 @@ def test_the_4th_place_folder_trains_and_finetunes_with_its_validation_set(workd
     assert "the 4th place's labels" in result.stderr and "14 validation cells" in result.stderr
     assert "validation files choose the validation cells" in result.stderr
     checkpoint = load_checkpoint(workdir / "theirs-models" / "t-1.pt")
-    assert checkpoint["args"]["labels"]["recipe"] == "auto"
+    assert checkpoint["args"]["labels"]["label_format"] == "auto"
     tuned = run_script("finetuner.py", "-l", "theirs-models/t-1.pt", "-s", "theirs-tuned", "--workers", "1",
                        "--no-progress", cwd=workdir, env=offline_env(workdir))
     assert tuned.returncode == 0, tuned.stderr
     assert "fine-tuning on 14 validation cells (14 relabelled" in tuned.stderr
     wrong = train(workdir, "-s", "theirs-models", "-n", "w", *FAST, "--relabel", str(SAMPLE_LABELS),
-                  "--label-recipe", "4th-place")
+                  "--label-format", "4th-place")
     assert_one_line_error(wrong, "hpa_samples/labels is not laid out as theirs")
 
 
@@ -216,7 +224,7 @@ def test_torchrun_two_processes(workdir: Path) -> None:
 
 @pytest.mark.parametrize("args, fragments", [
     (("-i", "nowhere"), ("nowhere",)),
-    (("-i", "syn"), ("syn: not a cell dataset", "image_cutter.py -i IMAGES", "data_loader.py -i DATASET")),
+    (("-i", "syn"), ("syn: not a cell dataset", "hpasc-cut -i IMAGES", "hpasc-split -i DATASET")),
     (("--pretrained", "missing.pth"), ("missing.pth", "does not exist")),
 ])
 def test_bad_input_is_one_line(workdir: Path, args: tuple[str, ...], fragments: tuple[str, ...]) -> None:

@@ -69,7 +69,7 @@ def test_pool_workers_never_import_torch() -> None:
         import runpy, sys
         for script in ("segmentator.py", "infer.py", "image_cutter.py"):
             runpy.run_path(script, run_name="__mp_main__")
-        import hpasc.stages.cut.stage, hpasc.stages.infer.jobs, hpasc.stages.segment.jobs, hpasc.stages.train.tile_jobs
+        import hpasc.stages.cut.stage, hpasc.stages.infer.jobs, hpasc.segmentation.jobs, hpasc.stages.train.tile_jobs
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm")))
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ Sections (each appends its rows to --results, a JSON-lines file; ``--table`` pri
   dtype, channels-last on and off; host-to-device input and device-to-host softmax included.
 - ``segmentator``: the segmentator stage (``segment_folder``) over --images images (559, Kaggle's
   test set) with 16 workers, at each --label-scales; the networks run for real, then their output
-  is swapped for realistic maps made from each image's known masks (``hpasc.tools.synthetic.predictions``),
+  is swapped for realistic maps made from each image's known masks (``tests/stand_in_maps.py``),
   so ``label_cell`` does a real image's work. The whole run's images/s (start-up included), the
   time to the first image and the steady state after it; GPU busy % sampled through NVML.
 - ``training``: EfficientNet-B0 at 512 px, training images/s of the model step alone (per dtype,
@@ -53,14 +53,14 @@ from hpasc.models.precision import PRECISIONS, Precision  # noqa: E402
 from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
-from hpasc.stages.segment import segmenter  # noqa: E402
-from hpasc.stages.segment import stage as seg_stage  # noqa: E402
-from hpasc.stages.segment.settings import ModelFiles, SegmentationSettings  # noqa: E402
-from hpasc.stages.segment.jobs import Outputs  # noqa: E402
-from hpasc.stages.segment.network import DPNUNet  # noqa: E402
-from hpasc.stages.segment.predict import HpaNetworks  # noqa: E402
-from hpasc.stages.segment.scaling import prepare  # noqa: E402
-from hpasc.tools.synthetic.predictions import network_sized_maps  # noqa: E402
+from hpasc.segmentation import segmenter  # noqa: E402
+from hpasc.segmentation import stage as seg_stage  # noqa: E402
+from hpasc.segmentation.settings import ModelFiles, SegmentationSettings  # noqa: E402
+from hpasc.stages.segment.outputs import MaskWriter  # noqa: E402
+from hpasc.segmentation.network import DPNUNet  # noqa: E402
+from hpasc.segmentation.predict import HpaNetworks  # noqa: E402
+from hpasc.segmentation.scaling import prepare  # noqa: E402
+from tests.stand_in_maps import network_sized_maps  # noqa: E402
 from hpasc.stages.train.augment import AugmentSettings  # noqa: E402
 from hpasc.stages.train.distributed import Process  # noqa: E402
 from hpasc.stages.train.engine import Engine, adam, place_model  # noqa: E402
@@ -289,7 +289,7 @@ def segmentator(results: Results, work: Path, workers: int, batch_size: int, dty
             options = clock.options(workers=workers, device=DEVICE, overwrite=True)
             settings = SegmentationSettings("hpa", models, scale, batch_size, Precision(dtype))
             with busy.sampling():
-                _, failed = seg_stage.segment_folder(scan_images(images), Outputs(out), settings, options)
+                _, failed = seg_stage.segment_folder(scan_images(images), MaskWriter(out), settings, options)
                 seconds = time.perf_counter() - clock.start
             assert not failed, failed
             cells = np.mean([read_label_image(p).max() for p in sorted(out.glob("*.png"))[:8]])

@@ -11,7 +11,8 @@ whose nucleus has no blue signal (or that has no nucleus) gets 0.01.
 0.077 × their mean, or whose blue sum × yellow sum is below 0.05 × their mean, is debris or a
 mis-segmentation: 0.001.
 
-Sums are over the channels as floats in [0, 1] (x / 65535), as in the 4th place's code.
+Sums are over the channels as floats in [0, 1] (x / 65535), as in the 4th place's code. The
+numbers are the tile spec's (:class:`~hpasc.cells.thresholds.Thresholds`; these are their defaults).
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from hpasc.cells.thresholds import (BLUE_YELLOW_SHARE, CLEAN, CUT, EDGE_CLEAN_ABOVE, EDGE_CUT_BELOW, NO_NUCLEUS,
-                                    OUTLIER, RED_SHARE)
+from hpasc.cells.thresholds import CLEAN, Thresholds
 from hpasc.core.classes import MITOTIC_SPINDLE
 from hpasc.core.images import Region
 
 
-def _edge_factor(ratio: float) -> float:
-    if ratio > EDGE_CLEAN_ABOVE:
+def _edge_factor(ratio: float, thresholds: Thresholds) -> float:
+    if ratio > thresholds.edge_clean_above:
         return CLEAN
-    if ratio > EDGE_CUT_BELOW:
+    if ratio > thresholds.edge_cut_below:
         return (ratio * 3.33) ** 0.1
-    return CUT
+    return thresholds.cut
 
 
 def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int],
@@ -55,12 +55,12 @@ def channel_sums(labels: np.ndarray, planes: np.ndarray, ids: list[int],
     return sums / 65535.0
 
 
-def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int],
+def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int], thresholds: Thresholds,
                    regions: Sequence[Region | None] | None = None) -> np.ndarray:
     """The border factor of each cell id in ``ids``; ``nuclei`` carries the cells' ids
     (``regions``: ``ndi.find_objects(nuclei)`` when the caller has it already)."""
     boxes = ndi.find_objects(nuclei, max_label=max(ids, default=0)) if regions is None else regions
-    factors = np.full(len(ids), NO_NUCLEUS)
+    factors = np.full(len(ids), thresholds.no_nucleus)
     for index, mask_id in enumerate(ids):
         box = boxes[mask_id - 1]
         if box is None:
@@ -71,23 +71,23 @@ def border_factors(nuclei: np.ndarray, blue: np.ndarray, ids: list[int],
         height, width = nucleus.shape
         across = (width - max(nucleus[0].sum(), nucleus[-1].sum())) / width
         down = (height - max(nucleus[:, 0].sum(), nucleus[:, -1].sum())) / height
-        factors[index] = _edge_factor(across) * _edge_factor(down)
+        factors[index] = _edge_factor(across, thresholds) * _edge_factor(down, thresholds)
     return factors
 
 
 def outlier_factors(cells: np.ndarray, image: np.ndarray, ids: list[int], border: np.ndarray,
-                    regions: Sequence[Region | None] | None = None) -> np.ndarray:
+                    thresholds: Thresholds, regions: Sequence[Region | None] | None = None) -> np.ndarray:
     """The outlier factor of each cell id in ``ids`` of a uint16 H×W×4 (R, G, B, Y) image
     (``regions``: as :func:`channel_sums` takes them)."""
-    candidates = border > NO_NUCLEUS
+    candidates = border > thresholds.no_nucleus
     factors = np.full(len(ids), CLEAN)
     if not candidates.any():
         return factors
     sums = channel_sums(cells, image, ids, regions)
     red, blue_yellow = sums[:, 0], sums[:, 2] * sums[:, 3]
-    faint = (red < RED_SHARE * red[candidates].mean()) | \
-        (blue_yellow < BLUE_YELLOW_SHARE * blue_yellow[candidates].mean())
-    factors[candidates & faint] = OUTLIER
+    faint = (red < thresholds.red_share * red[candidates].mean()) | \
+        (blue_yellow < thresholds.blue_yellow_share * blue_yellow[candidates].mean())
+    factors[candidates & faint] = thresholds.outlier
     return factors
 
 

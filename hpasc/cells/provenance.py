@@ -73,7 +73,7 @@ def read_provenance(folder: str | os.PathLike) -> Provenance | None:
         raise InputError(f"{path}: not a readable segmentation record ({exc})") from None
 
 
-def same_cells(made_on: Provenance, used_on: Provenance) -> bool:
+def same_cell_ids(made_on: Provenance, used_on: Provenance) -> bool:
     """Whether ids made on ``made_on``'s masks may be trusted on ``used_on``'s: both HPA's (any weight
     files of theirs agreeing), or the same record. Unknown origins cannot be told apart."""
     if UNKNOWN in (made_on, used_on):
@@ -84,7 +84,7 @@ def same_cells(made_on: Provenance, used_on: Provenance) -> bool:
     return made_on == used_on
 
 
-def made_alike(trained_on: Provenance, used_on: Provenance) -> bool:
+def cells_alike(trained_on: Provenance, used_on: Provenance) -> bool:
     """Whether ``used_on``'s masks are made the way ``trained_on``'s were, so that a model trained on
     cells of the one sees cells like its own in the other: the same backend and, for HPA's networks,
     the same weight files where both record them. The label scale is not compared (HPA's masks at
@@ -100,7 +100,7 @@ def record_provenance(folder: Path, provenance: Provenance, keeps_others: bool) 
     the output of another segmentation to outputs that stay (``keeps_others``): their cell ids would
     mean different things."""
     old = read_provenance(folder)
-    if keeps_others and old is not None and not same_cells(old, provenance):
+    if keeps_others and old is not None and not same_cell_ids(old, provenance):
         raise InputError(f"{folder} holds masks or cells made by {old.describe()}; this run uses "
                          f"{provenance.describe()}: use another folder, or --overwrite to redo them all")
     folder.mkdir(parents=True, exist_ok=True)

@@ -49,11 +49,11 @@ from hpasc.cellstore.layout import (FORMAT, IMAGE_META, IMAGES, MARKER, META, RE
                                     TILES, VERSION, done_images, image_done)
 from hpasc.cellstore.read import CellStore, open_cells, open_tiles
 from hpasc.cellstore.temporary import STALE_AFTER_S, abandoned, clean_temporary
-from hpasc.cellstore.write import CODEC, check_cut, cut_mismatch, merge, write_image
+from hpasc.cellstore.write import CODEC, check_cut, merge, write_image
 
 __all__ = [
     "CODEC", "FORMAT", "IMAGES", "IMAGE_META", "MARKER", "META", "REQUIRED_COLUMNS", "ROWS",
     "STALE_AFTER_S", "TABLE", "TILES", "TILE_INDEX", "VERSION", "CellStore", "abandoned",
-    "check_cut", "cut_mismatch", "clean_temporary", "done_images", "export_pngs", "image_done",
+    "check_cut", "clean_temporary", "done_images", "export_pngs", "image_done",
     "merge", "open_cells", "open_tiles", "write_image",
 ]

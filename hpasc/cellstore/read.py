@@ -97,11 +97,6 @@ class CellStore:
             self._read_into(row, out[k])
         return out
 
-    def chunk_path(self, index: int) -> Path:
-        """The file that holds the tile of row ``index`` (where it would be, if it is missing)."""
-        paths = self._chunk_files(self._row(index))
-        return next((p for p in paths if p.is_file()), paths[0])
-
     def _chunk_files(self, row: int) -> list[Path]:
         """Where the tile of ``row`` may be: with each chunk key separator, the current first."""
         tiles = self.root / IMAGES / self._image_ids[row] / TILES
@@ -163,7 +158,7 @@ def open_cells(path: str | os.PathLike) -> CellStore:
             raise InputError(f"{root}: no {TABLE} yet, though it holds {count} complete images; "
                              f"merge them with: hpasc-cellstore merge --dataset {root}")
         raise InputError(f"{root}: not a cell dataset (no {TABLE} and no images; "
-                         "run image_cutter.py to make one)")
+                         "run hpasc-cut to make one)")
     meta = read_json(root / META) if (root / META).is_file() else {}
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{root}: missing or unknown {META} (need a version {VERSION} {FORMAT}); "

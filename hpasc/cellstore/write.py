@@ -60,8 +60,7 @@ def write_image(root: str | os.PathLike, image_id: str, tiles: np.ndarray, rows:
         (temporary / MARKER).write_text(json.dumps(writer_info()) + "\n")
         _write_tile_array(temporary / TILES, tiles)
         rows.to_csv(temporary / ROWS, index=False, lineterminator="\n")
-        meta = {"format": FORMAT, "version": VERSION, "image_id": image_id, "n_cells": len(tiles),
-                "tile_size": int(tiles.shape[-1]), "codec": CODEC,
+        meta = {"format": FORMAT, "version": VERSION, "image_id": image_id, "n_cells": len(tiles), "codec": CODEC,
                 "columns": {str(c): _kind(rows[c]) for c in rows.columns}, "tile_spec": spec.to_dict()}
         (temporary / IMAGE_META).write_text(json.dumps(meta, indent=1) + "\n")
         _fsync_tree(temporary)
@@ -80,17 +79,10 @@ def check_cut(root: str | os.PathLike, spec: TileSpec) -> None:
     stored = _stored(Path(root))
     if stored is None:
         return
-    mismatch = cut_mismatch(TileSpec.from_record(stored), spec)
+    mismatch = TileSpec.from_record(stored).mismatch(spec, size=True)
     if mismatch:
         raise InputError(f"{root} holds other tiles ({mismatch}): use another output folder or the same "
                          "--size/--mode/--context/--zero/--margin")
-
-
-def cut_mismatch(first: TileSpec, second: TileSpec) -> str | None:
-    """Why tiles of ``second`` cannot join a store of ``first`` (its size or :meth:`TileSpec.compatible`)."""
-    if first.size != second.size:
-        return f"{first.size} px tiles, not {second.size} px"
-    return first.compatible(second)
 
 
 def _stored(root: Path) -> dict | None:
@@ -223,7 +215,7 @@ def _merge(root: Path, stale_after: float) -> pd.DataFrame:
         raise InputError(f"{root}: no complete images in {root / IMAGES} to merge")
     metas = [read_image_meta(root, i) for i in ids]
     specs = [TileSpec.from_record(m) for m in metas]
-    mismatch = next(filter(None, (cut_mismatch(specs[0], s) for s in specs[1:])), None)
+    mismatch = next(filter(None, (specs[0].mismatch(s, size=True) for s in specs[1:])), None)
     if mismatch:
         raise InputError(f"{root}: images were cut differently ({mismatch})")
     kinds = _merged_kinds(metas)
@@ -249,8 +241,7 @@ def _merge(root: Path, stale_after: float) -> pd.DataFrame:
     duplicated = table["cell_id"][table["cell_id"].duplicated()]
     if len(duplicated):
         raise InputError(f"{root}: cell id {duplicated.iloc[0]} occurs more than once")
-    meta = {"format": FORMAT, "version": VERSION, "tile_size": specs[0].size,
-            "channels": list(CHANNELS), "dtype": "uint16", "codec": CODEC,
+    meta = {"format": FORMAT, "version": VERSION, "channels": list(CHANNELS), "dtype": "uint16", "codec": CODEC,
             "chunks": "images/{image_id}/tiles/c.{tile_index}.0.0.0, one tile each (c/{tile_index}/0/0/0 in "
                       "images cut before 2026-11-24)",
             "columns": {**kinds, TILE_INDEX: "int"}, "n_cells": len(table),

@@ -16,7 +16,11 @@ from hpasc.stages.segment.agreement import compare_folders
 
 def _report(args: argparse.Namespace) -> None:
     results = compare_folders(args.truth, args.pred, args.truth_suffix, args.iou)
-    for image_id, result in results.items():
+    shown = sorted(results, key=lambda i: results[i].f1)[:args.worst] if args.worst is not None else list(results)
+    if args.worst is not None:
+        print(f"the {len(shown)} image(s) of lowest F1 of {len(results)}:")
+    for image_id in shown:
+        result = results[image_id]
         print(f"{image_id}  F1 {result.f1:.3f}  ({result.true_positives} matched, "
               f"{result.false_negatives} missed, {result.false_positives} extra)")
     print(f"mean F1: {np.mean([r.f1 for r in results.values()]):.4f}")
@@ -31,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--truth-suffix", default="",
                         help="reference file names are {ID}{SUFFIX}.png (e.g. _cellmask)")
     parser.add_argument("--iou", type=float, default=0.6, help="IoU a match needs")
+    parser.add_argument("--worst", type=cli.at_least(0), default=None, metavar="N",
+                        help="print only the N images of lowest F1 (default: every image), then the mean")
     return parser
 
 

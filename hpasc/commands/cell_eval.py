@@ -9,7 +9,7 @@ from pathlib import Path
 from hpasc.commands import cli
 from hpasc.stages.train.data import CELL_SETS
 from hpasc.tools.cell_eval import __doc__ as library_doc
-from hpasc.tools.cell_eval import evaluate, report
+from hpasc.tools.cell_eval import evaluate_cells, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    score = evaluate(args.checkpoint, args.dataset, args.truth, args.cells, args.batch_size,
+    score = evaluate_cells(args.checkpoint, args.dataset, args.truth, args.cells, args.batch_size,
                      cli.common_options(args), cli.precision_from_args(args))
     print(report(score))
     return cli.EXIT_OK

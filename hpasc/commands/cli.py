@@ -8,6 +8,7 @@ for it (a flag that a stage would ignore is not offered), and hands its work to 
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import shlex
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import NoReturn
 
 from hpasc.core import threads
 from hpasc.core.errors import InputError, describe_os_error
@@ -121,9 +123,26 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser that names, for a mistyped flag, the flag it most likely meant
+    (``--relable``: did you mean --relabel?; ``--tile_size``: --tile-size)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            hints = []
+            for word in message.removeprefix(prefix).split():
+                flag = word.split("=", 1)[0]
+                close = difflib.get_close_matches(flag.replace("_", "-"), self._option_string_actions, n=1)
+                if flag.startswith("--") and close:
+                    hints.append(f"{flag}: did you mean {close[0]}?")
+            message += f" ({'; '.join(hints)})" if hints else ""
+        super().error(message)
+
+
 def stage_parser(description: str | None, flags: Iterable[str] = ()) -> argparse.ArgumentParser:
     """A parser with ``--log-level`` and ``--no-progress`` plus the chosen common ``flags``."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser = Parser(description=description, formatter_class=_HelpFormatter)
     unknown = set(flags) - set(COMMON_FLAGS)
     if unknown:
         raise ValueError(f"unknown common flags {sorted(unknown)}")
@@ -191,7 +210,7 @@ def dispatch(prog: str, description: str, commands: dict[str, Subcommand], argv:
     """``prog COMMAND ...``: run the named subcommand's stage on its own parser's arguments."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
-        top = argparse.ArgumentParser(prog=prog, description=description)
+        top = Parser(prog=prog, description=description)
         top.add_argument("command", choices=list(commands),
                          help="; ".join(f"{name}: {entry[2]}" for name, entry in commands.items()))
         top.parse_args(argv[:1])

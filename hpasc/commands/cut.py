@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_image_input(parser)
     parser.add_argument("-m", "--masks", type=Path, required=True,
                         help="cell mask folder ({ID}.png, as segmentator.py -c writes)")
+    parser.add_argument("--mask-suffix", default="", metavar="SUFFIX",
+                        help="cell mask file names are {ID}{SUFFIX}.png (e.g. _cellmask, HPA's; default: {ID}.png)")
     parser.add_argument("-n", "--nuclei", type=Path, default=None,
                         help="nucleus mask folder (default: the sibling *_nuclei folder of -m if "
                              "present, else the border factor is computed from the cell masks)")
@@ -65,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, TileSpec
 def _run(args: argparse.Namespace, spec: TileSpec) -> int:
     nuclei = args.nuclei or default_nuclei_folder(args.masks)
     labels = read_labels(args.input, args.labels, args.no_labels)
-    failed = cut_folder(scan_images(args.input, args.channels), MaskFolders(args.masks, nuclei), labels,
+    failed = cut_folder(scan_images(args.input, args.channels), MaskFolders(args.masks, nuclei, args.mask_suffix), labels,
                         args.output, spec, cli.common_options(args))
     runtime.write_manifest(args.output, "image_cutter", vars(args),
                        {"nuclei_masks": str(nuclei) if nuclei else None, "failed": len(failed)})

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc.commands import cli
-from hpasc.submission.metric import IOU_THRESHOLD, RULES, evaluate_files, report
+from hpasc.submission.metric import IOU_THRESHOLD, RULES, report, score_submission_files
 from hpasc.submission.metric import __doc__ as library_doc
 
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    result = evaluate_files(args.submission, args.truth, cli.common_options(args), args.truth_suffix,
+    result = score_submission_files(args.submission, args.truth, cli.common_options(args), args.truth_suffix,
                             args.truth_labels, args.iou_threshold, args.rules)
     print("\n".join(report(result)))
 

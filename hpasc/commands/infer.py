@@ -17,6 +17,7 @@ from hpasc.commands.segment_flags import add_segmentation_flags, segmentation_se
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import scan_images
 from hpasc.stages.infer.cell_table import check_table_path
+from hpasc.stages.infer.settings import SEGMENTATION_BATCH, InferSettings
 from hpasc.submission.check import check_submission
 from hpasc.submission.rows import read_sample_submission, read_submission
 
@@ -38,16 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlays", type=Path, default=None, metavar="DIR",
                         help="also write DIR/{ID}.png (the image with each cell filled in the colour of its top "
                              "class), a histogram of the confidences and DIR/index.html")
-    parser.add_argument("--overlay-threshold", type=cli.at_least(0.0, float), default=0.5,
+    parser.add_argument("--overlay-threshold", type=cli.at_least(0.0, float), default=InferSettings.overlay_threshold,
                         help="cells whose top confidence is below this are grey in the pictures")
     parser.add_argument("--embeddings", action="store_true",
                         help="with --cells-out: each member's pooled feature vectors, float16, in "
                              "{TABLE stem}.embeddings-{j}.npy (row i = the table's row i)")
     parser.add_argument("--sample-submission", type=Path, default=None, metavar="CSV",
                         help="the competition's sample_submission.csv: its IDs and their order")
-    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=InferSettings.batch_size,
                         help="cell tiles per network batch")
-    parser.add_argument("--segmentation-batch", type=cli.positive_int, default=4,
+    parser.add_argument("--segmentation-batch", type=cli.positive_int, default=SEGMENTATION_BATCH,
                         help="images per segmentation network batch (hpa backend)")
     parser.add_argument("--tta", action="store_true",
                         help="average each model over the tile and its horizontal and vertical flips")
@@ -87,11 +88,11 @@ def _check_place(path: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Imported here: the pool's spawned workers re-import this entry point and must not load torch.
-    from hpasc.stages.infer.stage import InferSettings, infer_folder
+    # Imported here: torch takes seconds to import, which --help and a refused flag need not wait for.
+    from hpasc.stages.infer.stage import infer_folder
 
     settings = InferSettings(segmentation=segmentation_settings(args, args.segmentation_batch),
-                             batch_size=args.batch_size, tta=args.tta, postprocessing=not args.no_postprocessing,
+                             batch_size=args.batch_size, tta=args.tta, weighting=not args.no_postprocessing,
                              save_masks=args.save_masks, precision=cli.precision_from_args(args),
                              cells_out=args.cells_out, embeddings=args.embeddings, overlays=args.overlays,
                              overlay_threshold=args.overlay_threshold,

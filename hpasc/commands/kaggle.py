@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpasc.commands import cli
 from hpasc.core.errors import InputError
 from hpasc.tools.kaggle import (KAGGLE_MISSING, bundle_models, needed_scripts, notebook_code, requirement_pins,
                                 write_manifest)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="hpasc-kaggle",
         description="Helpers of scripts/kaggle_bundle.sh and kaggle/submission.ipynb.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from hpasc.commands import cli
 from hpasc.labels import fourth_place_source as published
 from hpasc.labels.summary import inspect_labels
-from hpasc.stages.download.stage import antibody_of_images
+from hpasc.labels.public_table import antibody_of_images
 from hpasc.tools.label_remap import MaskFolder, remap_labels
 
 

@@ -14,6 +14,7 @@ from hpasc.commands import cli
 from hpasc.commands.segment_flags import add_segmentation_flags, segmentation_settings
 from hpasc.core import runtime
 from hpasc.core.image_folder import scan_images
+from hpasc.segmentation.settings import SegmentationSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlays", type=Path, default=None, metavar="DIR",
                         help="also write DIR/{ID}.png (the image with its cells outlined) and DIR/index.html, "
                              "to check the segmentation by eye")
-    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=8,
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=SegmentationSettings.batch_size,
                         help="images per network batch (hpa backend)")
     add_segmentation_flags(parser)
     cli.add_precision_flag(parser)
@@ -36,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the pool's spawned workers re-import this entry point and must not load torch,
     # and --help need not load the image stack (1.3 s).
-    from hpasc.stages.segment.jobs import Outputs
+    from hpasc.stages.segment.outputs import MaskWriter
     from hpasc.stages.segment.stage import segment_folder
 
-    outputs = Outputs(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
+    outputs = MaskWriter(cells=args.cells, nuclei=args.nuclei, overlays=args.overlays)
     settings = segmentation_settings(args, args.batch_size)
     settings.models.check()  # a mistyped weights path is reported before the images are looked at
     folder = scan_images(args.input, args.channels)

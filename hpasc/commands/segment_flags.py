@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from hpasc.commands import cli
-from hpasc.stages.segment.settings import BACKENDS, EXACT, ModelFiles, SegmentationSettings, check_label_scale
+from hpasc.segmentation.settings import BACKENDS, EXACT, ModelFiles, SegmentationSettings, check_label_scale
 
 
 def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:

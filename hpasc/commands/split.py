@@ -13,7 +13,8 @@ from pathlib import Path
 
 from hpasc.commands import cli
 from hpasc.core import runtime
-from hpasc.stages.split.stage import SplitSettings, split_dataset, split_folder
+from hpasc.cellstore.split import split_folder
+from hpasc.stages.split.stage import SplitSettings, split_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

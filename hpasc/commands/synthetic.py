@@ -4,15 +4,12 @@ docstring."""
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpasc.commands import cli
 from hpasc.tools import synthetic
 from hpasc.tools.synthetic import MAX_SIZE, MIN_SIZE, generate_dataset
-
-log = logging.getLogger(__name__)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -45,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    ids = generate_dataset(args.out, args.count, args.size, args.seed,
-                           cli.common_options(args))
-    log.info("wrote %d synthetic images to %s", len(ids), args.out)
+    generate_dataset(args.out, args.count, args.size, args.seed, cli.common_options(args))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The flags train_me.py and finetuner.py share, and the calls their ``main`` makes: arguments
-become a :class:`~hpasc.stages.train.stage.TrainConfig` (or finetuning settings) and a runtime."""
+become a :class:`~hpasc.stages.train.stage.TrainConfig` (or finetuning settings) and a execution."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 from hpasc.commands import cli
 from hpasc.core.errors import InputError
 from hpasc.core.runtime import write_manifest
+from hpasc.models.checkpoint import load_checkpoint
 from hpasc.labels.formats import CHOICES as LABEL_FORMATS
 from hpasc.models.registry import architecture, short_name
 from hpasc.stages.train import distributed
 from hpasc.stages.train.augment import AugmentSettings
-from hpasc.stages.train.config import FinetuneConfig, Runtime, TrainConfig
+from hpasc.stages.train.config import Execution, FinetuneConfig, RunRecord, TrainConfig
 from hpasc.stages.train.finetune import finetune
-from hpasc.stages.train.labels import LabelSources
+from hpasc.stages.train.label_sources import LabelSources
 from hpasc.stages.train.losses import LOSSES
 from hpasc.stages.train.stage import train
 
@@ -24,9 +25,9 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
     """``-c``, ``-b``, ``-r``/``-p``, label folders, ``--precision`` and ``--no-compile``. With ``defaults_from`` (the
     finetuner), ``-c`` and the augmentation default to that checkpoint's own."""
     inherited = f" (default: {defaults_from}'s own)" if defaults_from else ""
-    parser.add_argument("-c", "--criterion", choices=sorted(LOSSES), default=None if defaults_from else "bce",
+    parser.add_argument("-c", "--criterion", choices=sorted(LOSSES), default=None if defaults_from else TrainConfig.loss,
                         help="loss on the soft targets: bce, or focal (alpha 1, gamma 2)" + inherited)
-    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=TrainConfig.batch_size,
                         help="cells per batch (per process under torchrun)")
     augment = parser.add_mutually_exclusive_group()
     augment.add_argument("-r", "--random-resize", action="store_true",
@@ -39,7 +40,7 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
                          help="flips and rotations only" + (inherited and " (overrides the checkpoint's)"))
     parser.add_argument("--relabel", type=Path, action="append", default=[], metavar="DIR",
                         help="manual relabel folder of {class}.txt files ('CELL_ID SCORE', score 0-5), or "
-                             "the 4th place's published folder (see --label-recipe); repeatable, later "
+                             "the 4th place's published folder (see --label-format); repeatable, later "
                              "folders win")
     parser.add_argument("--pseudo", type=Path, action="append", default=[], metavar="DIR",
                         help="pseudo-label folder (hpasc-pseudo-label); manual relabels win "
@@ -48,7 +49,8 @@ def add_shared_flags(parser: argparse.ArgumentParser, defaults_from: str | None 
         parser.add_argument("--score-map", type=Path, default=None, metavar="YAML",
                             help="score -> soft label map ({default: {1: 0.0, ...}, classes: "
                                  "{11: {3: 0.8}}}); default 0:0.0 1:0.0 2:0.2 3:0.7 4:0.9 5:1.0")
-        parser.add_argument("--label-recipe", choices=LABEL_FORMATS, default="auto",
+        parser.add_argument("--label-format", "--label-recipe", dest="label_format", choices=LABEL_FORMATS,
+                            default=LabelSources.label_format,
                             help="how a --relabel folder is read: spec ({class}.txt files), 4th-place (their "
                                  "folder: relabel/, validation/, auto-relabel*/ and their rules, maps and "
                                  "validation set), auto (their layout is recognised; default)")
@@ -68,9 +70,9 @@ def augment_from_args(args: argparse.Namespace) -> AugmentSettings | None:
     return None
 
 
-def runtime_from_args(args: argparse.Namespace) -> Runtime:
+def execution_from_args(args: argparse.Namespace) -> Execution:
     options = cli.common_options(args)
-    return Runtime(options=options, process=distributed.start(options.device),
+    return Execution(options=options, process=distributed.start(options.device),
                    resume=getattr(args, "resume", False), precision=cli.precision_from_args(args),
                    pretrained_url=getattr(args, "pretrained_url", None))
 
@@ -95,22 +97,22 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         epoch_size=args.epoch_size, lr=args.lr, min_lr=args.min_lr,
         augment=augment_from_args(args) or AugmentSettings(), tile_size=args.tile_size,
         pretrained=args.pretrained,
-        labels=LabelSources(tuple(args.relabel), tuple(args.pseudo), args.score_map, args.label_recipe,
+        labels=LabelSources(tuple(args.relabel), tuple(args.pseudo), args.score_map, args.label_format,
                             args.public_table, args.allow_foreign_ids),
         sampling=args.sampling, negative_head=args.negative_head, seed=args.seed, patience=args.patience)
 
 
 def train_entry(args: argparse.Namespace) -> int:
     """train_me.py: train (or resume) one run."""
-    runtime = runtime_from_args(args)
+    execution = execution_from_args(args)
     try:
         config = train_config_from_args(args)
-        last = train(config, runtime)
-        if runtime.process.is_main and last is not None:
-            write_manifest(config.save_dir, "train_me", vars(args), {"run": config.name,
-                                                                   "last_checkpoint": str(last)})
+        last = train(config, execution)
+        if execution.process.is_main and last is not None:
+            write_manifest(config.save_dir, "train_me", vars(args), {"run": config.name, "last_checkpoint": str(last)},
+                           RunRecord(config).to_dict())
     finally:
-        distributed.stop(runtime.process)
+        distributed.stop(execution.process)
     return cli.EXIT_OK
 
 
@@ -122,20 +124,20 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="folder for the checkpoints {NAME}-{EPOCH}.pt and {NAME}-metrics.csv")
     parser.add_argument("-n", "--name", default=None,
                         help="run name (default: {arch without 'efficientnet-'}-{criterion}, e.g. b0-bce)")
-    parser.add_argument("--arch", type=arch_name, default="efficientnet-b0",
+    parser.add_argument("--arch", type=arch_name, default=TrainConfig.arch,
                         help="network architecture: efficientnet-b0 ... efficientnet-b4, or timm:NAME for "
                              "any timm model (e.g. timm:inception_v3, timm:convnext_tiny)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=16, help="epochs to train")
-    parser.add_argument("--epoch-size", type=cli.positive_int, default=20000,
+    parser.add_argument("--epochs", type=cli.positive_int, default=TrainConfig.epochs, help="epochs to train")
+    parser.add_argument("--epoch-size", type=cli.positive_int, default=TrainConfig.epoch_size,
                         help="cells sampled per epoch (per-class quotas, see --sampling)")
-    parser.add_argument("--lr", type=cli.at_least(0.0, float), default=3e-4,
+    parser.add_argument("--lr", type=cli.at_least(0.0, float), default=TrainConfig.lr,
                         help="Adam's initial learning rate")
-    parser.add_argument("--min-lr", type=cli.at_least(0.0, float), default=1e-5,
+    parser.add_argument("--min-lr", type=cli.at_least(0.0, float), default=TrainConfig.min_lr,
                         help="the learning rate cosine annealing reaches at the last epoch")
-    parser.add_argument("--tile-size", type=cli.at_least(16), default=None,
+    parser.add_argument("--tile-size", type=cli.at_least(16), default=TrainConfig.tile_size,
                         help="train at this tile size (default: the architecture's, at most the "
                              "dataset's tiles: 512 for B0, 260 for B2)")
-    parser.add_argument("--pretrained", default="auto", metavar="auto|none|PATH",
+    parser.add_argument("--pretrained", default=TrainConfig.pretrained, metavar="auto|none|PATH",
                         help="ImageNet weights: auto (the cache, else a download; from scratch with a "
                              "warning when neither works), none, or a weights file")
     parser.add_argument("--pretrained-url", default=None, metavar="URL",
@@ -145,9 +147,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                              "hpasc/stages/train/sampling.yaml)")
     parser.add_argument("--negative-head", action="store_true",
                         help="19 outputs with a Negative output, instead of Negative = 1 - max")
-    parser.add_argument("--seed", type=cli.at_least(0), default=0,
+    parser.add_argument("--seed", type=cli.at_least(0), default=TrainConfig.seed,
                         help="seed of the initial weights, the epoch samples and the augmentation")
-    parser.add_argument("--patience", type=cli.at_least(0), default=0,
+    parser.add_argument("--patience", type=cli.at_least(0), default=TrainConfig.patience,
                         help="stop after this many epochs without a better validation mAP (0: never)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run's last checkpoint in --save (start if there is none)")
@@ -161,25 +163,26 @@ def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
                         help="folder for the result, written as DIR/{the checkpoint's file name}")
     parser.add_argument("-i", "--input", type=Path, default=None, metavar="DATASET",
                         help="cell dataset with its split (default: the one the checkpoint was trained on)")
-    parser.add_argument("--relabel-repeats", type=cli.positive_int, default=3,
+    parser.add_argument("--relabel-repeats", type=cli.positive_int, default=FinetuneConfig.relabel_repeats,
                         help="how often each relabelled validation cell is seen (other cells: once)")
-    parser.add_argument("--lr", type=cli.at_least(0.0, float), default=3e-5,
+    parser.add_argument("--lr", type=cli.at_least(0.0, float), default=FinetuneConfig.lr,
                         help="Adam's learning rate (constant over the pass)")
-    parser.add_argument("--seed", type=cli.at_least(0), default=0,
+    parser.add_argument("--seed", type=cli.at_least(0), default=FinetuneConfig.seed,
                         help="seed of the cell order and the augmentation")
 
 
 def finetune_entry(args: argparse.Namespace) -> int:
     """finetuner.py: one fine-tuning pass over a checkpoint's validation cells."""
-    runtime = runtime_from_args(args)
+    execution = execution_from_args(args)
     try:
         config = FinetuneConfig(
             checkpoint=args.load, save_dir=args.save, batch_size=args.batch_size, dataset=args.input,
             loss=args.criterion, augment=augment_from_args(args), relabel=tuple(args.relabel),
             pseudo=tuple(args.pseudo), relabel_repeats=args.relabel_repeats, lr=args.lr, seed=args.seed)
-        written = finetune(config, runtime)
-        if runtime.process.is_main and written is not None:
-            write_manifest(config.save_dir, "finetuner", vars(args), {"checkpoint": str(written)})
+        written = finetune(config, execution)
+        if execution.process.is_main and written is not None:
+            write_manifest(config.save_dir, "finetuner", vars(args), {"checkpoint": str(written)},
+                           load_checkpoint(written)["args"])
     finally:
-        distributed.stop(runtime.process)
+        distributed.stop(execution.process)
     return cli.EXIT_OK

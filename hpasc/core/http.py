@@ -52,6 +52,25 @@ class Interrupted(Exception):
     """The run is stopping (^C): no further tries."""
 
 
+PROBE_S = 5.0
+"""The longest a reachability probe waits for one connection."""
+
+
+def check_reachable(url: str, timeout: float = PROBE_S) -> None:
+    """One quick connection to ``url``'s host (http and https only): FetchError at once when it
+    fails (offline, a wrong host), instead of a download's retries with back-off, ~15 s behind an
+    empty progress bar."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=min(timeout, PROBE_S)).close()
+    except OSError as exc:
+        raise FetchError(f"cannot reach {parts.hostname}:{port} ({exc.strerror or exc}): offline, or a wrong "
+                         "address?") from None
+
+
 def fetch(url: str, policy: HttpPolicy, decode: Callable[[IO[bytes]], T], stop: threading.Event | None = None) -> T:
     """GET ``url`` and ``decode`` its body (a temporary file, open for reading from its start).
 

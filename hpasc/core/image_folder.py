@@ -17,7 +17,7 @@ import numpy as np
 
 from hpasc.core import atomic
 from hpasc.core.errors import InputError
-from hpasc.core.images import CHANNEL_FILE, CHANNELS, EXTENSIONS, extension_rank, read_image_size, stack_channels
+from hpasc.core.images import CHANNELS, channel_file_pattern, extension_rank, extensions, read_image_size, stack_channels
 from hpasc.core.multichannel import ChannelOrder, format_channel_order, read_stack, read_stack_header
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def scan_images(folder: str | os.PathLike, channels: ChannelOrder | None = None)
     channel_files, stacks = _list_files(root)
     if not channel_files and not stacks:
         raise InputError(f"no images in {root}: expected files named {{ID}}_{{red,green,blue,yellow}} "
-                         f"with an extension of {', '.join(EXTENSIONS)}, or one multi-channel {{ID}}.tif "
+                         f"with an extension of {', '.join(extensions())}, or one multi-channel {{ID}}.tif "
                          "/ {ID}.ome.tif per image")
     sources: dict[str, ImageSource] = {}
     unusable: dict[str, str] = {}
@@ -116,13 +116,14 @@ def scan_images(folder: str | os.PathLike, channels: ChannelOrder | None = None)
 
 def _list_files(root: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
     """({image ID: {channel: file}} of the channel files, {image ID: file} of the multi-channel
-    files). A channel present in several formats keeps the first of :data:`EXTENSIONS`."""
+    files). A channel present in several formats keeps the first of :func:`~hpasc.core.images.extensions`."""
     channel_files: dict[str, dict[str, Path]] = {}
     stacks: dict[str, Path] = {}
+    channel_file = channel_file_pattern()
     for entry in os.scandir(root):
         if not entry.is_file() or atomic.is_temporary(entry.name):
             continue
-        match = CHANNEL_FILE.match(entry.name)
+        match = channel_file.match(entry.name)
         if match is not None:
             files = channel_files.setdefault(match["id"], {})
             channel, current = match["channel"].lower(), files.get(match["channel"].lower())

@@ -2,18 +2,23 @@
 
 In memory an image is uint16 H×W×4 in channel order R, G, B, Y; 8-bit data is scaled ×257 so that
 8- and 16-bit sources share one value range.
+
+Channel files' formats are a registry of :class:`ChannelFormat` entries (PNG, TIFF and gzipped
+TIFF, JPEG here; :func:`register_format` adds one), which the file names they match, their
+decoding, their header's size and their writing all come from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -33,13 +38,6 @@ CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 # The RGB planes in which HPA's website tints each channel.
 TINTS: dict[str, tuple[int, ...]] = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
 Region = tuple[slice, slice]  # one label's box in a label image, as scipy.ndimage.find_objects gives it
-# When one channel exists in several formats, the first listed wins (lossless before lossy).
-EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".tif.gz", ".tiff.gz", ".jpg", ".jpeg")
-# A channel file's name: the pattern follows CHANNELS and EXTENSIONS, so an input format is one entry there.
-CHANNEL_FILE = re.compile(
-    rf"^(?P<id>.+)_(?P<channel>{'|'.join(CHANNELS)})(?P<ext>{'|'.join(map(re.escape, EXTENSIONS))})$",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -55,22 +53,59 @@ LIMITS = Limits()
 _CHUNK = 1 << 20  # what one read or one inflate step holds in memory
 
 
+@dataclass(frozen=True)
+class ChannelFormat:
+    """One file format of channel files: its ``extensions`` (lower case, e.g. ``.tif.gz``); how a
+    file's content is decoded (``decode(path, source, limits)``: an 8- or 16-bit array, grey or
+    colour; InputError for a damaged file or one past ``limits``); its (width, height) from the
+    file's header (``size(path)``); and a plane's file content (``encode(path, plane)``; None: the
+    format is read only)."""
+
+    extensions: tuple[str, ...]
+    decode: Callable[[Path, IO[bytes], Limits], np.ndarray]
+    size: Callable[[Path], tuple[int, int]]
+    encode: Callable[[Path, np.ndarray], bytes] | None = None
+
+
+_FORMATS: list[ChannelFormat] = []
+"""In preference order: when one channel exists in several formats, the first listed wins (lossless
+before lossy)."""
+
+
+def register_format(channel_format: ChannelFormat) -> ChannelFormat:
+    """Make a channel file format known to every reader of this process (last in preference)."""
+    _FORMATS.append(channel_format)
+    return channel_format
+
+
+def extensions() -> tuple[str, ...]:
+    """Every known channel file extension, in preference order."""
+    return tuple(ext for channel_format in _FORMATS for ext in channel_format.extensions)
+
+
+def format_of(name: str) -> ChannelFormat | None:
+    """The format of a file name: the one whose extension it ends with (the longest, so ``.tif.gz``
+    is TIFF's gzipped form); None for no known format."""
+    lower = name.lower()
+    matches = [(len(ext), f) for f in _FORMATS for ext in f.extensions if lower.endswith(ext)]
+    return max(matches, key=lambda match: match[0])[1] if matches else None
+
+
+def channel_file_pattern() -> re.Pattern[str]:
+    """A channel file's name, ``{ID}_{channel}{extension}``, for the channels and formats known."""
+    return _pattern(CHANNELS, extensions())
+
+
+@functools.cache
+def _pattern(channels: tuple[str, ...], known: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(rf"^(?P<id>.+)_(?P<channel>{'|'.join(channels)})(?P<ext>{'|'.join(map(re.escape, known))})$",
+                      re.IGNORECASE)
+
+
 def check_pixels(path: Path, width: int, height: int, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise InputError(f"{path}: {width}x{height} pixels exceeds the limit of {limits.max_pixels} "
                          "(HPASC_MAX_PIXELS raises it)")
-
-
-def read_image(folder: str | os.PathLike, image_id: str) -> np.ndarray:
-    """Read image ``image_id`` from ``folder`` as uint16 H×W×4 (R, G, B, Y)."""
-    paths = []
-    for channel in CHANNELS:
-        candidates = [Path(folder) / f"{image_id}_{channel}{ext}" for ext in EXTENSIONS]
-        existing = [p for p in candidates if p.is_file()]
-        if not existing:
-            raise InputError(f"{image_id}: missing channel {channel} in {folder}")
-        paths.append(existing[0])
-    return stack_channels(image_id, paths)
 
 
 def stack_channels(image_id: str, paths: list[Path]) -> np.ndarray:
@@ -109,33 +144,19 @@ def decode_channel(source: bytes | IO[bytes], name: str | os.PathLike, limits: L
 
 
 def _decode_grey(source: bytes | IO[bytes], name: str | os.PathLike, limits: Limits = LIMITS) -> np.ndarray:
-    """:func:`decode_channel` before the conversion to uint16."""
+    """:func:`decode_channel` before the conversion to uint16 (a name of no known format is tried
+    as PNG, whose decoder also takes what OpenCV recognises by content)."""
     path = Path(name)
-    ext = _extension(path.name)
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
-    if ext.startswith(".tif"):
-        with _unpacked(path, handle, limits) as tiff_file:
-            array = _decode_tiff(path, tiff_file, limits)
-    elif ext in (".jpg", ".jpeg"):
-        array = _decode_jpeg(path, handle, limits)
-    else:
-        array = _decode_png(path, handle.read(), limits)
-    return _to_grey(path, array)
+    return _to_grey(path, (format_of(path.name) or PNG).decode(path, handle, limits))
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of one image file, from its header (the whole file only for ``.gz``,
     which must be decompressed first)."""
     path = Path(path)
-    ext = _extension(path.name)
     try:
-        if ext.startswith(".tif"):
-            with _opened(path) as handle, _unpacked(path, handle, LIMITS) as tiff_file, \
-                    tifffile.TiffFile(tiff_file, name=path.name) as tiff:
-                series = tiff.series[0]  # multi-channel files too, whatever their axes' order
-                return series.shape[series.axes.index("X")], series.shape[series.axes.index("Y")]
-        with Image.open(path) as image:
-            return image.size
+        return (format_of(path.name) or PNG).size(path)
     except InputError:
         raise
     except Exception as exc:  # PIL and tifffile raise many types for damaged files
@@ -178,28 +199,10 @@ def write_channel(path: str | os.PathLike, plane: np.ndarray) -> None:
     shows a channel: 8-bit, tinted by the channel named in the file name (yellow = red + green).
     """
     path = Path(path)
-    ext = _extension(path.name)
-    if ext == ".png":
-        write_png(path, plane)
-        return
-    buffer = io.BytesIO()
-    if ext.startswith(".tif"):
-        tifffile.imwrite(buffer, plane)
-        data = buffer.getvalue()
-        if ext.endswith(".gz"):
-            data = gzip.compress(data, compresslevel=6)
-    elif ext in (".jpg", ".jpeg"):
-        match = CHANNEL_FILE.match(path.name)
-        if match is None:
-            raise ValueError(f"{path.name}: a tinted JPG needs a {{ID}}_{{channel}}.jpg name")
-        rgb = np.zeros((*plane.shape, 3), np.uint8)
-        for colour in TINTS[match["channel"].lower()]:
-            rgb[..., colour] = plane // 257 if plane.dtype == np.uint16 else plane
-        Image.fromarray(rgb).save(buffer, format="JPEG", quality=95, subsampling=0)
-        data = buffer.getvalue()
-    else:
+    channel_format = format_of(path.name)
+    if channel_format is None or channel_format.encode is None:
         raise ValueError(f"{path.name}: unknown image format")
-    atomic.write_bytes(path, data)
+    atomic.write_bytes(path, channel_format.encode(path, plane))
 
 
 def write_label_image(path: str | os.PathLike, labels: np.ndarray) -> None:
@@ -233,16 +236,11 @@ def _opened(path: Path) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def _extension(name: str) -> str:
-    lower = name.lower()
-    return next((e for e in sorted(EXTENSIONS, key=len, reverse=True) if lower.endswith(e)), "")
-
-
 def extension_rank(name: str) -> int:
-    """Where a file's format stands in :data:`EXTENSIONS` (lossless first): which file to read when
+    """Where a file's format stands in :func:`extensions` (lossless first): which file to read when
     a channel exists in several formats."""
-    ext = _extension(name)
-    return EXTENSIONS.index(ext) if ext in EXTENSIONS else len(EXTENSIONS)
+    lower, known = name.lower(), extensions()
+    return next((known.index(e) for e in sorted(known, key=len, reverse=True) if lower.endswith(e)), len(known))
 
 
 def _unpacked(path: Path, source: IO[bytes], limits: Limits) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -332,6 +330,48 @@ def _decode_jpeg(path: Path, source: IO[bytes], limits: Limits) -> np.ndarray:
         raise
     except Exception as exc:
         raise InputError(f"{path}: corrupt or truncated JPEG ({exc})") from None
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # PIL reads the header only
+        return image.size
+
+
+def _tiff(path: Path, source: IO[bytes], limits: Limits) -> np.ndarray:
+    with _unpacked(path, source, limits) as tiff_file:
+        return _decode_tiff(path, tiff_file, limits)
+
+
+def _tiff_size(path: Path) -> tuple[int, int]:
+    with _opened(path) as handle, _unpacked(path, handle, LIMITS) as tiff_file, \
+            tifffile.TiffFile(tiff_file, name=path.name) as tiff:
+        series = tiff.series[0]  # multi-channel files too, whatever their axes' order
+        return series.shape[series.axes.index("X")], series.shape[series.axes.index("Y")]
+
+
+def _encode_tiff(path: Path, plane: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, plane)
+    data = buffer.getvalue()
+    return gzip.compress(data, compresslevel=6) if path.name.lower().endswith(".gz") else data
+
+
+def _encode_tinted_jpeg(path: Path, plane: np.ndarray) -> bytes:
+    match = channel_file_pattern().match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name}: a tinted JPG needs a {{ID}}_{{channel}}.jpg name")
+    rgb = np.zeros((*plane.shape, 3), np.uint8)
+    for colour in TINTS[match["channel"].lower()]:
+        rgb[..., colour] = plane // 257 if plane.dtype == np.uint16 else plane
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=95, subsampling=0)
+    return buffer.getvalue()
+
+
+PNG = register_format(ChannelFormat((".png",), lambda path, source, limits: _decode_png(path, source.read(), limits),
+                                    _png_size, lambda _path, plane: encode_png(plane)))
+TIFF = register_format(ChannelFormat((".tif", ".tiff", ".tif.gz", ".tiff.gz"), _tiff, _tiff_size, _encode_tiff))
+JPEG = register_format(ChannelFormat((".jpg", ".jpeg"), _decode_jpeg, _png_size, _encode_tinted_jpeg))
 
 
 def _to_grey(path: Path, array: np.ndarray) -> np.ndarray:

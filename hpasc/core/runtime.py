@@ -135,15 +135,17 @@ def setup_logging(level: str) -> None:
 
 
 def write_manifest(folder: str | os.PathLike, stage: str, arguments: Mapping[str, object],
-                   extra: dict | None = None) -> Path:
-    """Write ``manifest{shard suffix}.json``: the stage, its arguments (the parsed flags, by name)
-    and software versions."""
+                   extra: dict | None = None, settings: Mapping[str, object] | None = None) -> Path:
+    """Write ``manifest{shard suffix}.json``: the stage, its arguments (the parsed flags, by name),
+    the typed settings they made when the stage has a versioned record of them (a training run's
+    :class:`~hpasc.stages.train.config.RunRecord`, as its checkpoints hold it), and software versions."""
     shard = arguments.get("shard", Shard())
     path = Path(folder) / f"manifest{shard.suffix}.json"
     manifest = {
         "stage": stage,
         "command": sys.argv,
         "arguments": {k: _jsonable(v) for k, v in arguments.items()},
+        **({"settings": dict(settings)} if settings is not None else {}),
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "hpasc": __version__,
         "python": platform.python_version(),

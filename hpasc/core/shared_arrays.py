@@ -31,6 +31,7 @@ import contextlib
 import logging
 import mmap
 import os
+import resource
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -281,10 +282,15 @@ def _create(size: int) -> SharedMemory | None:
 
 
 def _free_bytes() -> float:
-    """Free bytes of the file system behind POSIX shared memory (Linux's /dev/shm); elsewhere
-    unknown (infinite: the reservation below decides)."""
+    """The largest block this process can make: the free bytes of the file system behind POSIX
+    shared memory (Linux's /dev/shm; elsewhere unknown, infinite: the reservation decides), at most
+    its file size limit (``ulimit -f``). Over that limit, Python 3.11's SharedMemory fails inside
+    its constructor and unregisters the block from the resource tracker before registering it:
+    the tracker prints a KeyError traceback per block."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    largest = float("inf") if limit == resource.RLIM_INFINITY else float(limit)
     try:
         stats = os.statvfs(_SHM_FOLDER)
     except OSError:
-        return float("inf")
-    return stats.f_bavail * stats.f_frsize
+        return largest
+    return min(largest, stats.f_bavail * stats.f_frsize)

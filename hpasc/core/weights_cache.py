@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hpasc.core import atomic
 from hpasc.core.errors import InputError
-from hpasc.core.http import HttpPolicy, fetch
+from hpasc.core.http import HttpPolicy, check_reachable, fetch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def one_line(exc: BaseException) -> str:
 def download(url: str, target: Path, validate: Callable[[Path], object], policy: HttpPolicy,
              progress: bool) -> None:
     """:func:`save` with a log line and a progress bar (the size and rate once the body is in)."""
+    check_reachable(url, policy.timeout)
     log.info("downloading %s to %s", url, target.parent)
     with tqdm(desc=target.name, unit="B", unit_scale=True, disable=not progress) as bar:
         bar.update(save(url, target, validate, policy))

@@ -31,7 +31,7 @@ from multiprocessing import get_context
 from typing import TypeVar
 
 from hpasc.core import runtime, threads
-from hpasc.core.parent import PARENT_VARIABLE
+from hpasc.core.parent import tie_to_parent
 from hpasc.core.shared_arrays import release_unclaimed
 
 T = TypeVar("T")
@@ -46,14 +46,11 @@ class _Pool(ProcessPoolExecutor):
         # The pool spawns its workers inside submit. A signal blocked here stays blocked in them
         # (the mask survives fork and exec), so a terminal's ^C, sent to the whole process group,
         # interrupts only this process; a pending one is delivered when the mask is restored.
-        # The variable, read by a worker's first import, ties it to this process (core/parent.py).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        os.environ[PARENT_VARIABLE] = str(os.getpid())
         try:
             with _main_left_out():
                 return super().submit(fn, *args, **kwargs)
         finally:
-            del os.environ[PARENT_VARIABLE]
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_now(self) -> None:
@@ -95,6 +92,7 @@ def _main_left_out() -> Iterator[None]:
 
 
 def _init_worker(parent: int, share: int, setup: Callable[[], object] | None) -> None:
+    tie_to_parent(parent)  # first: before anything that could take long
     threads.limit_threads(share)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     if setup is not None:

@@ -3,7 +3,8 @@
 A :class:`LabelFormat` says whether a folder is laid out its way (``detect``), which segmentation
 its cell ids were made on (``made_on``), which label files it holds (``files``: what
 ``hpasc-labels remap`` carries over), what each file holds (``sources``: what ``hpasc-labels
-inspect`` prints) and what the folder says of a dataset's cells (``read``). Two formats exist:
+inspect`` prints) and what the folder says of a dataset's cells (``read``: one :class:`FolderLabels` shape for every
+format; ``brings_targets`` says whether a format gives a whole target set). Two formats exist:
 SPEC folders (``{class}.txt`` of ``CELL_ID SCORE`` lines) and the 4th place's published folder
 with their rules. Consumers ask :func:`label_format` and never branch on a layout; a new label
 source is one more class here, named in :data:`FORMATS`.
@@ -24,7 +25,7 @@ from hpasc.cells.provenance import HPA_PUBLISHED, Provenance, read_provenance
 from hpasc.core.errors import InputError
 from hpasc.labels.files import read_label_lines
 from hpasc.labels.folders import LabelSet, ScoreMap, read_label_folder
-from hpasc.labels.fourth_place import (ANTIBODY_CLASS, FOLDERS, NEGATIVE, POSITIVE, RecipeResult, apply_recipe,
+from hpasc.labels.fourth_place import (ANTIBODY_CLASS, FOLDERS, NEGATIVE, POSITIVE, TheirTargets, apply_their_rules,
                                        is_fourth_place_folder, read_fourth_place, score_map)
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,25 @@ class DatasetCells:
 
 
 @dataclass(frozen=True)
+class TargetSet:
+    """A whole target set for a dataset's cells, over all 19 classes: ``values`` (float32 cells × 19),
+    which of them the labels set (``relabelled``), each cell's label set (``labels``, bool), the
+    validation cells (``validation_rows``) and the (cell, class) pairs their mAP counts (``metric``)."""
+
+    values: np.ndarray
+    relabelled: np.ndarray
+    labels: np.ndarray
+    validation_rows: np.ndarray
+    metric: np.ndarray
+
+
+@dataclass(frozen=True)
 class FolderLabels:
-    """What a folder says of a dataset's cells: soft values laid over the targets (``overrides``),
-    or, from a format with rules of its own, the whole target set they make (``recipe``)."""
+    """What a folder says of a dataset's cells, for every format: soft values laid over the targets
+    (``overrides``) and, from a format that ``brings_targets``, the whole target set its rules make."""
 
     overrides: LabelSet = field(default_factory=dict)
-    recipe: RecipeResult | None = None
+    targets: TargetSet | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,10 @@ class SourceSummary:
     def line(self) -> str:
         soft = ", ".join(f"{value:g}: {count}" for value, count in sorted(self.soft.items()))
         text = f"class {self.class_index:2d}  {self.source:26s} {self.entries:8d} entries"
-        text += f"  {sum(self.soft.values()):8d} cells ({soft})" if soft else "  (image ids)"
+        if soft:
+            text += f"  {sum(self.soft.values()):8d} cells ({soft})"
+        else:  # no soft values: a file of image ids, or one with nothing in it
+            text += "  (image ids)" if self.entries else "  (empty)"
         if self.resolved is not None:
             text += f"  {self.resolved[0]} of {self.resolved[1]} in the dataset"
         return text
@@ -75,6 +92,8 @@ class LabelFormat(Protocol):
     name: str
     description: str
     layout: str
+    brings_targets: bool
+    """Whether ``read`` gives a whole :class:`TargetSet` (a run takes one such folder at most)."""
 
     def detect(self, folder: Path) -> bool: ...
 
@@ -96,6 +115,7 @@ class SpecFolder:
     name = "spec"
     description = "SPEC label files ({class}.txt)"
     layout = "a folder of {class}.txt files"
+    brings_targets = False
 
     def detect(self, folder: Path) -> bool:
         return folder.is_dir()
@@ -132,6 +152,7 @@ class FourthPlaceFolder:
     name = "4th-place"
     description = "the 4th place's layout and rules"
     layout = "theirs (relabel/, validation/, auto-relabel*/, no {class}.txt of its own)"
+    brings_targets = True
 
     def detect(self, folder: Path) -> bool:
         return is_fourth_place_folder(folder)
@@ -169,12 +190,13 @@ class FourthPlaceFolder:
         total = sum(t for _, t in result.resolved.values())
         log.info("the 4th place's labels (%s): %d of %d ids name cells of this dataset; %d validation cells",
                  folder, found, total, result.validation_rows.size)
-        return FolderLabels(recipe=result)
+        return FolderLabels(targets=TargetSet(result.targets(), result.relabelled, result.labels,
+                                              result.validation_rows, result.metric))
 
     @staticmethod
-    def _apply(folder: Path, cells: DatasetCells) -> RecipeResult:
-        return apply_recipe(read_fourth_place(folder), cells.cell_ids, cells.image_ids, cells.image_labels,
-                            cells.antibody_of)
+    def _apply(folder: Path, cells: DatasetCells) -> TheirTargets:
+        return apply_their_rules(read_fourth_place(folder), cells.cell_ids, cells.image_ids, cells.image_labels,
+                                 cells.antibody_of)
 
 
 SPEC, FOURTH_PLACE = SpecFolder(), FourthPlaceFolder()
@@ -192,5 +214,5 @@ def label_format(folder: Path, name: str = "auto") -> LabelFormat:
         return next(f for f in FORMATS.values() if f.detect(folder))
     chosen = FORMATS[name]
     if not chosen.detect(folder):
-        raise InputError(f"--label-recipe {name}: {folder} is not laid out as {chosen.layout}")
+        raise InputError(f"--label-format {name}: {folder} is not laid out as {chosen.layout}")
     return chosen

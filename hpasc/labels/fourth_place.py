@@ -152,8 +152,8 @@ def listed_images(entries: Scored, antibody_of: Mapping[str, str] | None) -> set
 
 
 @dataclass
-class RecipeResult:
-    """The labels of a dataset's cells after their recipe, over all 19 classes."""
+class TheirTargets:
+    """The labels of a dataset's cells after the 4th place's rules, over all 19 classes."""
 
     values: np.ndarray
     """float32 (cells, 19): the value a rule set, NaN where none did."""
@@ -173,7 +173,7 @@ class RecipeResult:
         return np.where(np.isnan(self.values), self.labels, self.values).astype(np.float32)
 
 
-class _Recipe:
+class _Rules:
     def __init__(self, cell_ids: Sequence[str], image_ids: Sequence[str], labels: np.ndarray) -> None:
         self.row = {cell_id: i for i, cell_id in enumerate(cell_ids)}
         self.image_ids = np.asarray(image_ids, dtype=object)
@@ -244,26 +244,26 @@ class _Recipe:
         return rows, metric
 
 
-def apply_recipe(labels: FourthPlaceFolder, cell_ids: Sequence[str], image_ids: Sequence[str],
-                 image_labels: np.ndarray, antibody_of: Mapping[str, str] | None = None) -> RecipeResult:
+def apply_their_rules(labels: FourthPlaceFolder, cell_ids: Sequence[str], image_ids: Sequence[str],
+                 image_labels: np.ndarray, antibody_of: Mapping[str, str] | None = None) -> TheirTargets:
     """Their rules, in their order, on a dataset's cells (``image_labels``: bool cells × 19)."""
-    recipe = _Recipe(cell_ids, image_ids, image_labels)
+    rules = _Rules(cell_ids, image_ids, image_labels)
     if ANTIBODY_CLASS in labels.relabel:
         if antibody_of is None:
             log.warning("relabel/6.txt is read per image, not per antibody: give the public-HPA table "
                         "(--public-table) to apply it to every image of a listed antibody, as they did")
-        recipe.antibody_rule(labels.relabel[ANTIBODY_CLASS], antibody_of)
+        rules.antibody_rule(labels.relabel[ANTIBODY_CLASS], antibody_of)
     for class_index, ids in labels.positives.items():
-        recipe.pseudo("auto-positive-relabel", class_index, ids, POSITIVE)
+        rules.pseudo("auto-positive-relabel", class_index, ids, POSITIVE)
     for class_index, ids in labels.negatives.items():
-        recipe.pseudo("auto-relabel", class_index, ids, NEGATIVE)
+        rules.pseudo("auto-relabel", class_index, ids, NEGATIVE)
     others = sorted(set(labels.relabel) - {*MANUAL_ORDER, ANTIBODY_CLASS, ELEVEN})
     for class_index in (*MANUAL_ORDER, *others):
         if class_index in labels.relabel:
-            recipe.manual(class_index, labels.relabel[class_index])
+            rules.manual(class_index, labels.relabel[class_index])
     for class_index, ids in labels.late_negatives.items():
-        recipe.pseudo("auto-relabel2", class_index, ids, NEGATIVE)
+        rules.pseudo("auto-relabel2", class_index, ids, NEGATIVE)
     if ELEVEN in labels.relabel:
-        recipe.manual_eleven(labels.relabel[ELEVEN])
-    rows, metric = recipe.validation(labels.validation)
-    return RecipeResult(recipe.values, recipe.labels, recipe.relabelled, rows, metric, recipe.resolved)
+        rules.manual_eleven(labels.relabel[ELEVEN])
+    rows, metric = rules.validation(labels.validation)
+    return TheirTargets(rules.values, rules.labels, rules.relabelled, rows, metric, rules.resolved)

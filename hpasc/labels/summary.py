@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpasc.cells.provenance import Provenance, read_provenance, same_cells
+from hpasc.cells.provenance import Provenance, read_provenance, same_cell_ids
 from hpasc.cellstore import open_cells
 from hpasc.core.classes import label_matrix, parse_labels
 from hpasc.labels.formats import DatasetCells, label_format
@@ -49,7 +49,7 @@ def _caution(made_on: Provenance | None, used_on: Provenance | None) -> list[str
         unrecorded = "the label folder" if made_on is None else "the dataset"
         return [f"unchecked: {unrecorded} has no segmentation record (segmentation.json): ids are matched by "
                 "name, and name other cells if they were made on other masks"]
-    if same_cells(made_on, used_on):
+    if same_cell_ids(made_on, used_on):
         return []
     return [f"caution: the ids were made on {made_on.describe()}, the dataset was cut from {used_on.describe()}: "
             "there they name other cells (hpasc-labels remap carries them over)"]

@@ -1,6 +1,7 @@
-"""What a backbone family provides for one architecture (:class:`Architecture`), and where its
-ImageNet weights come from (:class:`Pretrained`); the families (:mod:`~hpasc.models.efficientnet`,
-:mod:`~hpasc.models.timm_backbones`) build these, :mod:`~hpasc.models.registry` finds them by name."""
+"""What a backbone family provides for one architecture (:class:`Architecture`), a family itself
+(:class:`BackboneFamily`), and where ImageNet weights come from (:class:`Pretrained`); the families
+(:mod:`hpasc.models.backbones`, or registered by other code) build these, and
+:mod:`~hpasc.models.registry` finds them by name."""
 
 from __future__ import annotations
 
@@ -68,3 +69,14 @@ class Architecture:
             raise InputError(f"{self.name} has no Grad-CAM layer {layer!r}; expected one of "
                              f"{', '.join(self.cam_layers)}")
         return self.cam_layers[layer](model)
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """A family of backbones: ``owns(name)`` says whether an architecture name is one of its,
+    ``find(name)`` gives that name's :class:`Architecture` (InputError when the family has no such
+    model), ``names`` describes its names in messages (e.g. ``timm:NAME (any timm model)``)."""
+
+    names: str
+    owns: Callable[[str], bool]
+    find: Callable[[str], Architecture]

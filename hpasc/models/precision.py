@@ -22,8 +22,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpasc.core.weights_cache import default_cache_dir
-
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -69,6 +67,8 @@ class Precision:
         parameters: save and load ``model`` itself), else ``model``. Compilation happens on the first
         call, and again for another batch size (then with the batch size left dynamic)."""
         import torch
+
+        from hpasc.core.weights_cache import default_cache_dir  # its HTTP imports: only where it compiles
 
         if torch.device(device).type != "cuda" or not self.compile:
             return model

@@ -1,31 +1,46 @@
 """The architectures by name: one entry says how to build a backbone for 4-channel cells, how to
 start it from ImageNet weights, and which of its layers Grad-CAM explains.
 
-Two families are known: the EfficientNets of ``efficientnet_pytorch`` (the 4th place's library,
-named ``efficientnet-b0`` … ``efficientnet-b4``) and any model of ``timm``, named ``timm:NAME``
-(e.g. ``timm:inception_v3``, ``timm:convnext_tiny``). Adding a backbone family means writing one
-module that returns :class:`Architecture` entries and naming it in :func:`architecture`.
+Families of architectures come from two places: every module of :mod:`hpasc.models.backbones`
+(each declares its ``FAMILY``: the EfficientNets of ``efficientnet_pytorch``, the 4th place's
+library, named ``efficientnet-b0`` … ``efficientnet-b4``, and any model of ``timm``, named
+``timm:NAME``), and :func:`register_family` for code outside the package (a notebook, a plugin).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
+
 from torch import nn
 
 from hpasc.core.errors import InputError
-from hpasc.models import efficientnet
-from hpasc.models.architecture import TIMM_PREFIX, Architecture
+from hpasc.models import backbones
+from hpasc.models.architecture import Architecture, BackboneFamily
+
+_REGISTERED: list[BackboneFamily] = []
+
+
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    """Make ``family``'s architectures known to every stage and tool of this process."""
+    _REGISTERED.append(family)
+    return family
+
+
+@functools.cache
+def _shipped() -> tuple[BackboneFamily, ...]:
+    return tuple(importlib.import_module(f"{backbones.__name__}.{module.name}").FAMILY
+                 for module in pkgutil.iter_modules(backbones.__path__))
 
 
 def architecture(name: str) -> Architecture:
     """The entry for ``name``; InputError naming the known architectures otherwise."""
-    if name.startswith(TIMM_PREFIX):
-        from hpasc.models import timm_backbones  # timm takes seconds to import: only when asked for
-
-        return timm_backbones.architecture(name.removeprefix(TIMM_PREFIX))
-    if name not in efficientnet.ARCHITECTURES:
-        raise InputError(f"unknown architecture {name!r}; expected one of "
-                         f"{', '.join(efficientnet.ARCHITECTURES)} or {TIMM_PREFIX}NAME (any timm model)")
-    return efficientnet.ARCHITECTURES[name]
+    families = (*_shipped(), *_REGISTERED)
+    owner = next((family for family in families if family.owns(name)), None)
+    if owner is None:
+        raise InputError(f"unknown architecture {name!r}; expected one of {'; '.join(f.names for f in families)}")
+    return owner.find(name)
 
 
 def create_model(arch: str, num_outputs: int, in_channels: int = 4, tile_size: int = 512) -> nn.Module:
@@ -36,4 +51,4 @@ def create_model(arch: str, num_outputs: int, in_channels: int = 4, tile_size: i
 
 def short_name(arch: str) -> str:
     """``b0`` for efficientnet-b0, ``convnext_tiny`` for timm:convnext_tiny: for run names."""
-    return arch.removeprefix("efficientnet-").removeprefix(TIMM_PREFIX)
+    return arch.split(":", 1)[-1].removeprefix("efficientnet-")

@@ -76,10 +76,10 @@ class ModelRunner:
 def check_tiles_for(store: TileSource, spec: ModelSpec) -> None:
     """:meth:`ModelRunner.check_tiles` for a model known by its spec alone (training, before the
     model exists)."""
-    mismatch = spec.tile_spec.compatible(store.tile_spec)
+    mismatch = spec.tile_spec.mismatch(store.tile_spec)
     if mismatch:
         raise InputError(f"{store.root}: its tiles are not cut the way the model's training tiles were "
-                         f"({mismatch}): cut the images again with image_cutter.py --mode/--context/--zero/--margin")
+                         f"({mismatch}): cut the images again with hpasc-cut --mode/--context/--zero/--margin")
     warn_enlarging(store.tile_size, spec.tile_size, store.root)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hpasc.cells.provenance import Provenance
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.core.classes import NEGATIVE, NUM_CLASSES, is_class_index
 from hpasc.core.errors import InputError
@@ -57,7 +58,9 @@ class ModelSpec:
             for name in ("recipe", "segmentation", "tile_spec"):
                 if data.get(name) is not None and not isinstance(data[name], dict):
                     raise TypeError(f"{name} must be a mapping, not {data[name]!r}")
+            if segmentation is not None:  # read here, once: its users take it as a valid record
+                Provenance.from_dict(segmentation)
             return cls(str(data["arch"]), int(data["in_channels"]), tuple(outputs), TileSpec.from_record(data),
                        float(data["scale"]), segmentation)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             raise InputError(f"model_spec has an invalid value ({one_line(exc)})") from None

@@ -130,7 +130,7 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_truth: int) -> fl
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def evaluate(submission: pd.DataFrame, truth: Mapping[str, TruthImage],
+def score_submission(submission: pd.DataFrame, truth: Mapping[str, TruthImage],
              iou_threshold: float = IOU_THRESHOLD, rules: str = "open-images") -> Result:
     """Score a submission table (:func:`hpasc.submission.read_submission`) against the truth
     (image ID → :class:`TruthImage`) under ``rules`` (:data:`RULES`). InputError for a row that
@@ -299,7 +299,7 @@ def report(result: Result) -> list[str]:
     return lines
 
 
-def evaluate_files(submission: Path, truth_folder: Path, options: runtime.CommonOptions, truth_suffix: str = "",
+def score_submission_files(submission: Path, truth_folder: Path, options: runtime.CommonOptions, truth_suffix: str = "",
                    truth_labels: Path | None = None, iou_threshold: float = IOU_THRESHOLD,
                    rules: str = "open-images") -> Result:
     """Score a submission file against a truth folder (masks ``{ID}{truth_suffix}.png`` and
@@ -309,7 +309,7 @@ def evaluate_files(submission: Path, truth_folder: Path, options: runtime.Common
     absent = len(set(truth) - set(rows["ID"]))
     if absent:
         log.warning("%d truth image(s) have no submission row: scored as without predictions", absent)
-    result = evaluate(rows, truth, iou_threshold, rules)
+    result = score_submission(rows, truth, iou_threshold, rules)
     if not result.scored:
         raise InputError(f"{truth_labels or truth_folder / TRUTH_TABLE}: no cell carries a class, nothing to score")
     return result

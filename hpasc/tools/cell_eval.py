@@ -21,7 +21,7 @@ from hpasc.core.classes import CLASS_NAMES, NEGATIVE
 from hpasc.core.errors import InputError
 from hpasc.models.precision import Precision
 from hpasc.models.runner import ModelRunner
-from hpasc.stages.split.stage import read_split
+from hpasc.cellstore.split import read_split
 from hpasc.stages.train.data import load_cells
 from hpasc.stages.train.metrics import class_average_precision, mean_average_precision
 from hpasc.stages.train.predict import score_rows
@@ -65,7 +65,7 @@ def score_cells(probabilities: np.ndarray, truth: np.ndarray) -> CellScore:
     return CellScore(per_class, baseline, len(truth))
 
 
-def evaluate(checkpoint: Path, dataset: Path, truth_csv: Path, which: str, batch_size: int,
+def evaluate_cells(checkpoint: Path, dataset: Path, truth_csv: Path, which: str, batch_size: int,
              options: runtime.CommonOptions, precision: Precision = Precision()) -> CellScore:
     runner = ModelRunner.load(checkpoint, runtime.resolve_device(options.device), precision)
     split = read_split(dataset)

@@ -46,10 +46,16 @@ def _normalise(name: str) -> str:
 
 def bundle_names(paths: Sequence[Path]) -> dict[Path, str]:
     """Where each checkpoint goes in the bundle: ``models/`` + its path relative to the folder that
-    all of them share, so that same-named files of different runs stay apart."""
+    all of them share, so that same-named files of different runs stay apart (a leading ``models/``
+    of that path not repeated)."""
     unique = sorted(set(paths))
     common = Path(os.path.commonpath([p.parent for p in unique]))
-    return {p: str(PurePosixPath(MODELS, *p.relative_to(common).parts)) for p in unique}
+    relative = {p: p.relative_to(common).parts for p in unique}
+    # A run's own models/ folder is not nested in the bundle's (models/models/...), unless two
+    # checkpoints would then share a name.
+    shorter = {p: parts[1:] if parts[0] == MODELS and len(parts) > 1 else parts for p, parts in relative.items()}
+    chosen = shorter if len(set(shorter.values())) == len(shorter) else relative
+    return {p: str(PurePosixPath(MODELS, *parts)) for p, parts in chosen.items()}
 
 
 def _validate_checkpoint(path: Path) -> None:

@@ -39,7 +39,7 @@ from hpasc.core.classes import NEGATIVE, NUM_CLASSES, label_matrix
 from hpasc.core.errors import InputError
 from hpasc.labels.folders import LabelSet, write_label_folder
 from hpasc.models.precision import Precision
-from hpasc.stages.split.stage import read_split
+from hpasc.cellstore.split import read_split
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def _cells_figure(cells: pd.Series) -> Figure:
 def write_report(table_path: Path, out: Path, threshold: float, worst: int, groups: Path | None = None) -> Path:
     table = read_cell_table(table_path)
     cell_map = _map_section(table, read_embeddings(table_path), out, None if groups is None else
-                            table["image_id"].map(read_groups(groups)))
+                            table["image_id"].map(read_groups(groups, set(table["image_id"]))))
     quality = image_quality(table)
     shares = prevalence(table, threshold)
     save_figure(_bar_figure(shares, threshold), out / "prevalence.png")
@@ -93,21 +94,32 @@ def write_report(table_path: Path, out: Path, threshold: float, worst: int, grou
     return out / "index.html"
 
 
-def read_groups(path: Path) -> dict[str, str]:
-    """Image ID → its group, from a CSV with columns ``ID`` and ``group``."""
+def read_groups(path: Path, images: Collection[str]) -> dict[str, str]:
+    """Image ID → its group, from a CSV with columns ``ID`` and ``group``. An image given two groups
+    is refused (InputError: how many, and the first); ids that are not ``images`` are one warning."""
     try:
         groups = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
     if not {"ID", "group"} <= set(groups.columns):
         raise InputError(f"{path}: needs the columns ID and group")
-    return dict(zip(groups["ID"], groups["group"]))
+    pairs = groups[["ID", "group"]].drop_duplicates()
+    twice = pairs[pairs["ID"].duplicated(keep=False)]
+    if len(twice):
+        first = twice["ID"].iloc[0]
+        raise InputError(f"{path}: {twice['ID'].nunique()} image(s) have two groups or more (the first: {first}: "
+                         f"{', '.join(twice.loc[twice['ID'] == first, 'group'])})")
+    unknown = sorted(set(pairs["ID"]) - set(images))
+    if unknown:
+        log.warning("%s: %d of its %d ids are not images of the table (the first: %s); they are left out",
+                    path, len(unknown), len(pairs), unknown[0])
+    return dict(zip(pairs["ID"], pairs["group"]))
 
 
 def _map_section(table: pd.DataFrame, vectors: np.ndarray | None, out: Path, groups: pd.Series | None) -> str:
     """The page's map of the embeddings (map.png), or a line saying why there is none."""
     if vectors is None:
-        return "<h2>Map of the cells</h2><p>No map: the table has no embeddings (infer.py --embeddings).</p>"
+        return "<h2>Map of the cells</h2><p>No map: the table has no embeddings (hpasc-infer --embeddings).</p>"
     if len(vectors) < MIN_CELLS:
         return f"<h2>Map of the cells</h2><p>No map: {len(vectors)} cells, fewer than {MIN_CELLS}.</p>"
     cell_map = embedding_map(vectors)

@@ -9,24 +9,20 @@ of all complete images, which copies no tiles.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from scipy import ndimage as ndi
 
 from hpasc import cellstore
-from hpasc.cells.crop import cell_areas, crop_cells
-from hpasc.cells.factors import border_factors, keep_for_training, outlier_factors
+from hpasc.cells.cut import cut_image
 from hpasc.cells.provenance import UNKNOWN, read_provenance, record_provenance
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.core import atomic, runtime
-from hpasc.core.classes import format_labels, read_label_table
+from hpasc.core.classes import read_label_table
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import ImageFolder, ImageSource
-from hpasc.core.images import Region, read_label_image
+from hpasc.core.images import read_label_image
 from hpasc.core.workers import collect_failures, process_pool
 
 log = logging.getLogger(__name__)
@@ -34,19 +30,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MaskFolders:
-    """Where an image's masks are: ``{cells}/{ID}.png`` and, optionally, ``{nuclei}/{ID}.png``."""
+    """Where an image's masks are: ``{cells}/{ID}{suffix}.png`` (e.g. HPA's ``_cellmask``) and,
+    optionally, ``{nuclei}/{ID}.png``."""
 
     cells: Path
     nuclei: Path | None = None
+    suffix: str = ""
+
+    def cell_mask(self, image_id: str) -> Path:
+        return self.cells / f"{image_id}{self.suffix}.png"
 
     def read(self, image_id: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        masks = [self._read(self.cells, image_id, shape)]
-        masks.append(self._read(self.nuclei, image_id, shape) if self.nuclei else None)
+        masks = [self._read(self.cell_mask(image_id), image_id, shape)]
+        masks.append(self._read(self.nuclei / f"{image_id}.png", image_id, shape) if self.nuclei else None)
         return masks[0], masks[1]
 
+    def check_any(self, ids: list[str]) -> None:
+        """Refuse (InputError) a cell mask folder that holds no mask of these images: every image
+        would fail alone, one line each, where one line says what name was looked for."""
+        if ids and not any(self.cell_mask(i).is_file() for i in ids):
+            raise InputError(f"{self.cells}: no cell mask of any of the {len(ids)} images (looked for "
+                             f"{{ID}}{self.suffix}.png, e.g. {self.cell_mask(ids[0]).name}); if the masks are named "
+                             "{ID}_cellmask.png, say --mask-suffix _cellmask")
+
     @staticmethod
-    def _read(folder: Path, image_id: str, shape: tuple[int, int]) -> np.ndarray:
-        path = folder / f"{image_id}.png"
+    def _read(path: Path, image_id: str, shape: tuple[int, int]) -> np.ndarray:
         if not path.is_file():
             raise InputError(f"{image_id}: no mask {path}")
         mask = read_label_image(path)
@@ -54,32 +62,6 @@ class MaskFolders:
             raise InputError(f"{image_id}: mask {path} is {mask.shape[1]}x{mask.shape[0]}, "
                              f"the image {shape[1]}x{shape[0]}")
         return mask
-
-
-def cut_image(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None, image_id: str,
-              labels: list[int], spec: TileSpec,
-              regions: Sequence[Region | None] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """An image's tiles (N×4×S×S) and table rows; without nucleus masks the border factor is
-    computed from the cell masks. ``regions``: ``ndi.find_objects(cells)``, when the caller has it."""
-    if regions is None:  # one pass over the cells for the tiles and the factors
-        regions = ndi.find_objects(cells)
-    ids, boxes, tiles = crop_cells(image, cells, spec, regions)
-    border = border_factors(cells, image[..., 2], ids, regions) if nuclei is None else \
-        border_factors(nuclei, image[..., 2], ids)
-    outlier = outlier_factors(cells, image, ids, border, regions)
-    rows = pd.DataFrame({
-        "cell_id": [f"{image_id}_{mask_id - 1}" for mask_id in ids],
-        "image_id": image_id,
-        "mask_id": ids,
-        "y0": [boxes[i].y0 for i in ids], "x0": [boxes[i].x0 for i in ids],
-        "y1": [boxes[i].y1 for i in ids], "x1": [boxes[i].x1 for i in ids],
-        "area": cell_areas(cells, boxes, ids),
-        "border": border,
-        "outlier": outlier,
-        "keep": keep_for_training(border, outlier, labels),
-        "labels": format_labels(labels),
-    })
-    return tiles, rows
 
 
 def _cut_job(source: ImageSource, masks: MaskFolders, labels: list[int], out: Path, spec: TileSpec) -> int:
@@ -111,11 +93,12 @@ def cut_folder(folder: ImageFolder, masks: MaskFolders, labels: dict[str, list[i
     """Cut the images of ``folder`` that the store in ``out`` lacks; returns the failed IDs."""
     for masks_folder in filter(None, (masks.cells, masks.nuclei)):
         if not masks_folder.is_dir():  # else every image would fail alone, one line each
-            raise InputError(f"{masks_folder}: no such masks folder (segmentator.py -c/-n writes them)")
+            raise InputError(f"{masks_folder}: no such masks folder (hpasc-segment -c/-n writes them)")
     cellstore.check_cut(out, spec)
-    atomic.remove_abandoned(out)
     done = cellstore.done_images(out)
     ids, todo = runtime.plan_work(folder.ids, done.__contains__, options, "already cut")
+    masks.check_any(todo)
+    atomic.remove_abandoned(out)
     unlabelled = [i for i in todo if labels is not None and i not in labels]
     if unlabelled:
         log.warning("%d images have no labels in the labels CSV (e.g. %s); their cells get none",

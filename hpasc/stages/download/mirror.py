@@ -14,7 +14,7 @@ from hpasc.core.classes import format_labels, read_label_table
 from hpasc.core.errors import InputError
 from hpasc.core.image_folder import ImageFolder, ImageSource
 from hpasc.core.images import CHANNELS, write_channel
-from hpasc.stages.download.stage import LOCATION_TO_CLASS
+from hpasc.labels.public_table import LOCATION_TO_CLASS
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def read_cell_table(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"{path}: not a readable cell table ({exc})") from None
     missing = [c for c in (*DESCRIPTORS, *CONFIDENCES) if c not in table.columns]
     if missing:
-        raise InputError(f"{path}: not a cell table of infer.py (missing {', '.join(missing[:3])})")
+        raise InputError(f"{path}: not a cell table of hpasc-infer (missing {', '.join(missing[:3])})")
     return table
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from hpasc.cells.provenance import Provenance, made_alike
+from hpasc.cells.provenance import Provenance, cells_alike
 from hpasc.cells.tile_spec import TileSpec
 from hpasc.core.classes import NEGATIVE, NUM_CLASSES
 from hpasc.core.errors import InputError
@@ -27,10 +26,11 @@ log = logging.getLogger(__name__)
 class LoadedEnsemble:
     """The members' models on a device; ``__call__`` scores the tiles of a batch of cells.
 
-    Each member is fed tiles cut the way its training tiles were (its checkpoint's tile spec):
-    ``tile_specs`` lists one :class:`TileSpec` per group of compatible specs, at the largest tile size
-    of its members (a smaller member gets them resized on the device), and ``__call__`` takes the
-    cells' tiles in each of them, in that order.
+    Each member is fed tiles cut the way its training tiles were (its checkpoint's tile spec, the
+    heuristics' numbers included): ``tile_specs`` lists one :class:`TileSpec` per group of specs
+    that accept each other's tiles, at the largest tile size of its members (a smaller member gets
+    them resized on the device), and ``__call__`` takes the cells' tiles in each of them, in that
+    order.
     """
 
     def __init__(self, ensemble: Ensemble, device: torch.device, precision: Precision = Precision(),
@@ -46,7 +46,6 @@ class LoadedEnsemble:
         for index, member in enumerate(ensemble.members):
             runner = ModelRunner.load(member.checkpoint, device, precision)
             spec = runner.spec
-            _warn_other_heuristics(member.checkpoint, spec)
             group = _group_of(specs, spec.tile_spec)
             head = architecture(spec.arch).head(runner.model)
             head.register_forward_hook(_keeper(self.pooled, index))
@@ -63,7 +62,7 @@ class LoadedEnsemble:
             if spec.segmentation is None:
                 continue
             trained_on = Provenance.from_dict(spec.segmentation)
-            if made_alike(trained_on, used_on):
+            if cells_alike(trained_on, used_on):
                 continue
             message = (f"{checkpoint} was trained on cells of {trained_on.describe()}, but this run segments "
                        f"with {used_on.describe()}")
@@ -115,18 +114,11 @@ def _keeper(pooled: dict[int, torch.Tensor], index: int):
 
 
 def _group_of(specs: list[TileSpec], tiles: TileSpec) -> int:
-    """The index of the spec of ``specs`` that ``tiles`` are compatible with (grown to their size),
-    appended if there is none."""
+    """The index of the spec of ``specs`` that accepts ``tiles`` (grown to their size), appended if
+    there is none."""
     for index, spec in enumerate(specs):
-        if spec.compatible(tiles) is None:
+        if spec.accepts(tiles):
             specs[index] = spec.resized(max(spec.size, tiles.size))
             return index
     specs.append(tiles)
     return len(specs) - 1
-
-
-def _warn_other_heuristics(checkpoint: Path, spec: ModelSpec) -> None:
-    recorded, computed = spec.tile_spec.thresholds, TileSpec().thresholds
-    if recorded != computed:
-        log.warning("%s was trained on cells filtered with other border/outlier numbers (%s) than this "
-                    "version computes (%s)", checkpoint, dict(recorded), dict(computed))

@@ -35,8 +35,8 @@ from hpasc.core.errors import InputError
 
 
 @dataclass(frozen=True)
-class PostprocessSettings:
-    """The 4th place's cell/image weighting and cell factors (see :mod:`hpasc.stages.infer.postprocess`)."""
+class WeightingSettings:
+    """The 4th place's cell/image weighting and cell factors (see :mod:`hpasc.stages.infer.weighting`)."""
 
     cell_weight: float = 0.7
     image_weight: float = 0.3
@@ -59,7 +59,7 @@ class Group:
 @dataclass(frozen=True)
 class Ensemble:
     groups: tuple[Group, ...]
-    postprocessing: PostprocessSettings = PostprocessSettings()
+    postprocessing: WeightingSettings = WeightingSettings()
 
     @property
     def members(self) -> tuple[Member, ...]:
@@ -137,10 +137,10 @@ def _groups(groups: object, folder: Path, source: Path) -> tuple[Group, ...]:
     return tuple(result)
 
 
-def _postprocessing(values: object, source: Path) -> PostprocessSettings:
+def _postprocessing(values: object, source: Path) -> WeightingSettings:
     if values is None:
-        return PostprocessSettings()
-    fields = {f.name: f.type for f in dataclasses.fields(PostprocessSettings)}
+        return WeightingSettings()
+    fields = {f.name: f.type for f in dataclasses.fields(WeightingSettings)}
     where = f"{source}: postprocessing"
     if not isinstance(values, dict):
         raise InputError(f"{where}: expected a mapping of {', '.join(fields)}")
@@ -150,7 +150,7 @@ def _postprocessing(values: object, source: Path) -> PostprocessSettings:
             raise InputError(f"{where}: {name} must be true or false, got {value!r}")
         if fields[name] == "float":
             _number(value, where, name)
-    return PostprocessSettings(**{name: float(v) if fields[name] == "float" else v for name, v in values.items()})
+    return WeightingSettings(**{name: float(v) if fields[name] == "float" else v for name, v in values.items()})
 
 
 def read_ensemble(path: str | Path) -> Ensemble:

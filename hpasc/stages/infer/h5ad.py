@@ -74,7 +74,7 @@ def table_of(cells, scores: tuple[list[str], list[str]], source: str | os.PathLi
     the score columns."""
     probabilities, confidences = scores
     if any(np.shape(cells.obsm.get(key, ()))[1:] != (NUM_CLASSES,) for key in (CONFIDENCES_KEY, PROBABILITIES_KEY)):
-        raise InputError(f"{source}: not a cell table of infer.py (needs obsm "
+        raise InputError(f"{source}: not a cell table of hpasc-infer (needs obsm "
                          f"'{CONFIDENCES_KEY}' and '{PROBABILITIES_KEY}' of the {NUM_CLASSES} classes)")
     obs = cells.obs.reset_index(drop=True)
     for column in obs.columns[obs.dtypes == "category"]:  # strings come back as categories

@@ -20,13 +20,13 @@ from hpasc.cells.tile_spec import TileSpec
 from hpasc.core.images import write_label_image
 from hpasc.core.overlays import composite, shrink
 from hpasc.core.shared_arrays import SharedArrays, Slot
-from hpasc.stages.cut.stage import cut_image
+from hpasc.cells.cut import cut_image
 from hpasc.submission.rle import encode_cells
 
 
 @dataclass(frozen=True)
-class CutPlan:
-    """What a worker makes of an image's masks (a :class:`~hpasc.stages.segment.jobs.MasksUse`): tiles
+class CellCutter:
+    """What a worker makes of an image's masks (a :class:`~hpasc.segmentation.jobs.MaskConsumer`): tiles
     per tile spec, the mask file, the shrunk image and mask for a picture."""
 
     tile_specs: tuple[TileSpec, ...]
@@ -62,7 +62,7 @@ class ImageCells:
 
 
 def cells_of_image(image_id: str, image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | None,
-                   plan: CutPlan) -> ImageCells:
+                   plan: CellCutter) -> ImageCells:
     regions = ndi.find_objects(cells)  # one pass over the cells for every spec's tiles
     tiles, rows = cut_image(image, cells, nuclei, image_id, [], plan.tile_specs[0], regions)
     others = tuple(crop_cells(image, cells, spec, regions)[2] for spec in plan.tile_specs[1:])

@@ -1,9 +1,9 @@
 """infer.py's run: test images → cells → ensemble scores → submission.csv.
 
-Pipelined: the :class:`~hpasc.stages.segment.segmenter.Segmenter` (the one segmentator.py uses)
+Pipelined: the :class:`~hpasc.segmentation.segmenter.Segmenter` (the one segmentator.py uses)
 segments each image in worker processes (with HPA's networks on batches here), and the same worker
 cuts its cells with image_cutter.py's own function (tiles, border and outlier factors) and
-RLE-encodes the masks (:class:`~hpasc.stages.infer.jobs.CutPlan`). The tiles come back in a
+RLE-encodes the masks (:class:`~hpasc.stages.infer.jobs.CellCutter`). The tiles come back in a
 shared-memory slot that this process keeps mapped (page-locked on CUDA, so the GPU copies them
 itself); the pipes carry only the cells' rows and masks. A thread of the main process scores the
 tiles with the ensemble (on the GPU when there is one) and post-processes them, image by image,
@@ -20,7 +20,6 @@ import dataclasses
 import glob
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,14 @@ from hpasc.core.images import read_image_size
 from hpasc.core.shared_arrays import SlotRing
 from hpasc.core.workers import process_pool
 from hpasc.models.pinning import page_locker
-from hpasc.models.precision import Precision
+from hpasc.segmentation.segmenter import Delivery, Segmenter
 from hpasc.stages.infer.cell_table import CellTable, image_rows
 from hpasc.stages.infer.ensemble import LoadedEnsemble
-from hpasc.stages.infer.ensemble_file import Ensemble, read_ensemble
-from hpasc.stages.infer.jobs import CutPlan, ImageCells
+from hpasc.stages.infer.ensemble_file import Ensemble, WeightingSettings, read_ensemble
+from hpasc.stages.infer.jobs import CellCutter, ImageCells
 from hpasc.stages.infer.pictures import PredictionPictures
-from hpasc.stages.infer.postprocess import postprocess
-from hpasc.stages.segment.segmenter import Segmenter
-from hpasc.stages.segment.settings import SegmentationSettings
+from hpasc.stages.infer.weighting import weight_scores
+from hpasc.stages.infer.settings import InferSettings
 from hpasc.submission.rows import SampleSubmission, prediction_string, write_submission
 
 log = logging.getLogger(__name__)
@@ -55,26 +53,7 @@ SCORING_QUEUE = 2
 while the main process runs the segmentation, few enough to hold few slots."""
 
 
-@dataclass(frozen=True)
-class InferSettings:
-    segmentation: SegmentationSettings = field(default_factory=lambda: SegmentationSettings(batch_size=4))
-    batch_size: int = 32
-    tta: bool = False
-    postprocessing: bool = True
-    save_masks: Path | None = None
-    precision: Precision = field(default_factory=Precision)
-    cells_out: Path | None = None
-    """Also write the per-cell table here (:mod:`hpasc.stages.infer.cell_table`)."""
-    embeddings: bool = False
-    overlays: Path | None = None
-    """Also write a picture of each image's predictions here, with an index.html."""
-    overlay_threshold: float = 0.5
-    allow_other_segmentation: bool = False
-    """Predict with masks made another way than the checkpoints' training cells (a warning, not
-    a refusal)."""
-
-
-class Predictor:
+class ScoringSink:
     """Scores each image's cells with the ensemble and keeps its submission row.
 
     The scoring runs on a thread of its own (on CUDA, on a stream of its own), images in the order
@@ -84,9 +63,9 @@ class Predictor:
     error), and is over before the tiles' slots are gone.
     """
 
-    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, postprocessing,
+    def __init__(self, ensemble: LoadedEnsemble, settings: InferSettings, weighting: WeightingSettings,
                  table: CellTable | None = None) -> None:
-        self.ensemble, self.settings, self.postprocessing = ensemble, settings, postprocessing
+        self.ensemble, self.settings, self.weighting = ensemble, settings, weighting
         self.table = table
         self.pictures = None if settings.overlays is None else PredictionPictures(settings.overlays,
                                                                                   settings.overlay_threshold)
@@ -98,7 +77,7 @@ class Predictor:
             self._stream = torch.cuda.Stream(ensemble.device)
             self._stream.wait_stream(torch.cuda.current_stream(ensemble.device))  # the models' weights are there
 
-    def __enter__(self) -> Predictor:
+    def __enter__(self) -> ScoringSink:
         return self
 
     def __exit__(self, kind, *exc) -> None:
@@ -119,9 +98,9 @@ class Predictor:
         with torch.cuda.stream(self._stream), cells.tiles.opened() as tiles:  # no stream: the CPU's
             raw, embeddings = self.score(tiles)
         scores = raw
-        if self.settings.postprocessing and len(raw):
-            scores = postprocess(raw, cells.cells["border"].to_numpy(), cells.cells["outlier"].to_numpy(),
-                                 self.postprocessing)
+        if self.settings.weighting and len(raw):
+            scores = weight_scores(raw, cells.cells["border"].to_numpy(), cells.cells["outlier"].to_numpy(),
+                                 self.weighting)
         self.rows[image_id] = (cells.width, cells.height, prediction_string(cells.masks, scores))
         if self.table is not None:
             self.table.add(image_rows(cells.cells, raw, scores), embeddings)
@@ -180,35 +159,52 @@ def infer_folder(folder: ImageFolder, ensemble_file: Path, out: Path | None, sam
     ids = order if order is not None else sorted(folder.ids + list(folder.unusable))
     if not ids:
         raise InputError(f"{folder.root}: no images to predict")
+    readable = set(folder.ids)
+    present = [i for i in ids if i in readable]
+    failures = {i: folder.unusable[i] for i in ids if i in folder.unusable}
+    absent = [i for i in ids if i not in readable and i not in folder.unusable]
+    _say_absent(absent, ids, folder.root)
     device = torch.device(runtime.resolve_device(options.device))
     loaded = LoadedEnsemble(ensemble, device, settings.precision, settings.tta)
     loaded.check_segmentation(segmenter.provenance, settings.allow_other_segmentation)
-    log.info("%d images, %d checkpoints, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
-             segmenter.backend,
+    log.info("%d images, %d checkpoint%s, %s segmentation, tiles %s, on %s", len(ids), len(ensemble.members),
+             "" if len(ensemble.members) == 1 else "s",
+             segmenter.backend.name,
              "; ".join(r.describe() for r in loaded.tile_specs), device)
     if settings.save_masks is not None:  # every mask is rewritten: the record is the run's own
         record_provenance(settings.save_masks, segmenter.provenance, keeps_others=False)
     table = None if settings.cells_out is None else CellTable(
         [str(m.checkpoint) for m in ensemble.members] if settings.embeddings else [],
         _provenance(ensemble, segmenter, loaded))
-    predictor = Predictor(loaded, settings, ensemble.postprocessing, table)
-    present = [i for i in ids if i in set(folder.ids)]
-    failures = {i: folder.unusable.get(i, f"no image files in {folder.root}") for i in ids if i not in set(folder.ids)}
-    plan = CutPlan(loaded.tile_specs, settings.save_masks, settings.overlays is not None)
+    sink = ScoringSink(loaded, settings, ensemble.postprocessing, table)
+    cutter = CellCutter(loaded.tile_specs, settings.save_masks, settings.overlays is not None)
     tiles_slot = CELLS_PER_SLOT * sum(spec.size ** 2 * 4 * 2 for spec in loaded.tile_specs)  # uint16 × 4 planes
     with segmenter, SlotRing(segmenter.in_flight + SCORING_QUEUE, tiles_slot, page_locker(device)) as tiles, \
-            process_pool(options.workers) as pool, predictor:
-        failures |= segmenter.segment(folder, present, plan, pool, predictor, tiles, desc="infer")
+            process_pool(options.workers) as pool, sink:
+        failures |= segmenter.segment(present, Delivery(folder, cutter, pool, sink, tiles), desc="infer")
     runtime.log_failures(failures)
+    failures |= {i: f"no image files in {folder.root}" for i in absent}
     if out is not None:
-        write_submission(out, _rows(ids, predictor.rows, folder.root, sizes), order)
+        write_submission(out, _rows(ids, sink.rows, folder.root, sizes), order)
     if table is not None:
         log.info("wrote the table of %d cells: %s", sum(len(p) for p in table.parts),
                  ", ".join(map(str, table.write(settings.cells_out))))
-    pictures = None if predictor.pictures is None else predictor.pictures.finish()
+    pictures = None if sink.pictures is None else sink.pictures.finish()
     written = [str(p) for p in (out, settings.cells_out, pictures) if p is not None]
-    runtime.log_done(f"{len(predictor.rows)} of {len(ids)} images predicted", len(failures), ", ".join(written))
+    runtime.log_done(f"{len(sink.rows)} of {len(ids)} images predicted", len(failures), ", ".join(written))
     return failures
+
+
+def _say_absent(absent: list[str], ids: list[str], folder: Path) -> None:
+    """One line, up front, for the sample submission's ids without images (not one line each):
+    a refusal when none of them has any (nothing could be predicted), else a warning."""
+    if not absent:
+        return
+    if len(absent) == len(ids):
+        raise InputError(f"{folder}: none of the sample submission's {len(ids)} ids has image files here "
+                         f"(e.g. {absent[0]}): is -i the test images' folder?")
+    log.warning("%d of the sample submission's %d ids have no image files in %s (e.g. %s): their rows stay "
+                "empty", len(absent), len(ids), folder, absent[0])
 
 
 def _provenance(ensemble: Ensemble, segmenter: Segmenter, loaded: LoadedEnsemble) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """Image-level train/validation folds of a cell dataset, and the reader that training uses.
 
-A cell dataset (``image_cutter.py``'s output folder) has ``cells.csv`` with one row per cell and
+A cell dataset (hpasc-cut's output folder) has ``cells.csv`` with one row per cell and
 at least the columns ``image_id``, ``labels`` (the image-level labels of the cell's image, ``8|5|0``,
 possibly empty) and ``keep`` (True/False). Only these three columns are read.
 
@@ -14,26 +14,18 @@ competition's data only. An extra image whose id is already taken (by the datase
 earlier extra dataset) is left out with a warning: the first copy wins.
 
 The split lives in ``DATASET/split/`` (its own folder, so that its ``manifest.json`` does not
-replace the one of ``image_cutter.py`` in ``DATASET/``):
-
-- ``split.csv``: ``image_id,fold,source`` for every image; ``source`` is the folder of the image's
-  dataset relative to ``DATASET`` (``.`` for the dataset itself, e.g. ``../publichpa_cells``).
-- ``split.json``: the settings (folds, validation fold, seed), the sources with a SHA-256 of their
-  ``cells.csv``, image/cell counts per fold and per class, and the SHA-256 of ``split.csv`` (so an
-  interrupted write of the two files is detected instead of silently mixing two splits).
-
-Both are written atomically, ``split.csv`` first. Nothing is rewritten when the result is
-byte-identical; a split made with other settings or from another table is replaced (and logged).
+replace the one of hpasc-cut in ``DATASET/``), in the format of :mod:`hpasc.cellstore.split`, whose
+writer rewrites nothing when the result is byte-identical and replaces (and logs) a split made with
+other settings or from another table.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,21 +33,11 @@ import numpy as np
 import pandas as pd
 
 from hpasc.cellstore.layout import parse_table, read_text
-from hpasc.core import atomic
+from hpasc.cellstore.split import SELF, SPLIT_FORMAT, TRAIN_ONLY, cells_table_path, read_split, write_split
 from hpasc.core.classes import CLASS_NAMES, NUM_CLASSES, parse_labels
 from hpasc.core.errors import InputError
 
 log = logging.getLogger(__name__)
-
-CELLS_TABLE = "cells.csv"
-SPLIT_FOLDER = "split"
-SPLIT_CSV = "split.csv"
-SPLIT_JSON = "split.json"
-SPLIT_FORMAT = 1
-TRAIN_ONLY = -1
-"""The fold of extra-dataset images: always in training, never in validation."""
-SELF = "."
-"""The ``source`` of the dataset's own images."""
 
 _COLUMNS = ("image_id", "labels", "keep")
 _KEEP_VALUES = {"true": True, "false": False, "1": True, "0": False}
@@ -80,10 +62,6 @@ class ImageTable:
     """SHA-256 of the ``cells.csv`` it was read from."""
 
 
-def cells_table_path(dataset: str | os.PathLike) -> Path:
-    return Path(dataset) / CELLS_TABLE
-
-
 def read_image_table(dataset: str | os.PathLike) -> ImageTable:
     """Read ``DATASET/cells.csv`` into one entry per image with kept cells.
 
@@ -93,9 +71,9 @@ def read_image_table(dataset: str | os.PathLike) -> ImageTable:
     dataset = Path(dataset)
     path = cells_table_path(dataset)
     if not dataset.is_dir():
-        raise InputError(f"dataset folder {dataset} not found: run image_cutter.py first")
+        raise InputError(f"dataset folder {dataset} not found: run hpasc-cut first")
     if not path.is_file():
-        raise InputError(f"{path} not found: run image_cutter.py first")
+        raise InputError(f"{path} not found: run hpasc-cut first")
     table = parse_table(read_text(path), dict.fromkeys(_COLUMNS, "str"), path, _COLUMNS)
     if table.empty:
         raise InputError(f"{path}: no cells")
@@ -200,10 +178,6 @@ class SplitOutcome:
     stats: dict
 
 
-def split_folder(dataset: str | os.PathLike) -> Path:
-    return Path(dataset) / SPLIT_FOLDER
-
-
 def _source_name(extra: Path, dataset: Path) -> str:
     return Path(os.path.relpath(extra.resolve(), dataset.resolve())).as_posix()
 
@@ -286,39 +260,9 @@ def split_dataset(dataset: str | os.PathLike, extras: Sequence[str | os.PathLike
         "split_csv_sha256": hashlib.sha256(csv_text.encode()).hexdigest(),
     }
     json_text = json.dumps(stats, indent=2) + "\n"
-    written = _write_if_changed(split_folder(dataset), csv_text, json_text)
+    written = write_split(dataset, csv_text, json_text)
     _log_summary(stats, own)
     return SplitOutcome(split=read_split(dataset, check_current=False), written=written, stats=stats)
-
-
-def _write_if_changed(folder: Path, csv_text: str, json_text: str) -> bool:
-    csv_path, json_path = folder / SPLIT_CSV, folder / SPLIT_JSON
-    old_json = json_path.read_text() if json_path.is_file() else None
-    old_csv = csv_path.read_text() if csv_path.is_file() else None
-    if (old_csv, old_json) == (csv_text, json_text):
-        log.info("%s: split unchanged", folder)
-        return False
-    if old_json is not None:
-        log.info("%s: replacing the existing split (%s)", folder, _what_changed(old_json, json_text))
-    atomic.write_text(csv_path, csv_text)
-    atomic.write_text(json_path, json_text)
-    return True
-
-
-def _what_changed(old_text: str, new_text: str) -> str:
-    try:
-        old = json.loads(old_text)
-        new = json.loads(new_text)
-        changes = [f"{key} {old.get(key)} -> {new[key]}" for key in ("folds", "fold", "seed")
-                   if old.get(key) != new[key]]
-        old_sources = [s["source"] for s in old.get("sources", [])]
-        if old_sources != [s["source"] for s in new["sources"]]:
-            changes.append(f"sources {old_sources} -> {[s['source'] for s in new['sources']]}")
-        elif old.get("sources") != new["sources"]:
-            changes.append("a cells.csv changed")
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return "it was unreadable"
-    return ", ".join(changes) or "same settings, other content"
 
 
 def _log_summary(stats: dict, own: ImageTable) -> None:
@@ -347,80 +291,3 @@ def _log_summary(stats: dict, own: ImageTable) -> None:
     log.info("train: %d images, %d cells; validation (fold %d): %d images, %d cells",
              stats["train"]["images"], stats["train"]["cells"], stats["fold"],
              stats["validation"]["images"], stats["validation"]["cells"])
-
-
-# --- reading a split --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    """A dataset's split as training uses it (see :func:`read_split`)."""
-
-    dataset: Path
-    """The dataset folder (holding ``cells.csv`` and ``split/``)."""
-    folds: int
-    fold: int
-    """The validation fold."""
-    seed: int
-    image_folds: Mapping[str, int]
-    """Every image's fold; ``TRAIN_ONLY`` (-1) for extra-dataset images."""
-    image_sources: Mapping[str, str]
-    """Every image's source: its dataset folder relative to ``dataset`` (``.`` for its own)."""
-
-    @property
-    def train_images(self) -> list[str]:
-        """Sorted ids of the images to train on: other folds and all extra images."""
-        return sorted(i for i, f in self.image_folds.items() if f != self.fold)
-
-    @property
-    def validation_images(self) -> list[str]:
-        """Sorted ids of the validation fold's images (the dataset's own images only)."""
-        return self.fold_images(self.fold)
-
-    def fold_images(self, fold: int) -> list[str]:
-        return sorted(i for i, f in self.image_folds.items() if f == fold)
-
-    @property
-    def sources(self) -> dict[str, Path]:
-        """Each source name and its dataset folder."""
-        return {s: self.dataset / s for s in sorted(set(self.image_sources.values()))}
-
-
-def read_split(dataset: str | os.PathLike, *, check_current: bool = True) -> Split:
-    """Read ``DATASET/split/`` as written by :func:`split_dataset` (``data_loader.py``).
-
-    With ``check_current`` every source's ``cells.csv`` must be unchanged since the split was
-    made, so that training never silently skips images cut later. Raises InputError for a missing,
-    inconsistent (interrupted write) or outdated split.
-    """
-    dataset = Path(dataset)
-    folder = split_folder(dataset)
-    csv_path, json_path = folder / SPLIT_CSV, folder / SPLIT_JSON
-    rerun = f"re-run data_loader.py -i {dataset}"
-    if not cells_table_path(dataset).is_file():  # an image folder, say: the split would not be the fix
-        raise InputError(f"{dataset}: not a cell dataset (no {cells_table_path(dataset).name}): cut one with "
-                         f"image_cutter.py -i IMAGES -m MASKS -o DATASET, then split it with data_loader.py -i DATASET")
-    if not json_path.is_file() or not csv_path.is_file():
-        raise InputError(f"{folder}: no split ({SPLIT_JSON} and {SPLIT_CSV}): {rerun}")
-    try:
-        info = json.loads(json_path.read_text())
-        folds, fold, seed = int(info["folds"]), int(info["fold"]), int(info["seed"])
-        fmt, csv_digest, sources = info["format"], info["split_csv_sha256"], info["sources"]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{json_path}: not a split description ({exc}): {rerun}") from None
-    if fmt != SPLIT_FORMAT:
-        raise InputError(f"{json_path}: split format {fmt}, expected {SPLIT_FORMAT}: {rerun}")
-    csv_bytes = csv_path.read_bytes()
-    if hashlib.sha256(csv_bytes).hexdigest() != csv_digest:
-        raise InputError(f"{csv_path} does not match {SPLIT_JSON} (interrupted write?): {rerun}")
-    if check_current:
-        for source in sources:
-            table = cells_table_path(dataset / source["source"])
-            if not table.is_file() or hashlib.sha256(table.read_bytes()).hexdigest() \
-                    != source["cells_sha256"]:
-                raise InputError(f"{table} is missing or changed since the split was made: {rerun}")
-    table = pd.read_csv(io.BytesIO(csv_bytes), dtype={"image_id": str, "fold": int, "source": str},
-                        keep_default_na=False)
-    return Split(dataset=dataset, folds=folds, fold=fold, seed=seed,
-                 image_folds=dict(zip(table["image_id"], table["fold"].tolist())),
-                 image_sources=dict(zip(table["image_id"], table["source"])))

@@ -19,7 +19,7 @@ from hpasc.core.runtime import CommonOptions
 from hpasc.models.precision import Precision
 from hpasc.stages.train.augment import AugmentSettings
 from hpasc.stages.train.distributed import Process
-from hpasc.stages.train.labels import LabelSources
+from hpasc.stages.train.label_sources import LabelSources
 
 # Settings that define what a run learns: a resumed run must keep them.
 IDENTITY = ("dataset", "arch", "loss", "tile_size", "negative_head", "augment", "seed", "epochs",
@@ -111,21 +111,33 @@ class FinetuneConfig:
                                    augment=self.augment or trained.augment)
 
 
+RECORD_VERSION = 1
+"""The run record's layout: 1 added ``record_version`` (records without one are version 0, the same
+fields); a field added later takes its default when read from an older record."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
-    """What a checkpoint records of the runs that made it (its ``args``)."""
+    """What a checkpoint (its ``args``) and a training manifest record of the runs that made a
+    model: the training run's settings and, after a fine-tuning pass, that pass's. The command
+    flags take their defaults from these classes' fields: one place for every default."""
 
     train: TrainConfig
     finetune: FinetuneConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         finetuned = {} if self.finetune is None else {"finetune": self.finetune.to_dict()}
-        return {**self.train.to_dict(), **finetuned}
+        return {"record_version": RECORD_VERSION, **self.train.to_dict(), **finetuned}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], path: Path) -> RunRecord:
-        """The record of a checkpoint loaded from ``path``; one-line InputError if it is not one."""
+        """The record of a checkpoint loaded from ``path``; one-line InputError if it is not one
+        (or one of a newer hpasc)."""
         values = dict(checkpoint["args"])
+        version = values.pop("record_version", 0)
+        if not isinstance(version, int) or version > RECORD_VERSION:
+            raise InputError(f"{path}: its run record is version {version!r}; this hpasc reads up to "
+                             f"{RECORD_VERSION} (a newer hpasc made it)")
         finetuned = values.pop("finetune", None)
         try:
             return cls(TrainConfig.from_dict(values),
@@ -135,7 +147,7 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Execution:
     """How this process runs (free to change between a run and its resumption)."""
 
     options: CommonOptions

@@ -25,13 +25,13 @@ from torch.utils.data import Sampler
 
 from hpasc.cells.provenance import read_provenance
 from hpasc.cells.tile_spec import TileSpec
-from hpasc.cellstore import CellStore, cut_mismatch, open_cells
+from hpasc.cellstore import CellStore, open_cells
 from hpasc.core.classes import parse_labels
 from hpasc.core.errors import InputError
 from hpasc.core.shared_arrays import Slot, SlotRing, slot_array
 from hpasc.core.workers import process_pool
 from hpasc.models.pinning import page_locker
-from hpasc.stages.split.stage import Split
+from hpasc.cellstore.split import Split
 from hpasc.stages.train import tile_jobs
 from hpasc.stages.train.tile_jobs import TileSource
 
@@ -112,10 +112,10 @@ def load_cells(split: Split) -> CellSet:
         stores.append(store)
         tables.append(table)
         log.debug("source %s: %d cells", name, len(table))
-    mismatch = next(filter(None, (cut_mismatch(stores[0].tile_spec, s.tile_spec) for s in stores[1:])), None)
+    mismatch = next(filter(None, (stores[0].tile_spec.mismatch(s.tile_spec, size=True) for s in stores[1:])), None)
     if mismatch:
         raise InputError(f"the split's datasets were cut differently ({mismatch}); cut them with the same "
-                         "image_cutter.py --size/--mode/--context/--zero/--margin")
+                         "hpasc-cut --size/--mode/--context/--zero/--margin")
     table = pd.concat(tables, ignore_index=True)
     duplicated = table["cell_id"].duplicated()
     if duplicated.any():

@@ -98,7 +98,7 @@ class Engine:
         self.scaler.update()
         return loss
 
-    def evaluate(self, loader: TileBatches, targets: torch.Tensor, options: CommonOptions | None = None,
+    def validation_pass(self, loader: TileBatches, targets: torch.Tensor, options: CommonOptions | None = None,
                  description: str = "validation") -> tuple[float, np.ndarray]:
         """Mean loss per cell over ``loader`` and the (N, 19) probabilities, in loader order (with a
         progress bar when ``options`` are given)."""

@@ -21,11 +21,11 @@ from hpasc.core.errors import InputError
 from hpasc.core.runtime import log_done
 from hpasc.models import checkpoint as ckpt
 from hpasc.models.runner import ModelRunner
-from hpasc.stages.split.stage import Split
-from hpasc.stages.train.config import FinetuneConfig, RunRecord, Runtime
+from hpasc.cellstore.split import Split
+from hpasc.stages.train.config import Execution, FinetuneConfig, RunRecord
 from hpasc.stages.train.data import CellSet, EpochBatches
 from hpasc.stages.train.engine import Engine, adam, place_model
-from hpasc.stages.train.labels import CellLabels
+from hpasc.stages.train.label_sources import CellLabels
 from hpasc.stages.train.stage import labelled_cells, seed_epoch, tile_reader
 
 log = logging.getLogger(__name__)
@@ -40,33 +40,36 @@ def finetune_sample(kept: np.ndarray, relabelled: np.ndarray, repeats: int, seed
     return rows
 
 
-def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
+def finetune(config: FinetuneConfig, execution: Execution) -> Path | None:
     """Fine-tune; the written checkpoint, or None when it existed already (without --overwrite)."""
     out = Path(config.save_dir) / Path(config.checkpoint).name
     atomic.remove_abandoned(config.save_dir)
-    if out.exists() and not runtime.options.overwrite:
+    if out.exists() and not execution.options.overwrite:
         log.info("%s exists, skipped (--overwrite to redo it)", out)
         log_done("0 checkpoints fine-tuned, 1 fine-tuned before", 0, out)
         return None
     runner = ModelRunner.load(config.checkpoint)  # placed on the device, in its precision, by place_model
     record = RunRecord.from_checkpoint(runner.checkpoint, config.checkpoint)
+    if config.dataset is not None and Path(config.dataset).resolve() != Path(record.train.dataset).resolve():
+        log.warning("%s was trained on %s; fine-tuning it on %s, another dataset (its cells, split and labels "
+                    "are this one's)", config.checkpoint, record.train.dataset, config.dataset)
     config = config.resolved(record.train)
     sources = record.train.labels.plus(config.relabel, config.pseudo)
     split, cells, labels = labelled_cells(config.dataset, runner.spec.outputs, sources)
     for store in cells.stores:
         runner.check_tiles(store)
     rows, relabelled = _pass_rows(config, split, cells, labels)
-    model = place_model(runner.model, runtime.process, runtime.precision)
-    engine = Engine(model, runner.spec, adam(model, config.lr, runtime.process.device), None, config.loss,
-                    config.augment, runtime.process, runtime.precision)
+    model = place_model(runner.model, execution.process, execution.precision)
+    engine = Engine(model, runner.spec, adam(model, config.lr, execution.process.device), None, config.loss,
+                    config.augment, execution.process, execution.precision)
     batches = EpochBatches(config.batch_size, drop_last=False)
-    batches.set_indices(rows[runtime.process.rank::runtime.process.world_size])
-    generator = seed_epoch(config.seed, 0, runtime.process.rank)
-    with tile_reader(cells, runner.spec.tile_size, config.batch_size, runtime) as reader:
-        train_loss = runtime.process.mean(engine.train_epoch(reader.batches(batches),
+    batches.set_indices(rows[execution.process.rank::execution.process.world_size])
+    generator = seed_epoch(config.seed, 0, execution.process.rank)
+    with tile_reader(cells, runner.spec.tile_size, config.batch_size, execution) as reader:
+        train_loss = execution.process.mean(engine.train_epoch(reader.batches(batches),
                                                              torch.from_numpy(labels.targets.values), generator,
-                                                             runtime.options, "fine-tuning"))
-    if runtime.process.is_main:
+                                                             execution.options, "fine-tuning"))
+    if execution.process.is_main:
         source = runner.checkpoint
         entry = {"epoch": source["epoch"], "stage": "finetune", "lr": config.lr, "train_loss": train_loss,
                  "train_cells": int(rows.size)}
@@ -75,7 +78,7 @@ def finetune(config: FinetuneConfig, runtime: Runtime) -> Path | None:
                                                        [*source["metrics"], entry], finetuned))
         log_done(f"{Path(config.checkpoint).name} fine-tuned on {rows.size} cells ({relabelled} relabelled), "
                  f"train loss {train_loss:.4f}", 0, out)
-    runtime.process.barrier()
+    execution.process.barrier()
     return out
 
 

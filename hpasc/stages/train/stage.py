@@ -31,12 +31,12 @@ from hpasc.models.architecture import Pretrained
 from hpasc.models.registry import architecture, create_model
 from hpasc.models.runner import warn_enlarging
 from hpasc.models.spec import ModelSpec
-from hpasc.stages.split.stage import Split, read_split
-from hpasc.stages.train.config import RunRecord, Runtime, TrainConfig
+from hpasc.cellstore.split import Split, read_split
+from hpasc.stages.train.config import Execution, RunRecord, TrainConfig
 from hpasc.stages.train.data import (Batches, CellSet, EpochBatches, TileReader, fixed_batches, load_cells,
                                      loader_workers)
 from hpasc.stages.train.engine import Engine, adam, place_model
-from hpasc.stages.train.labels import CellLabels, LabelSources, load_labels
+from hpasc.stages.train.label_sources import CellLabels, LabelSources, load_labels
 from hpasc.stages.train.metrics import class_average_precision, mean_average_precision, write_metrics_csv
 from hpasc.stages.train.sampling import EpochSampler, read_sampling_config
 
@@ -107,7 +107,7 @@ def _train_and_validation_rows(cells: CellSet, split: Split, labels: CellLabels)
     return np.flatnonzero(in_train & (keep | relabelled_cell)), validation_rows
 
 
-def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs: tuple[int, ...],
+def build_engine(config: TrainConfig, execution: Execution, tile_size: int, outputs: tuple[int, ...],
                  resumed: dict[str, Any] | None, cells: CellSet) -> Engine:
     """The model (ImageNet-initialised, or the resumed checkpoint's), Adam and cosine annealing."""
     torch.manual_seed(config.seed)  # the same initial weights on every process and every run
@@ -115,16 +115,16 @@ def build_engine(config: TrainConfig, runtime: Runtime, tile_size: int, outputs:
     if resumed is not None:
         model.load_state_dict(resumed["model_state"])
     else:
-        _initialise(model, config, runtime)
+        _initialise(model, config, execution)
     spec = ModelSpec(arch=config.arch, in_channels=4, outputs=outputs, tile_spec=cells.tile_spec.resized(tile_size),
                      segmentation=cells.segmentation)
-    model = place_model(model, runtime.process, runtime.precision)
-    optimizer = adam(model, config.lr, runtime.process.device)
+    model = place_model(model, execution.process, execution.precision)
+    optimizer = adam(model, config.lr, execution.process.device)
     # As the 4th place: the last epoch runs at min_lr (T_max = epochs - 1).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs - 1, 1),
                                                            eta_min=config.min_lr)
-    engine = Engine(model, spec, optimizer, scheduler, config.loss, config.augment, runtime.process,
-                    runtime.precision)
+    engine = Engine(model, spec, optimizer, scheduler, config.loss, config.augment, execution.process,
+                    execution.precision)
     if resumed is not None:
         engine.load_training_state(resumed["training_state"])
         follow_schedule(scheduler, config.epochs)
@@ -144,9 +144,9 @@ def follow_schedule(scheduler: torch.optim.lr_scheduler.CosineAnnealingLR, epoch
         group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * phase
 
 
-def _initialise(model: torch.nn.Module, config: TrainConfig, runtime: Runtime) -> None:
-    pretrained = Pretrained(config.pretrained, base_url=runtime.pretrained_url,
-                            progress=runtime.options.progress and runtime.process.is_main)
+def _initialise(model: torch.nn.Module, config: TrainConfig, execution: Execution) -> None:
+    pretrained = Pretrained(config.pretrained, base_url=execution.pretrained_url,
+                            progress=execution.options.progress and execution.process.is_main)
     source = architecture(config.arch).initialise(model, 4, pretrained)
     if source is not None:
         log.info("initialised %s from ImageNet weights %s", config.arch, source)
@@ -166,22 +166,22 @@ def validate(engine: Engine, data: TrainingData, loader: Batches | None, options
     """Validation loss, cell-level mAP and per-class AP (empty when there are no validation cells)."""
     if loader is None:
         return {"val_loss": None, "val_map": None, "ap": {}}
-    loss, probabilities = engine.evaluate(loader, data.targets, options, description)
+    loss, probabilities = engine.validation_pass(loader, data.targets, options, description)
     targets = data.targets[data.validation_rows].numpy()
     per_class = class_average_precision(probabilities, targets, engine.spec.outputs, data.metric)
     return {"val_loss": loss, "val_map": mean_average_precision(per_class),
             "ap": {str(c): v for c, v in per_class.items()}}
 
 
-def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | None:
+def _existing_run(config: TrainConfig, execution: Execution) -> dict[str, Any] | None:
     """The checkpoint to resume from, or None to start; refuses to mix two runs in one name."""
     latest = ckpt.find_latest(config.save_dir, config.name)
     if latest is None:
-        if runtime.resume:
+        if execution.resume:
             log.info("no checkpoint %s-*.pt in %s: starting at epoch 1", config.name, config.save_dir)
         return None
     path, epoch = latest
-    if runtime.resume:
+    if execution.resume:
         checkpoint = ckpt.load_checkpoint(path)
         trained = RunRecord.from_checkpoint(checkpoint, path).train
         longer = config.epochs > trained.epochs  # extending a run is resuming it with more epochs
@@ -192,22 +192,22 @@ def _existing_run(config: TrainConfig, runtime: Runtime) -> dict[str, Any] | Non
         log.info("resuming from %s (epoch %d)%s", path, epoch,
                  f"; extending the run from {trained.epochs} to {config.epochs} epochs" if longer else "")
         return checkpoint
-    if not runtime.options.overwrite:
+    if not execution.options.overwrite:
         raise InputError(f"{path} exists: pass --resume to continue that run or --overwrite to "
                          "start it again")
-    if runtime.process.is_main:
+    if execution.process.is_main:
         for old in ckpt.run_checkpoints(config.save_dir, config.name):
             old.unlink()
         log.info("--overwrite: removed the checkpoints of %s in %s", config.name, config.save_dir)
-    runtime.process.barrier()
+    execution.process.barrier()
     return None
 
 
-def train(config: TrainConfig, runtime: Runtime) -> Path | None:
+def train(config: TrainConfig, execution: Execution) -> Path | None:
     """Train (or resume) the run; returns its last checkpoint (None if it had nothing to do)."""
-    if runtime.process.is_main:
+    if execution.process.is_main:
         atomic.remove_abandoned(config.save_dir)
-    resumed = _existing_run(config, runtime)
+    resumed = _existing_run(config, execution)
     history: list[dict[str, Any]] = list(resumed["metrics"]) if resumed else []
     start = resumed["epoch"] + 1 if resumed else 1
     final = ckpt.checkpoint_path(config.save_dir, config.name, start - 1) if resumed else None
@@ -215,31 +215,31 @@ def train(config: TrainConfig, runtime: Runtime) -> Path | None:
         log.info("%s: already trained (epoch %d of %d)", config.name, start - 1, config.epochs)
         return final
     data = prepare_data(config)
-    if runtime.process.is_main:
+    if execution.process.is_main:
         atomic.write_text(Path(config.save_dir) / f"{config.name}-args.yaml",
                           yaml.safe_dump(config.to_dict(), sort_keys=False))
     tile_size = resolve_tile_size(config.tile_size, config.arch, data.cells.tile_size)
     for store in data.cells.stores:
         warn_enlarging(store.tile_size, tile_size, store.root)
-    engine = build_engine(config, runtime, tile_size, outputs_for(config.negative_head), resumed, data.cells)
-    final = _run_epochs(config, runtime, data, engine, tile_size, start, history) or final
-    if runtime.process.is_main:
+    engine = build_engine(config, execution, tile_size, outputs_for(config.negative_head), resumed, data.cells)
+    final = _run_epochs(config, execution, data, engine, tile_size, start, history) or final
+    if execution.process.is_main:
         log.info("%s", run_summary(config, history))
     return final
 
 
-def _run_epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: Engine, tile_size: int,
+def _run_epochs(config: TrainConfig, execution: Execution, data: TrainingData, engine: Engine, tile_size: int,
                 start: int, history: list[dict[str, Any]]) -> Path | None:
     """Epochs ``start``.. of the run, each saved (by the main process, which returns the last)."""
     batches = EpochBatches(config.batch_size, drop_last=True)
-    with tile_reader(data.cells, tile_size, config.batch_size, runtime) as reader:
-        validating = validation_batches(data, reader) if runtime.process.is_main else None
-        return _epochs(config, runtime, data, engine, reader.batches(batches), validating, start, history)
+    with tile_reader(data.cells, tile_size, config.batch_size, execution) as reader:
+        validating = validation_batches(data, reader) if execution.process.is_main else None
+        return _epochs(config, execution, data, engine, reader.batches(batches), validating, start, history)
 
 
-def _epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: Engine, loader: Batches,
+def _epochs(config: TrainConfig, execution: Execution, data: TrainingData, engine: Engine, loader: Batches,
             validating: Batches | None, start: int, history: list[dict[str, Any]]) -> Path | None:
-    process, final = runtime.process, None
+    process, final = execution.process, None
     batches = loader.sampler
     for epoch in range(start, config.epochs + 1):
         began = time.perf_counter()
@@ -248,11 +248,11 @@ def _epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: E
         lr = engine.optimizer.param_groups[0]["lr"]
         generator = seed_epoch(config.seed, epoch, process.rank)
         train_loss = process.mean(engine.train_epoch(loader, data.targets, generator,
-                                                     runtime.options, f"epoch {epoch}/{config.epochs}"))
+                                                     execution.options, f"epoch {epoch}/{config.epochs}"))
         engine.scheduler.step()
         entry = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_cells": len(sample)}
         if process.is_main:
-            entry |= validate(engine, data, validating, runtime.options, f"validation {epoch}/{config.epochs}")
+            entry |= validate(engine, data, validating, execution.options, f"validation {epoch}/{config.epochs}")
             entry["seconds"] = round(time.perf_counter() - began, 2)
             history.append(entry)
             final = _save_epoch(config, engine, epoch, history)
@@ -264,10 +264,10 @@ def _epochs(config: TrainConfig, runtime: Runtime, data: TrainingData, engine: E
     return final
 
 
-def tile_reader(cells: CellSet, tile_size: int, batch_size: int, runtime: Runtime) -> TileReader:
+def tile_reader(cells: CellSet, tile_size: int, batch_size: int, execution: Execution) -> TileReader:
     """The reader of a run's batches: worker processes on a GPU, the main process on the CPU."""
-    device = runtime.process.device
-    return TileReader(cells, tile_size, batch_size, loader_workers(runtime.options.workers, device), device)
+    device = execution.process.device
+    return TileReader(cells, tile_size, batch_size, loader_workers(execution.options.workers, device), device)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> torch.Generator:

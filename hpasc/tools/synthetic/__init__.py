@@ -27,7 +27,7 @@ from hpasc.core.classes import format_labels
 from hpasc.core.errors import InputError
 from hpasc.tools.synthetic.acquisition import acquire
 from hpasc.tools.synthetic.draw import smooth_noise
-from hpasc.tools.synthetic.labels import MITOSIS_COMPATIBLE, cell_labels, check_classes, choose_classes, mitotic_labels
+from hpasc.tools.synthetic.image_labels import MITOSIS_COMPATIBLE, cell_labels, check_classes, choose_classes, mitotic_labels
 from hpasc.tools.synthetic.layout import nucleus_masks, plan_cells, rasterise
 from hpasc.tools.synthetic.render import render
 
@@ -127,6 +127,7 @@ def generate_dataset(out: Path, n: int, size: tuple[int, int], seed: int,
     atomic.write_text(out / "train.csv", "\n".join(image_rows) + "\n")
     atomic.write_text(out / "truth" / "cells.csv", "\n".join(cell_rows) + "\n")
     atomic.write_text(out / RECORD, json.dumps(record) + "\n")
+    log.info("wrote %d synthetic images to %s", len(ids), out)
     return ids
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from hpasc.core.classes import MITOTIC_SPINDLE, NEGATIVE, NUM_CLASSES
-from hpasc.stages.infer.ensemble_file import PostprocessSettings
+from hpasc.stages.infer.ensemble_file import WeightingSettings
 
 SHARED_CLASSES = np.array([c for c in range(NUM_CLASSES) if c not in (MITOTIC_SPINDLE, NEGATIVE)])
 
 
-def postprocess(scores: np.ndarray, border: np.ndarray, outlier: np.ndarray,
-                settings: PostprocessSettings) -> np.ndarray:
+def weight_scores(scores: np.ndarray, border: np.ndarray, outlier: np.ndarray,
+                  settings: WeightingSettings) -> np.ndarray:
     """One image's (n_cells, 19) scores after weighting and factors (a new array)."""
     result = np.array(scores, dtype=np.float64)
     clean = (border == 1.0) & (outlier == 1.0)

@@ -1,12 +1,13 @@
 """Stand-ins for the segmentation networks' output: HPA-format prediction maps made from known
-masks, so that ``label_cell`` can be tested and timed without the networks or their weights."""
+masks, so that ``label_cell`` can be tested and timed (bench/) without the networks or their
+weights. Test and benchmark code only: the library never makes such maps."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from hpasc.stages.segment.postprocess import interior
+from hpasc.segmentation.labelling import interior
 
 
 def predictions_from_masks(cells: np.ndarray, nuclei: np.ndarray, rng: np.random.Generator, *,

@@ -1,4 +1,4 @@
-"""hpasc.stages.segment.postprocess: HPA's label_cell rebuilt (thresholds, sizes, >255 cells, no overflow).
+"""hpasc.segmentation.labelling: HPA's label_cell rebuilt (thresholds, sizes, >255 cells, no overflow).
 
 Equality with HPA's own code is checked by bench/label_cell.py (HPA's code is never imported here);
 these tests pin HPA's numbers on hand-worked maps, each building block against the scikit-image
@@ -13,10 +13,10 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, segmentation
 from skimage.morphology import closing, disk, remove_small_objects
 
-from hpasc.stages.segment import postprocess
-from hpasc.stages.segment.postprocess import label_cell
+from hpasc.segmentation import labelling
+from hpasc.segmentation.labelling import label_cell
 from hpasc.tools.synthetic import synthesize_image
-from hpasc.tools.synthetic.predictions import predictions_from_masks
+from tests.stand_in_maps import predictions_from_masks
 
 
 def blank(height: int = 300, width: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +79,7 @@ def test_cell_threshold_floor_is_0_22(level, found):
     # 56/255 = 0.2196 is below it, 57/255 = 0.2235 above
     nuclei, cells = label_cell(*one_cell(cell_level=level))
     assert cells.max() == found and nuclei.max() == found
-    assert postprocess.cell_threshold(one_cell(cell_level=level)[1][..., 2]) == 0.22
+    assert labelling.cell_threshold(one_cell(cell_level=level)[1][..., 2]) == 0.22
 
 
 @pytest.mark.parametrize(("border_sum", "found"), [(242, 1), (243, 0)])
@@ -218,7 +218,7 @@ def test_cell_threshold_is_hpas_otsu_bit_for_bit(seed):
     if seed == 1:
         image = np.where(rng.random(image.shape) < 0.3, 250, 3).astype(np.uint8)
     expected = max(0.22, filters.threshold_otsu(image / 255) * 0.5)
-    assert postprocess.cell_threshold(image) == expected
+    assert labelling.cell_threshold(image) == expected
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -227,7 +227,7 @@ def test_closing_matches_skimage(seed):
     labels = random_labels(rng, (90, 123), 300 if seed < 3 else 70000, int(rng.integers(3, 12)))
     sizes = np.bincount(labels.ravel())
     expected = closing(remove_small_objects(labels, max_size=29), disk(6))
-    got = postprocess._close_labels(labels, 30, postprocess.CLOSING_RADIUS)
+    got = labelling._close_labels(labels, 30, labelling.CLOSING_RADIUS)
     assert np.array_equal(got, expected)
     assert sizes.size < 2 ** 16 or got.dtype == np.float32
 
@@ -237,7 +237,7 @@ def test_fill_holes_matches_hpas_helper(seed):
     rng = np.random.default_rng(seed)
     labels = random_labels(rng, (120, 95), 6, int(rng.integers(4, 15)))
     interior = labels * np.invert(segmentation.find_boundaries(labels))
-    assert np.array_equal(postprocess._fill_holes(labels), ndi.binary_fill_holes(interior > 0))
+    assert np.array_equal(labelling._fill_holes(labels), ndi.binary_fill_holes(interior > 0))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -250,7 +250,7 @@ def test_watershed_matches_skimage(seed):
     line = bool(seed % 2)
     padded = np.pad(image, 1)
     expected = segmentation.watershed(image, markers, mask=mask, watershed_line=line)
-    assert np.array_equal(postprocess._watershed(padded, markers, mask, line), expected)
+    assert np.array_equal(labelling._watershed(padded, markers, mask, line), expected)
 
 
 @pytest.mark.parametrize(("connectivity", "size"), [(4, 8), (4, 500), (8, 2500)])
@@ -263,7 +263,7 @@ def test_small_object_removal_is_strictly_below_the_size(connectivity, size):
     binary[10:10 + size // 50 + 1, 210:260].flat[:size] = True  # exactly size px
     binary[150:150 + size // 50 + 1, 210:260].flat[:size - 1] = True  # one px less
     expected = remove_small_objects(binary, max_size=size - 1, connectivity=connectivity // 4)
-    got = postprocess._drop_small(binary, connectivity, size)
+    got = labelling._drop_small(binary, connectivity, size)
     assert np.array_equal(got, expected)
     assert got[10, 210] and not got[150, 210]
 
@@ -272,7 +272,7 @@ def test_small_object_removal_is_strictly_below_the_size(connectivity, size):
 def test_relabelling_matches_measure_label(seed):
     rng = np.random.default_rng(seed)
     binary = ndi.binary_opening(rng.random((150, 170)) < 0.6 - 0.03 * seed)
-    labels, count = postprocess._keep_components(binary, 8, 20)
+    labels, count = labelling._keep_components(binary, 8, 20)
     expected = measure.label(remove_small_objects(measure.label(binary), max_size=19))
     assert np.array_equal(labels, expected)
     assert count == expected.max()

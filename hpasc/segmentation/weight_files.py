@@ -58,7 +58,7 @@ def resolve_weights(name: str, explicit: Path | None, cache_dir: Path, download:
         return cached
     if not download:
         raise _missing(cache_dir, base_url, f"{name} is not in the cache and downloading is off")
-    from hpasc.stages.segment.weights import load_hpa_state_dict  # checking a download needs torch: only then
+    from hpasc.segmentation.weights import load_hpa_state_dict  # checking a download needs torch: only then
 
     try:
         weights_cache.download(_url(name, base_url), cached, load_hpa_state_dict, policy, progress)

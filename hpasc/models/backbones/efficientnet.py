@@ -22,7 +22,7 @@ from hpasc.core import weights_cache
 from hpasc.core.errors import InputError
 from hpasc.core.http import FetchError, HttpPolicy
 from hpasc.core.weights_cache import one_line
-from hpasc.models.architecture import Architecture, Pretrained
+from hpasc.models.architecture import Architecture, BackboneFamily, Pretrained
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     )
 }
 IMAGENET_URLS: dict[str, str] = {name: url_map[name] for name in ARCHITECTURES}
+FAMILY = BackboneFamily(", ".join(ARCHITECTURES), ARCHITECTURES.__contains__, ARCHITECTURES.__getitem__)
 
 
 def _architecture(arch: str) -> Architecture:

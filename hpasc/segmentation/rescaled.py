@@ -18,8 +18,8 @@ import math
 import cv2
 import numpy as np
 
-from hpasc.stages.segment.postprocess import Sizes, foreground_levels, label_cell, watershed_in_frame
-from hpasc.stages.segment.settings import EXACT, check_label_scale
+from hpasc.segmentation.labelling import Sizes, foreground_levels, label_cell, watershed_in_frame
+from hpasc.segmentation.settings import EXACT, check_label_scale
 
 _SQUARE = np.ones((3, 3), np.uint8)
 

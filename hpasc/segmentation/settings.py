@@ -1,7 +1,7 @@
 """What a segmentation is asked to be: the backend, HPA's weight files, the scale of HPA's
 post-processing, the network batch and precision. One typed value that segmentator.py and infer.py
 both fill from their flags (:mod:`hpasc.commands.segment_flags`) and hand to the
-:class:`~hpasc.stages.segment.segmenter.Segmenter`.
+:class:`~hpasc.segmentation.segmenter.Segmenter`.
 
 Light to import (no torch): the entry points import it to parse their flags.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hpasc.cells.provenance import EXACT
 from hpasc.models.precision import Precision
-from hpasc.stages.segment.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, resolve_weights
+from hpasc.segmentation.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS, default_cache_dir, resolve_weights
 
 BACKENDS = ("auto", "hpa", "classical")
 MIN_LABEL_SCALE = 0.05
@@ -63,7 +63,7 @@ class ModelFiles:
 @dataclass(frozen=True)
 class SegmentationSettings:
     """``backend``: hpa, classical or auto (hpa when its weights are at hand); ``label_scale``: HPA's
-    post-processing on maps shrunk by it (:mod:`hpasc.stages.segment.rescaled`); ``batch_size``:
+    post-processing on maps shrunk by it (:mod:`hpasc.segmentation.rescaled`); ``batch_size``:
     images per network batch; ``precision``: the networks' autocast dtype and layout on CUDA."""
 
     backend: str = "auto"

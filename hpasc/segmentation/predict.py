@@ -9,7 +9,7 @@ import torch
 
 from hpasc.models.pinning import page_locker
 from hpasc.models.precision import Precision
-from hpasc.stages.segment.scaling import NetworkInput
+from hpasc.segmentation.scaling import NetworkInput
 
 # HPA's normalisation of the [0, 1] inputs.
 MEAN = (124 / 255, 117 / 255, 104 / 255)

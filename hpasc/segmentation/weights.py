@@ -1,5 +1,5 @@
 """HPA's official segmentation weights: load them into :class:`DPNUNet` (obtaining the files is
-:mod:`~hpasc.stages.segment.weight_files`).
+:mod:`~hpasc.segmentation.weight_files`).
 
 The official files (Zenodo record 4665863) are whole ``pytorch_zoo`` models pickled with
 ``torch.save(model)``, sometimes inside ``nn.DataParallel``. Plain unpickling would import
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from hpasc.core.errors import InputError
 from hpasc.core.weights_cache import one_line
-from hpasc.stages.segment.network import DPNUNet
+from hpasc.segmentation.network import DPNUNet
 
 # What a pickled nn.Module or state_dict needs besides module classes: a subset of torch's own
 # weights_only allow-list, which builds tensors, dicts, sets and devices and runs nothing else.

@@ -1,10 +1,11 @@
 """The one path from images to cell masks that segmentator.py and infer.py share.
 
-A :class:`Segmenter` is made from :class:`~hpasc.stages.segment.settings.SegmentationSettings`: it
-decides the backend once (``auto``: HPA's networks when their weights are at hand), says what will
+A :class:`Segmenter` is made from :class:`~hpasc.segmentation.settings.SegmentationSettings`: it
+decides the :class:`Backend` once (one of :data:`BACKENDS`; ``auto``: HPA's networks when their
+weights are at hand), says what will
 make the masks (:attr:`Segmenter.provenance`, recorded beside masks, in cell stores and in
 checkpoints), and :meth:`Segmenter.segment` runs a folder's images through it, handing each
-image's masks to a :class:`~hpasc.stages.segment.jobs.MasksUse` in a worker process.
+image's masks to a :class:`~hpasc.segmentation.jobs.MaskConsumer` in a worker process.
 
 The classical backend runs entirely in the workers. With HPA's networks (:class:`NetworkPipeline`):
 workers read and prepare each image, the networks run here on batches of same-sized images, and
@@ -21,6 +22,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -30,11 +33,11 @@ from hpasc.core.image_folder import ImageFolder
 from hpasc.core.shared_arrays import SharedArrays, SlotRing
 from hpasc.core.weights_cache import sha256
 from hpasc.core.workers import bounded_map, failure_reason
-from hpasc.stages.segment.jobs import MasksUse, PreparedImage, classical_job, finish_job, prepare_job
-from hpasc.stages.segment.predict import HpaNetworks
-from hpasc.stages.segment.settings import EXACT, ModelFiles, SegmentationSettings
-from hpasc.stages.segment.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS
-from hpasc.stages.segment.weights import load_hpa_model
+from hpasc.segmentation.jobs import MaskConsumer, PreparedImage, classical_job, finish_job, prepare_job
+from hpasc.segmentation.predict import HpaNetworks
+from hpasc.segmentation.settings import EXACT, ModelFiles, SegmentationSettings
+from hpasc.segmentation.weight_files import CELL_WEIGHTS, NUCLEI_WEIGHTS
+from hpasc.segmentation.weights import load_hpa_model
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +52,125 @@ OnResult = Callable[[str, object], "Future | None"]
 when it is (a result handed to another thread); its slot is lent again only then."""
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Where a run's masks go: ``use`` makes each image's result from its masks in a worker of
+    ``pool`` (reading the image from ``folder`` when it needs it), ``on_result(image_id, result)``
+    receives that result here, and ``results``, when given, lends ``use`` a slot to hand it back in."""
+
+    folder: ImageFolder
+    use: MaskConsumer
+    pool: ProcessPoolExecutor
+    on_result: OnResult = lambda image_id, result: None
+    results: SlotRing | None = None
+
+
+class Backend(Protocol):
+    """One way of making masks behind the :class:`Segmenter`: its ``name`` (as ``--backend`` says
+    it), whether ``--label-scale`` means anything to it, how many images' results can wait at once
+    (``in_flight``), what it records of itself, its start-up (``open``: e.g. loading networks) and
+    end, and the segmentation of a folder's images."""
+
+    name: str
+    uses_label_scale: bool
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def provenance(self) -> Provenance: ...
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def run(self, ids: list[str], delivery: Delivery, bar) -> dict[str, str]: ...
+
+
+class ClassicalBackend:
+    """The classical segmentation (:mod:`hpasc.segmentation.classical`), entirely in the workers."""
+
+    name = "classical"
+    uses_label_scale = False
+
+    def __init__(self, settings: SegmentationSettings, options: runtime.CommonOptions) -> None:
+        self.window = 2 * options.workers
+
+    @property
+    def in_flight(self) -> int:
+        return self.window
+
+    def provenance(self) -> Provenance:
+        return Provenance(self.name)
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, ids: list[str], delivery: Delivery, bar) -> dict[str, str]:
+        """Workers segment and hand over ahead of ``on_result``, ``2 × workers`` images at most."""
+        failures: dict[str, str] = {}
+        results = delivery.results
+
+        def submit(image_id: str) -> Future:
+            return delivery.pool.submit(classical_job, delivery.folder.source(image_id), delivery.use,
+                                        results and results.lend(image_id))
+
+        for image_id, job in bounded_map(submit, ids, self.window):
+            _hand_over(image_id, job, delivery.on_result, failures, results)
+            bar.update(1)
+        return failures
+
+
+class HpaBackend:
+    """HPA's two networks in this process on batches of images, prepared and finished by the
+    workers (:class:`NetworkPipeline`); ``open`` loads the networks and makes the slots."""
+
+    name = "hpa"
+    uses_label_scale = True
+
+    def __init__(self, settings: SegmentationSettings, options: runtime.CommonOptions) -> None:
+        self.settings, self.options = settings, options
+        self.pipeline: NetworkPipeline | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return NetworkPipeline.in_flight_for(self.settings, self.options)
+
+    def provenance(self) -> Provenance:
+        """The weight files' checksums and the post-processing's scale (weights downloaded here if need be)."""
+        weights = {name: sha256(path) for name, path in self.settings.models.resolve(self.options.progress).items()}
+        return Provenance(self.name, weights, self.settings.label_scale)
+
+    def open(self) -> None:
+        self.pipeline = NetworkPipeline(load_networks(self.settings, self.options), self.settings, self.options)
+
+    def close(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+
+    def run(self, ids: list[str], delivery: Delivery, bar) -> dict[str, str]:
+        if self.pipeline is None:
+            raise RuntimeError("enter the Segmenter (with segmenter: ...) before segment(): it loads the networks")
+        return self.pipeline.run(ids, delivery, bar)
+
+
+BACKENDS: dict[str, Callable[[SegmentationSettings, runtime.CommonOptions], Backend]] = {
+    backend.name: backend for backend in (HpaBackend, ClassicalBackend)}
+"""The backends by name; another (e.g. cellpose) is one more class here and its name in
+``settings.BACKENDS``, the flag's choices."""
+
+
 def choose_backend(requested: str, models: ModelFiles) -> str:
     """``auto`` means HPA's networks when their weights are at hand, else the classical backend."""
     if requested != "auto":
         return requested
     if models.available():
-        return "hpa"
+        return HpaBackend.name
     log.warning("HPA's segmentation weights are not in %s: using the classical backend "
                 "(--backend hpa downloads them, or give --nuclei-model/--cell-model)", models.cache)
-    return "classical"
+    return ClassicalBackend.name
 
 
 def load_networks(settings: SegmentationSettings, options: runtime.CommonOptions) -> HpaNetworks:
@@ -68,69 +181,42 @@ def load_networks(settings: SegmentationSettings, options: runtime.CommonOptions
 
 
 class Segmenter:
-    """Images → cell and nucleus masks, the same way for every stage. Use it as a context manager:
-    entering loads HPA's networks and makes the shared-memory slots (the stage's start-up)."""
+    """Images → cell and nucleus masks, the same way for every stage, through the :class:`Backend`
+    the settings choose. Use it as a context manager: entering starts the backend (HPA's: loads the
+    networks and makes the shared-memory slots, the stage's start-up)."""
 
     def __init__(self, settings: SegmentationSettings, options: runtime.CommonOptions) -> None:
         settings.models.check()  # a mistyped weights path is refused before any work
-        self.settings, self.options = settings, options
-        self.backend = choose_backend(settings.backend, settings.models)
-        if self.backend != "hpa" and settings.label_scale != EXACT:
-            log.warning("--label-scale %g has no effect with the %s backend", settings.label_scale, self.backend)
-        self.pipeline: NetworkPipeline | None = None
+        self.options = options
+        self.backend: Backend = BACKENDS[choose_backend(settings.backend, settings.models)](settings, options)
+        if not self.backend.uses_label_scale and settings.label_scale != EXACT:
+            log.warning("--label-scale %g has no effect with the %s backend", settings.label_scale, self.backend.name)
 
     @functools.cached_property
     def provenance(self) -> Provenance:
-        """What makes the masks: the backend and, for HPA's networks, their weight files' checksums and
-        the scale of their post-processing (the weights are downloaded here if need be)."""
-        if self.backend != "hpa":
-            return Provenance(self.backend)
-        weights = {name: sha256(path) for name, path in self.settings.models.resolve(self.options.progress).items()}
-        return Provenance("hpa", weights, self.settings.label_scale)
+        """What makes the masks (recorded beside masks, in cell stores and in checkpoints)."""
+        return self.backend.provenance()
 
     def __enter__(self) -> Segmenter:
-        if self.backend == "hpa":
-            networks = load_networks(self.settings, self.options)
-            self.pipeline = NetworkPipeline(networks, self.settings, self.options)
+        self.backend.open()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pipeline is not None:
-            self.pipeline.close()
+        self.backend.close()
 
     @property
     def in_flight(self) -> int:
         """How many images' results can be waiting at once (a result ring's size)."""
-        return self.pipeline.in_flight if self.pipeline else 2 * self.options.workers
+        return self.backend.in_flight
 
-    def segment(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
-                on_result: OnResult = lambda image_id, result: None, results: SlotRing | None = None,
-                desc: str | None = None) -> dict[str, str]:
-        """Segment the images ``ids`` of ``folder`` and hand each one's masks to ``use`` in a worker;
-        ``on_result(image_id, result)`` receives what ``use`` returned, here; with ``results``,
-        ``use`` gets a slot of that ring for it. Returns {failed image: reason}."""
-        if self.backend == "hpa" and self.pipeline is None:
-            raise RuntimeError("enter the Segmenter (with segmenter: ...) before segment(): it loads the networks")
+    def segment(self, ids: list[str], delivery: Delivery, desc: str | None = None) -> dict[str, str]:
+        """Segment the images ``ids`` of the delivery's folder and hand each one's masks to its
+        ``use``; returns {failed image: reason}."""
         bar = self.options.bar(total=len(ids), unit="image", desc=desc)
         try:
-            if self.pipeline is not None:
-                return self.pipeline.run(folder, ids, use, pool, on_result, results, bar)
-            return self._classical(folder, ids, use, pool, on_result, results, bar)
+            return self.backend.run(ids, delivery, bar)
         finally:
             bar.close()
-
-    def _classical(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
-                   on_result: OnResult, results: SlotRing | None, bar) -> dict[str, str]:
-        """Workers segment and hand over ahead of ``on_result``, ``2 × workers`` images at most."""
-        failures: dict[str, str] = {}
-
-        def submit(image_id: str) -> Future:
-            return pool.submit(classical_job, folder.source(image_id), use, results and results.lend(image_id))
-
-        for image_id, job in bounded_map(submit, ids, 2 * self.options.workers):
-            _hand_over(image_id, job, on_result, failures, results)
-            bar.update(1)
-        return failures
 
 
 def _hand_over(image_id: str, job: Future, on_result: OnResult, failures: dict[str, str],
@@ -152,27 +238,30 @@ def _hand_over(image_id: str, job: Future, on_result: OnResult, failures: dict[s
 
 class NetworkPipeline:
     """Prepare in workers → network batches here → ``finish_job`` (labels, then the stage's
-    :class:`MasksUse`) in workers, with bounded queues. Results reach ``on_result`` in the order
+    :class:`MaskConsumer`) in workers, with bounded queues. Results reach ``on_result`` in the order
     their network batches ran (same-sized images are batched together, so not always the order
     of the ids)."""
 
     def __init__(self, networks: HpaNetworks, settings: SegmentationSettings, options: runtime.CommonOptions):
         self.networks, self.settings = networks, settings
         self.window = 2 * options.workers + settings.batch_size
-        # An image holds a slot from its job's submission to its hand-over: the window's jobs plus
-        # a batch waiting for the networks.
-        self.in_flight = self.window + settings.batch_size
+        self.in_flight = self.in_flight_for(settings, options)
         self.inputs = SlotRing(self.in_flight, INPUT_SLOT, networks.page_locker())
         self.maps = SlotRing(self.in_flight, MAPS_SLOT, networks.page_locker())
+
+    @staticmethod
+    def in_flight_for(settings: SegmentationSettings, options: runtime.CommonOptions) -> int:
+        """An image holds a slot from its job's submission to its hand-over: the window's jobs
+        (2 × workers + a batch) plus a batch waiting for the networks."""
+        return 2 * options.workers + 2 * settings.batch_size
 
     def close(self) -> None:
         self.inputs.close()
         self.maps.close()
 
-    def run(self, folder: ImageFolder, ids: list[str], use: MasksUse, pool: ProcessPoolExecutor,
-            on_result: OnResult, results: SlotRing | None, bar) -> dict[str, str]:
-        run = _PipelineRun(self, folder, pool, functools.partial(finish_job, folder, self.settings.label_scale, use),
-                           on_result, results, bar)
+    def run(self, ids: list[str], delivery: Delivery, bar) -> dict[str, str]:
+        finish = functools.partial(finish_job, delivery.folder, self.settings.label_scale, delivery.use)
+        run = _PipelineRun(self, delivery.folder, delivery.pool, finish, delivery.on_result, delivery.results, bar)
         return run.run(ids)
 
 

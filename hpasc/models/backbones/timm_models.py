@@ -1,4 +1,5 @@
-"""Any ``timm`` model as a backbone, named ``timm:NAME`` (e.g. ``timm:inception_v3``).
+"""Any ``timm`` model as a backbone, named ``timm:NAME`` (e.g. ``timm:inception_v3``). timm is
+imported when such a name is asked for: it takes seconds to import.
 
 timm adapts the stem to 4 input channels itself (``in_chans``: the RGB filters repeated and
 rescaled), both for a fresh model and for ImageNet weights, and drops the 1000-class head when the
@@ -11,23 +12,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import socket
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
-import timm
 from torch import nn
 
 from hpasc.core.errors import InputError
+from hpasc.core.http import FetchError, check_reachable
 from hpasc.core.weights_cache import one_line
-from hpasc.models.architecture import TIMM_PREFIX, Architecture, Pretrained
+from hpasc.models.architecture import TIMM_PREFIX, Architecture, BackboneFamily, Pretrained
 
 log = logging.getLogger(__name__)
 _FALLBACK_TILE_SIZE = 224
-_PROBE_S = 5.0
 
 
 def _build(name: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.Module:
+    import timm
+
     # timm's models take any input size: tile_size only matters to the EfficientNets' static padding.
     return timm.create_model(name, pretrained=False, num_classes=num_outputs, in_chans=in_channels)
 
@@ -35,6 +35,8 @@ def _build(name: str, num_outputs: int, in_channels: int, tile_size: int) -> nn.
 def _initialise(name: str, model: nn.Module, in_channels: int, pretrained: Pretrained) -> str | None:
     if pretrained.source == "none":
         return None
+    import timm
+
     weights_file = pretrained.weights_file
     overlay = {"file": str(weights_file)} if weights_file else None
     try:
@@ -57,12 +59,10 @@ def _cache_only_unless_reachable(timeout: float) -> Iterator[None]:
     its host fails: offline, its client retried for 14-45 s before giving up."""
     from huggingface_hub import constants
 
-    endpoint = urlsplit(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
-        socket.create_connection((endpoint.hostname, port), timeout=min(timeout, _PROBE_S)).close()
-    except OSError as exc:
-        log.debug("%s unreachable (%s): the hub's cache only", endpoint.hostname, exc)
+        check_reachable(constants.ENDPOINT, timeout)
+    except FetchError as exc:
+        log.debug("%s: the hub's cache only", exc)
         offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
         try:
             yield
@@ -80,6 +80,8 @@ def _last_stage(model: nn.Module) -> nn.Module:
 @functools.cache
 def architecture(name: str) -> Architecture:
     """The entry for timm model ``name``; InputError if timm has no such model."""
+    import timm
+
     if not timm.is_model(name):
         raise InputError(f"timm has no model {name!r} (see timm.list_models())")
     config = timm.get_pretrained_cfg(name)
@@ -87,3 +89,7 @@ def architecture(name: str) -> Architecture:
     return Architecture(f"{TIMM_PREFIX}{name}", tile_size, functools.partial(_build, name),
                         functools.partial(_initialise, name), {"last_stage": _last_stage},
                         lambda model: model.get_classifier())
+
+
+FAMILY = BackboneFamily(f"{TIMM_PREFIX}NAME (any timm model)", lambda name: name.startswith(TIMM_PREFIX),
+                        lambda name: architecture(name.removeprefix(TIMM_PREFIX)))
