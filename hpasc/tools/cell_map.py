@@ -6,6 +6,7 @@ sampled (seeded) first: UMAP's time and memory grow with the cells."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from hpasc.core.classes import CLASS_NAMES
 from hpasc.core.overlays import CLASS_COLOURS, GREY
+from hpasc.core.weights_cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class CellMap:
 def embedding_map(vectors: np.ndarray, max_cells: int = MAX_CELLS, seed: int = SEED) -> CellMap:
     """UMAP of ``vectors`` (cells × features) into 2-D, on a seeded sample of ``max_cells`` rows
     when there are more."""
+    cache = os.environ.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir("numba")))  # kept between runs
+    log.info("drawing the map of the cells: UMAP compiles its code the first time, about a minute on 2 cores "
+             "(cached in %s for later runs)", cache)
     import umap  # numba compiles on first use: only where a map is drawn
 
     total = len(vectors)
