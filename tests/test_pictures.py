@@ -78,3 +78,35 @@ def test_segmentator_pictures_outline_every_cell(tmp_path: Path) -> None:
         page = (pictures / "index.html").read_text()
         assert all(p.name in page for p in cells.glob("*.png"))
     assert "already segmented" in result.stderr
+
+
+def test_the_legend_shows_every_class_name_whole() -> None:
+    """The legend was cut at "17 Vesicles and punctate cytosolic pat" (issue 38, item 11)."""
+    from hpasc.core.classes import CLASS_NAMES
+    from hpasc.core.overlays import LEGEND_FONT, LEGEND_SCALE, LEGEND_TEXT_X, legend
+
+    strip = legend(100)
+    for k, name in enumerate(CLASS_NAMES):
+        width = cv2.getTextSize(f"{k} {name}", LEGEND_FONT, LEGEND_SCALE, 1)[0][0]
+        assert LEGEND_TEXT_X + width < strip.shape[1]
+        y = 8 + 24 * k
+        assert strip[y:y + 17, LEGEND_TEXT_X + width - 8:LEGEND_TEXT_X + width].max() > 100, name  # its last glyph
+
+
+def test_a_group_panel_shows_the_other_groups_visibly_and_names_them() -> None:
+    """In a --groups panel the other groups' cells are a light grey on black, with a legend entry."""
+    import pandas as pd
+
+    from hpasc.tools.cell_map import CellMap, map_figure
+
+    points = np.random.default_rng(0).normal(size=(6, 2))
+    figure = map_figure(CellMap(np.arange(6), points, 6), pd.Series(["Nucleoplasm"] * 3 + ["Cytosol"] * 3),
+                        pd.Series(["a", "a", "b", "b", "b", "a"]))
+    panels = figure.axes
+    assert [axis.get_title() for axis in panels] == ["all cells: 6 cells", "a: 3 cells", "b: 3 cells"]
+    for axis in panels[1:]:
+        labels = [text.get_text() for text in axis.get_legend().get_texts()]
+        assert labels[0] == "other groups"
+        grey = axis.collections[0].get_facecolor()[0][:3]
+        assert min(grey) >= 0.6  # light: seen on the black background
+    assert "other groups" not in [text.get_text() for text in panels[0].get_legend().get_texts()]

@@ -34,6 +34,8 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (227, 119, 194), (247, 182, 210), (188, 189, 34), (219, 219, 141), (23, 190, 207), (158, 218, 229),
     (255, 255, 255))
 LEGEND_WIDTH = 300
+LEGEND_TEXT_X = 34
+LEGEND_FONT, LEGEND_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.42
 
 
 
@@ -91,15 +93,16 @@ def prediction_overlay(rgb: np.ndarray, mask: np.ndarray, mask_ids: Sequence[int
 
 def legend(height: int) -> np.ndarray:
     """A black strip (``height`` px, or the legend's own height if taller) with a swatch and the
-    name of every class, and grey for low confidence."""
-    strip = np.zeros((max(height, 24 * (NUM_CLASSES + 1) + 8), LEGEND_WIDTH, 3), np.uint8)
+    whole name of every class, and grey for low confidence; as wide as its longest name needs."""
     entries = [*zip(CLASS_COLOURS, (f"{k} {name}" for k, name in enumerate(CLASS_NAMES))),
                (GREY, "below the threshold")]
+    widest = max(cv2.getTextSize(text, LEGEND_FONT, LEGEND_SCALE, 1)[0][0] for _, text in entries)
+    strip = np.zeros((max(height, 24 * (NUM_CLASSES + 1) + 8), max(LEGEND_WIDTH, LEGEND_TEXT_X + widest + 8), 3),
+                     np.uint8)
     for row, (colour, text) in enumerate(entries):
         y = 8 + 24 * row
         cv2.rectangle(strip, (8, y), (26, y + 16), colour, thickness=-1)
-        cv2.putText(strip, text[:38], (34, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
-                    cv2.LINE_AA)
+        cv2.putText(strip, text, (LEGEND_TEXT_X, y + 13), LEGEND_FONT, LEGEND_SCALE, (235, 235, 235), 1, cv2.LINE_AA)
     return strip
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from hpasc.core.classes import CLASS_NAMES
-from hpasc.core.overlays import CLASS_COLOURS, GREY
+from hpasc.core.overlays import CLASS_COLOURS
 from hpasc.core.weights_cache import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,10 @@ def map_table(cell_map: CellMap, table: pd.DataFrame, calls: pd.Series) -> pd.Da
                          "x": cell_map.points[:, 0], "y": cell_map.points[:, 1]})
 
 
+OTHERS = (170, 170, 170)
+"""The other groups' cells in a group's panel: grey, light on the black background."""
+
+
 def map_figure(cell_map: CellMap, classes: pd.Series, groups: pd.Series | None = None) -> Figure:
     """The map coloured by ``classes`` (each table row's top class name); with ``groups`` (each
     row's image group), one more panel per group with the others' cells in grey."""
@@ -81,7 +85,8 @@ def map_figure(cell_map: CellMap, classes: pd.Series, groups: pd.Series | None =
     colours = {name: np.array(colour) / 255 for name, colour in zip(CLASS_NAMES, CLASS_COLOURS)}
     for index, (title, chosen) in enumerate(panels):
         axis = figure.add_subplot(len(panels), 1, index + 1)
-        axis.scatter(*cell_map.points[~chosen].T, s=3, color=np.array(GREY) / 255, label=None)
+        if not chosen.all():  # light enough to see on black, and named in the legend
+            axis.scatter(*cell_map.points[~chosen].T, s=3, color=np.array(OTHERS) / 255, label="other groups")
         for name in [n for n in CLASS_NAMES if (names[chosen] == n).any()]:
             axis.scatter(*cell_map.points[chosen & (names == name)].T, s=3, color=colours[name], label=name)
         axis.set_title(f"{title}: {int(chosen.sum())} cells")
