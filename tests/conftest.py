@@ -127,3 +127,27 @@ def random_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "random_dpn_unet.pth"
     torch.save(DPNUNet().state_dict(), path)
     return path
+
+
+# A /dev/shm of 1 MB in a mount namespace of its own, as a container's small default one (root, Linux).
+SMALL_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"', "sh"]
+
+
+def run_short_of_shared_memory(command: list[str], short: str | None,
+                               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``command`` with room (``short`` None), under a 300 KB file-size limit ("file-size limit"),
+    or with a 1 MB /dev/shm ("small tmpfs"; the test is skipped where no mount namespace can be made)."""
+    import resource
+
+    if short == "small tmpfs":
+        try:
+            usable = subprocess.run([*SMALL_SHM, "true"], capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            usable = False
+        if not usable:
+            pytest.skip("no mount namespace here (unshare needs root or user namespaces)")
+        command = [*SMALL_SHM, *command]
+    limit = 300 << 10 if short == "file-size limit" else None
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, preexec_fn=None
+                          if limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))

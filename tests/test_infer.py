@@ -27,7 +27,7 @@ from hpasc.segmentation.classical import segment_classical
 from hpasc.submission.check import check_submission
 from hpasc.submission.rle import decode_mask
 from hpasc.submission.rows import parse_prediction_string, read_submission
-from tests.conftest import REPO, assert_one_line_error, make_dataset, run_script
+from tests.conftest import REPO, assert_one_line_error, make_dataset, run_script, run_short_of_shared_memory
 
 
 @pytest.fixture(scope="module")
@@ -282,28 +282,12 @@ def test_a_malformed_segmentation_record_is_one_line_naming_the_checkpoint(check
     assert_one_line_error(result, f"{tmp_path / 'bad.pt'}: model_spec has an invalid value", "backend")
 
 
-# A /dev/shm of 1 MB in a mount namespace of its own, as a container's small default one (root, Linux).
-SMALL_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"', "sh"]
-
-
-def _can_make_a_small_shm() -> bool:
-    try:
-        return subprocess.run([*SMALL_SHM, "true"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.mark.parametrize("short", ["file-size limit", "small tmpfs"])
 def test_short_shared_memory_gives_the_same_output_and_no_traceback(checkpoint, test_images, tmp_path,
                                                                      short: str) -> None:
     """With little room for shared memory (a file-size limit of 300 KB, or a /dev/shm of 1 MB in a
     mount namespace, as Docker's 64 MB is for 2048² images), infer.py warns once and moves the
     arrays another way: the same submission, and no resource-tracker traceback (issue 38)."""
-    import resource
-
-    if short == "small tmpfs" and not _can_make_a_small_shm():
-        pytest.skip("no mount namespace here (unshare needs root or user namespaces)")
     images, sample = test_images
     outputs = {}
     for name in ("room", "short"):
@@ -311,13 +295,7 @@ def test_short_shared_memory_gives_the_same_output_and_no_traceback(checkpoint, 
         command = [sys.executable, str(REPO / "infer.py"), "-i", str(images), "-e", str(checkpoint), "-o",
                    str(outputs[name]), "--sample-submission", str(sample), "--backend", "classical", "--workers", "2",
                    "--no-progress"]
-        limit = None
-        if name == "short" and short == "small tmpfs":
-            command = [*SMALL_SHM, *command]
-        elif name == "short":
-            limit = 300 << 10
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=None if limit is None
-                                else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        result = run_short_of_shared_memory(command, short if name == "short" else None)
         assert result.returncode == 1, result.stderr  # the fixture's broken image
         assert "Traceback" not in result.stderr and "KeyError" not in result.stderr, result.stderr
         assert ("shared memory is short" in result.stderr) is (name == "short")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from hpasc.core.image_folder import scan_images
 from hpasc.core.images import read_label_image
 from hpasc.submission.matching import match_instances
-from tests.conftest import REPO, assert_one_line_error, run_script
+from tests.conftest import REPO, assert_one_line_error, run_script, run_short_of_shared_memory
 
 
 def segmentator(*args: str | Path, cwd: Path, cache: Path):
@@ -130,3 +131,25 @@ def test_every_backend_the_flag_offers_is_a_backend_class() -> None:
     assert set(BACKENDS) == set(FLAG_CHOICES) - {"auto"}
     assert BACKENDS["hpa"] is HpaBackend and BACKENDS["classical"] is ClassicalBackend
     assert HpaBackend.uses_label_scale and not ClassicalBackend.uses_label_scale
+
+
+@pytest.mark.parametrize("short", ["file-size limit", "small tmpfs"])
+def test_hpa_backend_short_of_shared_memory_writes_the_same_masks(tmp_path: Path, random_weights: Path,
+                                                                    short: str) -> None:
+    """HPA's pipeline with no room for its slots (inputs and maps travel another way) writes the
+    masks it writes with room, with one warning and no resource-tracker traceback (issue 38)."""
+    made = run_script("-m", "hpasc.commands.synthetic", "-o", tmp_path / "images", "-n", "2",
+                      "--size", "200x300", "--seed", "1", "--no-progress")
+    assert made.returncode == 0, made.stderr
+    env = {**os.environ, "HPASC_CACHE": str(tmp_path)}
+    for name in ("room", "short"):
+        command = [sys.executable, str(REPO / "segmentator.py"), "-i", str(tmp_path / "images"), "-c",
+                   str(tmp_path / name), "--backend", "hpa", "--nuclei-model", str(random_weights), "--cell-model",
+                   str(random_weights), "-b", "2", "--device", "cpu", "--workers", "2", "--no-progress"]
+        result = run_short_of_shared_memory(command, short if name == "short" else None, env)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr and "KeyError" not in result.stderr, result.stderr
+        assert ("shared memory is short" in result.stderr) is (name == "short")
+    for path in sorted((tmp_path / "room").glob("*.png")):
+        np.testing.assert_array_equal(read_label_image(tmp_path / "short" / path.name), read_label_image(path))
+    assert len(list((tmp_path / "room").glob("*.png"))) == 2
