@@ -21,7 +21,7 @@ from hpasc.core.images import read_label_image
 from hpasc.stages.infer import ensemble as ensemble_module
 from hpasc.stages.infer import stage as infer_stage
 from hpasc.segmentation import segmenter
-from hpasc.segmentation import stage as seg_stage
+from hpasc.stages.segment import stage as seg_stage
 from hpasc.segmentation.settings import ModelFiles, SegmentationSettings
 from hpasc.stages.segment.outputs import MaskWriter
 from hpasc.segmentation.predict import HpaNetworks

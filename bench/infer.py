@@ -43,7 +43,7 @@ from hpasc.core.image_folder import scan_images  # noqa: E402
 from hpasc.core.images import CHANNELS  # noqa: E402
 from hpasc.stages.infer.ensemble import LoadedEnsemble  # noqa: E402
 from hpasc.stages.infer.ensemble_file import WeightingSettings, read_ensemble  # noqa: E402
-from hpasc.stages.infer.weighting import postprocess  # noqa: E402
+from hpasc.stages.infer.weighting import weight_scores  # noqa: E402
 from hpasc.stages.infer.jobs import describe_cells  # noqa: E402
 from hpasc.stages.infer.settings import InferSettings  # noqa: E402
 from hpasc.stages.infer.stage import infer_folder  # noqa: E402
@@ -139,7 +139,7 @@ def stage_times(images: Path, ensemble: LoadedEnsemble, settings: InferSettings,
         scores = [ensemble(torch.from_numpy(tiles[i:i + settings.batch_size]))
                   for i in range(0, len(tiles), settings.batch_size)]
         clock.lap(NETWORK)
-        combined = postprocess(np.concatenate([np.zeros((0, 19)), *scores]), rows["border"].to_numpy(),
+        combined = weight_scores(np.concatenate([np.zeros((0, 19)), *scores]), rows["border"].to_numpy(),
                                rows["outlier"].to_numpy(), WeightingSettings())
         prediction_string(masks, combined)
         clock.lap("post-process")

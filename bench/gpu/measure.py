@@ -54,7 +54,7 @@ from hpasc.models.registry import create_model  # noqa: E402
 from hpasc.cells.tile_spec import TileSpec  # noqa: E402
 from hpasc.models.spec import ModelSpec  # noqa: E402
 from hpasc.segmentation import segmenter  # noqa: E402
-from hpasc.segmentation import stage as seg_stage  # noqa: E402
+from hpasc.stages.segment import stage as seg_stage  # noqa: E402
 from hpasc.segmentation.settings import ModelFiles, SegmentationSettings  # noqa: E402
 from hpasc.stages.segment.outputs import MaskWriter  # noqa: E402
 from hpasc.segmentation.network import DPNUNet  # noqa: E402
@@ -203,10 +203,11 @@ class RealisticNetworks(HpaNetworks):
 
     maps: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
-    def run(self, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        super().run(planes)
-        pairs = [self.maps[_key(image)] for image in planes]
-        return np.stack([n for n, _ in pairs]), np.stack([c for _, c in pairs])
+    def run(self, planes: list[np.ndarray], maps: list[list[np.ndarray]]) -> None:
+        super().run(planes, maps)  # the real work, its maps copied into place
+        for image, image_maps in zip(planes, maps):
+            for target, source in zip(image_maps, self.maps[_key(image)]):
+                target[...] = source
 
 
 def realistic_loader(work: Path, load_real: Callable[..., HpaNetworks] = segmenter.load_networks
