@@ -68,9 +68,9 @@ class Precision:
         call, and again for another batch size (then with the batch size left dynamic)."""
         import torch
 
-        from hpasc.core.weights_cache import default_cache_dir  # its HTTP imports: only where it compiles
-
         if torch.device(device).type != "cuda" or not self.compile:
             return model
+        from hpasc.core.weights_cache import default_cache_dir  # its HTTP imports: only where it compiles
+
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir("torch-compile")))
         return torch.compile(model)

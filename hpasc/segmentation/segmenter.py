@@ -244,16 +244,21 @@ class NetworkPipeline:
 
     def __init__(self, networks: HpaNetworks, settings: SegmentationSettings, options: runtime.CommonOptions):
         self.networks, self.settings = networks, settings
-        self.window = 2 * options.workers + settings.batch_size
+        self.window = self.window_for(settings, options)
         self.in_flight = self.in_flight_for(settings, options)
         self.inputs = SlotRing(self.in_flight, INPUT_SLOT, networks.page_locker())
         self.maps = SlotRing(self.in_flight, MAPS_SLOT, networks.page_locker())
 
     @staticmethod
-    def in_flight_for(settings: SegmentationSettings, options: runtime.CommonOptions) -> int:
-        """An image holds a slot from its job's submission to its hand-over: the window's jobs
-        (2 × workers + a batch) plus a batch waiting for the networks."""
-        return 2 * options.workers + 2 * settings.batch_size
+    def window_for(settings: SegmentationSettings, options: runtime.CommonOptions) -> int:
+        """Jobs in the workers' hands at once: 2 × workers and a batch."""
+        return 2 * options.workers + settings.batch_size
+
+    @classmethod
+    def in_flight_for(cls, settings: SegmentationSettings, options: runtime.CommonOptions) -> int:
+        """An image holds a slot from its job's submission to its hand-over: the window's jobs plus
+        a batch waiting for the networks."""
+        return cls.window_for(settings, options) + settings.batch_size
 
     def close(self) -> None:
         self.inputs.close()

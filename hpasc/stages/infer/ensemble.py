@@ -98,7 +98,9 @@ class LoadedEnsemble:
                     with self.precision.autocast(self.device):
                         logits = model(view)
                     total += to_probabilities(logits, spec) * (weight / len(views))
-                    pooled.append(self.pooled.pop(index).float())
+                    vectors = self.pooled.pop(index)  # taken either way: no batch's tensors linger
+                    if embeddings is not None:
+                        pooled.append(vectors.float())
                 if embeddings is not None:
                     embeddings.append(torch.stack(pooled).mean(dim=0))
         if self.derive_negative:
