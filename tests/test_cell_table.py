@@ -126,9 +126,9 @@ def test_the_h5ad_holds_the_parquet_tables_values_and_the_submissions_calls(run_
     got = sorted((image_id, k, float(f"{confidences[i, k]:.6g}")) for i, image_id in enumerate(cells.obs["image_id"])
                  for k in range(NUM_CLASSES))
     assert got == expected
-    # scanpy reads it without conversion: the README's own lines, with no warning (issue 38, item 7).
-    readme = (REPO / "README.md").read_text()
-    recipe = readme.split("A scanpy user loads and draws it with", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    # scanpy reads it without conversion: the documentation's own lines, with no warning (issue 38, item 7).
+    page = (REPO / "docs" / "infer.md").read_text()
+    recipe = page.split("A scanpy user loads and draws it with", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     code = recipe.replace('"demo_out/cells.h5ad"', repr(str(h5ad_path))).replace(
         'color="top1_class")', 'color="top1_class", save="_cells.png", show=False)')
     shown = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True,

@@ -23,8 +23,10 @@ from hpasc.core.weights_cache import sha256
 from hpasc.models.checkpoint import make_checkpoint, save_checkpoint
 from hpasc.models.registry import create_model
 from hpasc.models.spec import ModelSpec
-from hpasc.tools.kaggle import bundle_names, needed_scripts, notebook_code, requirement_pins
+from hpasc.tools.kaggle import (KAGGLE_MISSING, KAGGLE_PROVIDES, bundle_names, needed_scripts, notebook_code,
+                                requirement_pins)
 from tests.conftest import HPA_REAL, REPO, assert_one_line_error, run_script
+from tests.kaggle_image import image_environment, notebook_environment, repack_wheel
 
 BUNDLE_SCRIPT = REPO / "scripts" / "kaggle_bundle.sh"
 NOTEBOOK = REPO / "kaggle" / "submission.ipynb"
@@ -269,29 +271,88 @@ def kaggle_data(root: Path) -> list[str]:
     return ids
 
 
-def test_notebook_runs_offline_on_a_kaggle_layout(built: tuple[Path, subprocess.CompletedProcess],
-                                                  installed: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def kaggle_bundle(ensemble: Path, tmp_path_factory) -> Path:
+    """A bundle with its requirement wheels, taken (offline) from wheels of this environment's
+    installed packages, as the registry would give them."""
+    root = tmp_path_factory.mktemp("kaggle-bundle")
+    wheelhouse = root / "wheelhouse"
+    wheelhouse.mkdir()
+    for name in KAGGLE_MISSING:
+        repack_wheel(name, wheelhouse)
+    out = root / "hpasc-bundle"
+    result = bundle(out, "-e", ensemble, "--wheels-from", wheelhouse)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def execute_notebook(python: Path, bundle_folder: Path, root: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """``jupyter nbconvert --execute`` (as ``python -m nbconvert``) of the notebook, as Kaggle runs it, by the image's ``python``
+    on the competition's layout under ``root`` (offline: pip may use no index). Returns the run and
+    the submission's path."""
+    submission = root / "working" / "submission.csv"
+    env = {**notebook_environment(root / "home", python), "HPASC_BUNDLE": str(bundle_folder),
+           "HPASC_DATA": str(root / "data"), "HPASC_OUT": str(submission)}
+    result = subprocess.run([str(python), "-m", "nbconvert", "--to", "notebook", "--execute",
+                             "--ExecutePreprocessor.timeout=600", "--output-dir", str(root / "executed"),
+                             str(NOTEBOOK)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    return result, submission
+
+
+def test_notebook_runs_offline_in_a_kaggle_shaped_image(kaggle_bundle: Path, tmp_path: Path) -> None:
     assert (REPO / "infer.py").is_file(), "infer.py is missing from the repository"
-    out, _ = built
+    shipped = {p.name.split("-")[0] for p in (kaggle_bundle / "wheels").glob("*.whl")}
+    assert len(shipped) == len(KAGGLE_MISSING) + 1 and "hpasc" in shipped
+    python = image_environment(tmp_path / "image", KAGGLE_PROVIDES.values())
+    for module in ("hpasc", "zarr", "efficientnet_pytorch"):  # not in the image: from the bundle's wheels only
+        assert subprocess.run([str(python), "-c", f"import {module}"], cwd=tmp_path, capture_output=True,
+                              env=notebook_environment(tmp_path, python), timeout=120).returncode != 0
     ids = kaggle_data(tmp_path / "data")
-    script = tmp_path / "notebook.py"
-    script.write_text(notebook_code(NOTEBOOK))
-    submission = tmp_path / "working" / "submission.csv"
-    # hpasc comes from the bundle's wheel (installed as the notebook would), not from the repository.
-    env = {**os.environ, "HPASC_BUNDLE": str(out), "HPASC_DATA": str(tmp_path / "data"),
-           "HPASC_SKIP_INSTALL": "1", "HPASC_OUT": str(submission), "PYTHONPATH": str(installed),
-           "OMP_NUM_THREADS": "1"}
-    where = subprocess.run([sys.executable, "-c", "import hpasc; print(hpasc.__file__)"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=60)
-    assert Path(where.stdout.strip()).is_relative_to(installed), where.stderr
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result, submission = execute_notebook(python, kaggle_bundle, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    executed = json.loads((tmp_path / "executed" / NOTEBOOK.name).read_text())
+    printed = "".join("".join(output.get("text", [])) for cell in executed["cells"] if cell["cell_type"] == "code"
+                      for output in cell["outputs"])
+    assert "Successfully installed" in printed and "hpasc" in printed
     frame = pd.read_csv(submission)
     assert frame.columns.tolist() == SAMPLE_COLUMNS
     assert frame["ID"].tolist() == ids
     assert (frame["ImageWidth"] == 256).all() and (frame["ImageHeight"] == 256).all()
     assert frame["PredictionString"].str.len().gt(0).all()
+
+
+def test_notebook_refuses_an_image_without_what_the_bundle_expects(kaggle_bundle: Path, tmp_path: Path) -> None:
+    python = image_environment(tmp_path / "image", KAGGLE_PROVIDES.values(), leave_out=["opencv-python-headless"])
+    kaggle_data(tmp_path / "data")
+    result, submission = execute_notebook(python, kaggle_bundle, tmp_path)
+    assert result.returncode != 0
+    assert "error: this Python lacks cv2 (opencv-python-headless), which the bundle takes from Kaggle's image" in (
+        result.stderr)
+    assert "ModuleNotFoundError" not in result.stderr and "Successfully installed" not in result.stderr
+    assert not submission.exists()
+
+
+def test_bundle_says_what_it_expects_of_the_image(built: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, _ = built
+    lines = [line.split() for line in (out / "EXPECTS.txt").read_text().splitlines() if not line.startswith("#")]
+    assert dict(lines) == KAGGLE_PROVIDES and "EXPECTS.txt" in read_manifest(out / "MANIFEST.txt")
+    assert not set(KAGGLE_PROVIDES.values()) & set(KAGGLE_MISSING)
+
+
+def test_bundle_wheel_declares_its_requirements(built: tuple[Path, subprocess.CompletedProcess],
+                                                tmp_path: Path) -> None:
+    """Outside Kaggle's image, pip refuses the wheel where its requirements cannot be had, instead
+    of installing an hpasc that fails on its first import."""
+    out, _ = built
+    wheel = next((out / "wheels").glob("hpasc-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        meta = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    declared = {line.split(": ", 1)[1] for line in meta.splitlines() if line.startswith("Requires-Dist: ")}
+    assert {"torch==2.14.1", "opencv-python-headless==5.0.0.93", "zarr==3.1.6"} <= declared
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--ignore-installed",
+                             "--find-links", str(out / "wheels"), "hpasc"], capture_output=True, text=True,
+                            env={**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": ""}, timeout=300)
+    assert result.returncode != 0 and "No matching distribution found for" in result.stderr
 
 
 def test_bundle_names_keep_runs_apart_without_nesting_models() -> None:

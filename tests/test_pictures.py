@@ -12,7 +12,7 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from hpasc.core.images import read_label_image
-from hpasc.core.overlays import CLASS_COLOURS, FILL_ALPHA, GREY
+from hpasc.core.overlays import CLASS_COLOURS, GREY, SHADE_FLOOR
 from hpasc.stages.infer.cell_table import read_cell_table
 from tests.conftest import run_script
 from tests.test_infer import checkpoint  # noqa: F401 (a small trained model)
@@ -44,9 +44,12 @@ def test_cells_are_drawn_in_their_top_class_colour(checkpoint: Path, tmp_path: P
             outline = picture[edges & (mask == cell.mask_id)]
             assert (outline == colour).all(), (image_id, cell.mask_id)
             inside = cv2.erode((mask == cell.mask_id).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            # A filled pixel is (1 - alpha) * composite + alpha * colour, for a composite in 0..255.
-            under = (picture[inside].astype(float) - FILL_ALPHA * colour) / (1 - FILL_ALPHA)
-            assert ((under > -1.5) & (under < 256.5)).all()
+            # A filled pixel is the colour itself, shaded: one factor in [SHADE_FLOOR, 1] for all three
+            # channels, so that its hue is the legend's whatever the stain under it (issue 38, item 11).
+            bright = colour >= 60
+            shade = picture[inside][:, bright].astype(float) / colour[bright]
+            assert ((shade > SHADE_FLOOR - 0.02) & (shade < 1.02)).all(), (image_id, cell.mask_id)
+            assert (np.ptp(shade, axis=1) < 0.05).all(), (image_id, cell.mask_id)
             checked["class" if confident else "grey"] += 1
     assert checked["class"] > 10, checked
     index = pictures / "index.html"

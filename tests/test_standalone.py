@@ -1,4 +1,4 @@
-"""The checkout stands alone: no file reads a folder beside it, the README's links resolve, and a
+"""The checkout stands alone: no file reads a folder beside it, and a
 copy of the checkout in a folder with nothing beside it passes the tests of the real samples and the
 4th place's labels (those skipped, naming the command that fetches them, when they are absent)."""
 
@@ -32,15 +32,6 @@ def test_no_file_names_a_folder_beside_the_checkout() -> None:
         if BESIDE in text:
             naming.append(name)
     assert naming == []
-
-
-def test_the_readme_links_resolve() -> None:
-    for page in ("README.md", "ARCHITECTURE.md", "docs/contract.md"):
-        targets = re.findall(r"\]\(([^)#\s]+)[^)]*\)", (REPO / page).read_text())
-        local = [t for t in targets if not re.match(r"[a-z]+://", t)]
-        assert local or page != "README.md"
-        missing = [t for t in local if not ((REPO / page).parent / t).exists()]
-        assert missing == [], page
 
 
 def test_a_copy_alone_passes_without_the_labels_and_says_how_to_get_them(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from hpasc.commands import cli
 from hpasc.core.errors import InputError
 from hpasc.tools.kaggle import (KAGGLE_MISSING, bundle_models, needed_scripts, notebook_code, requirement_pins,
-                                write_manifest)
+                                write_expectations, write_manifest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     scripts = sub.add_parser("scripts", help="print the top-level scripts that SCRIPT needs, itself included")
     scripts.add_argument("repo", type=Path, help="the repository root")
     scripts.add_argument("script", help="a script's file name in the repository root, e.g. infer.py")
+    expects = sub.add_parser("expects", help="write DIR/EXPECTS.txt (the modules the bundle takes from Kaggle's "
+                                             "image, checked by the notebook)")
+    expects.add_argument("folder", type=Path, help="the bundle folder")
     manifest = sub.add_parser("manifest", help="write DIR/MANIFEST.txt (sha256, size, path of every file)")
     manifest.add_argument("folder", type=Path, help="the bundle folder")
     code = sub.add_parser("notebook-code", help="print a notebook's code cells as one script")
@@ -48,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(requirement_pins(args.requirements, args.names)))
         elif args.command == "scripts":
             print("\n".join(needed_scripts(args.repo, args.script)))
+        elif args.command == "expects":
+            write_expectations(args.folder)
         elif args.command == "manifest":
             write_manifest(args.folder)
         else:

@@ -26,7 +26,10 @@ from hpasc.core.weblinks import href
 SIDE = 1024
 OUTLINE = (255, 255, 255)
 GREY = (128, 128, 128)
-FILL_ALPHA = 0.45
+# A filled cell is its class colour shaded by the image's brightness, from SHADE_FLOOR (dark) to 1:
+# its hue is the legend swatch's whatever the stain's colour (a 45 % blend over red made Golgi's
+# orange read as the microtubules' red), and the stain's structure still shows.
+SHADE_FLOOR = 0.45
 # One colour per class (RGB), told apart at a glance: matplotlib's tab20 without its greys.
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180), (174, 199, 232), (255, 127, 14), (255, 187, 120), (44, 160, 44), (152, 223, 138),
@@ -72,8 +75,9 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, side: int = SIDE) -> np.nd
 
 def prediction_overlay(rgb: np.ndarray, mask: np.ndarray, mask_ids: Sequence[int], top_class: Sequence[int],
                        top_confidence: Sequence[float], threshold: float) -> np.ndarray:
-    """``rgb`` (a shrunk composite) with each cell of ``mask`` filled and outlined in the colour of
-    its top class, grey when its confidence is below ``threshold``, and the class legend beside."""
+    """``rgb`` (a shrunk composite) with each cell of ``mask`` filled (shaded by the composite's
+    brightness) and outlined in the colour of its top class, grey when its confidence is below
+    ``threshold``, and the class legend beside."""
     colours = np.zeros((int(mask.max(initial=0)) + 1, 3), np.float32)
     known = np.zeros(len(colours), bool)
     for mask_id, klass, confidence in zip(mask_ids, top_class, top_confidence):
@@ -82,7 +86,8 @@ def prediction_overlay(rgb: np.ndarray, mask: np.ndarray, mask_ids: Sequence[int
             known[mask_id] = True
     inside = known[mask]
     out = rgb.astype(np.float32)
-    out[inside] = (1 - FILL_ALPHA) * out[inside] + FILL_ALPHA * colours[mask[inside]]
+    brightness = out[inside].max(axis=1, keepdims=True) / 255
+    out[inside] = colours[mask[inside]] * (SHADE_FLOOR + (1 - SHADE_FLOOR) * brightness)
     edges = find_boundaries(mask, mode="inner") & inside
     out[edges] = colours[mask[edges]]
     key = legend(rgb.shape[0])

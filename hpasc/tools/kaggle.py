@@ -8,6 +8,7 @@ of ``hpasc-kaggle`` (:mod:`hpasc.commands.kaggle`)::
     models -e ENSEMBLE -o DIR   copy the checkpoints to DIR/models/, write DIR/ensemble.yaml
     pins REQUIREMENTS [NAME...] print NAME==VERSION of the packages to ship as wheels
     scripts REPO SCRIPT         print the top-level scripts SCRIPT needs (itself included)
+    expects DIR                 write DIR/EXPECTS.txt: the modules the bundle takes from Kaggle's image
     manifest DIR                write DIR/MANIFEST.txt: sha256, size and path of every file
     notebook-code NOTEBOOK      print the code cells of a notebook as one script
 
@@ -30,14 +31,22 @@ from hpasc.core.weights_cache import sha256
 from hpasc.stages.infer.ensemble_file import read_ensemble, write_ensemble
 
 # Pinned requirements that Kaggle's Python image lacks (or may hold at another version), with the
-# dependencies of theirs that it lacks too; torch, torchvision, numpy, pandas, scipy, opencv,
-# scikit-image, scikit-learn, pillow, tqdm, PyYAML, matplotlib, huggingface-hub and safetensors come
-# with the image. timm is shipped at our pin: a timm backbone's state_dict keys follow its version.
+# dependencies of theirs that it lacks too: the bundle ships their wheels. timm is shipped at our
+# pin: a timm backbone's state_dict keys follow its version.
 KAGGLE_MISSING = ("efficientnet-pytorch", "timm", "pycocotools", "zarr", "numcodecs", "donfig", "google-crc32c",
                   "imagecodecs", "tifffile", "iterative-stratification", "grad-cam", "ttach")
+# What the bundle takes from Kaggle's image instead (module: the distribution that brings it, as
+# our requirements name it): infer.py's imports outside the shipped wheels, and what those need.
+KAGGLE_PROVIDES = {
+    "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "pandas": "pandas", "scipy": "scipy",
+    "cv2": "opencv-python-headless", "skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow",
+    "tqdm": "tqdm", "yaml": "PyYAML", "matplotlib": "matplotlib", "huggingface_hub": "huggingface-hub",
+    "safetensors": "safetensors",
+}
 MODELS = "models"
 ENSEMBLE = "ensemble.yaml"
 MANIFEST = "MANIFEST.txt"
+EXPECTS = "EXPECTS.txt"
 
 
 def _normalise(name: str) -> str:
@@ -139,6 +148,18 @@ def needed_scripts(repo: Path, script: str) -> list[str]:
                 if (repo / candidate).is_file():
                     pending.append(candidate)
     return sorted(found)
+
+
+def write_expectations(folder: Path) -> Path:
+    """``folder/EXPECTS.txt``: ``module  distribution`` of what the bundle takes from Kaggle's image,
+    which the notebook checks before it installs anything."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    lines = ["# module  distribution: what this bundle takes from Kaggle's Python image (docs/kaggle.md)"]
+    lines += [f"{module}  {distribution}" for module, distribution in KAGGLE_PROVIDES.items()]
+    path = folder / EXPECTS
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def write_manifest(folder: Path) -> Path:
