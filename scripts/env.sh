@@ -1,49 +1,22 @@
 # Sourced by the other scripts, or by you (`source scripts/env.sh` from anywhere): create the
-# project's virtual environment on first use (Python 3.11), install the pinned requirements and the
-# project itself (editable, with its hpasc-* commands) whenever they change, and activate it. The
-# caller's working directory is left as it was. HPASC_VENV chooses its folder (default .venv in the
-# repository).
+# project's virtual environment on first use (Python 3.11, scripts/make_venv.sh), install the pinned
+# requirements and the project itself (editable, with its hpasc-* commands) whenever they change,
+# and activate it. The caller's working directory is left as it was. HPASC_VENV chooses its folder
+# (default .venv in the repository).
 hpasc_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 hpasc_venv=${HPASC_VENV:-$hpasc_root/.venv}
 hpasc_requirements=$hpasc_root/requirements-dev.txt
 
-hpasc_python() {
-    local candidate
-    for candidate in python3.11 python3 python; do
-        if command -v "$candidate" >/dev/null &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' 2>/dev/null; then
-            echo "$candidate"
-            return
-        fi
-    done
-    echo "error: Python 3.11 or newer is needed (tried python3.11, python3, python)" >&2
-    return 1
-}
-
-if [ ! -x "$hpasc_venv/bin/python" ]; then
-    base_python=$(hpasc_python)
-    echo "creating the virtual environment $hpasc_venv with $base_python"
-    # A torch that the base Python already has (the PyTorch Docker image) is reused, not replaced.
-    if "$base_python" -c 'import torch' 2>/dev/null; then
-        "$base_python" -m venv --system-site-packages "$hpasc_venv"
-    else
-        "$base_python" -m venv "$hpasc_venv"
-    fi
-fi
-# shellcheck disable=SC1091
-source "$hpasc_venv/bin/activate"
 hpasc_stamp=$(cat "$hpasc_root/requirements.txt" "$hpasc_requirements" "$hpasc_root/pyproject.toml" |
     sha1sum | cut -c1-40)
-if [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ]; then
-    echo "installing the pinned requirements into $hpasc_venv (a minute or two the first time)"
-    hpasc_keep=()
-    if grep -q "include-system-site-packages = true" "$hpasc_venv/pyvenv.cfg"; then
-        hpasc_keep=(--keep-torch)
-    fi
-    PYTHON=python "$hpasc_root/scripts/install_requirements.sh" "${hpasc_keep[@]}" "$hpasc_requirements"
+if [ ! -x "$hpasc_venv/bin/python" ] ||
+    [ "$(cat "$hpasc_venv/.requirements-stamp" 2>/dev/null)" != "$hpasc_stamp" ]; then
+    "$hpasc_root/scripts/make_venv.sh" "$hpasc_venv" "$hpasc_requirements" || return 1
     echo "$hpasc_stamp" >"$hpasc_venv/.requirements-stamp"
     hpasc_reinstall=1  # pyproject.toml may have changed: install the project again below
 fi
+# shellcheck disable=SC1091
+source "$hpasc_venv/bin/activate"
 hpasc_installed=$(cd / && python -c 'import hpasc, os; print(os.path.dirname(os.path.dirname(hpasc.__file__)))' \
     2>/dev/null || true)
 # The project itself, editable: its hpasc-* commands and `python -m hpasc...` work from any folder.
