@@ -44,14 +44,18 @@ def test_cells_are_drawn_in_their_top_class_colour(checkpoint: Path, tmp_path: P
             outline = picture[edges & (mask == cell.mask_id)]
             assert (outline == colour).all(), (image_id, cell.mask_id)
             inside = cv2.erode((mask == cell.mask_id).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            # A filled pixel is the colour itself, shaded: one factor in [SHADE_FLOOR, 1] for all three
-            # channels, so that its hue is the legend's whatever the stain under it (issue 38, item 11).
-            bright = colour >= 60
-            shade = picture[inside][:, bright].astype(float) / colour[bright]
-            assert ((shade > SHADE_FLOOR - 0.02) & (shade < 1.02)).all(), (image_id, cell.mask_id)
-            assert (np.ptp(shade, axis=1) < 0.05).all(), (image_id, cell.mask_id)
+            if confident:
+                # A filled pixel is the colour itself, shaded: one factor in [SHADE_FLOOR, 1] for all
+                # three channels, so that its hue is the legend's whatever the stain under it (issue 38,
+                # item 11).
+                bright = colour >= 60
+                shade = picture[inside][:, bright].astype(float) / colour[bright]
+                assert ((shade > SHADE_FLOOR - 0.02) & (shade < 1.02)).all(), (image_id, cell.mask_id)
+                assert (np.ptp(shade, axis=1) < 0.05).all(), (image_id, cell.mask_id)
+            else:  # not filled: the stain's own colours, not a grey that a dim white fill would match
+                assert np.ptp(picture[inside].astype(int), axis=1).max() > 20, (image_id, cell.mask_id)
             checked["class" if confident else "grey"] += 1
-    assert checked["class"] > 10, checked
+    assert checked["class"] > 10 and checked["grey"] > 0, checked
     index = pictures / "index.html"
     assert (pictures / "confidences.png").is_file() and index.is_file()
     browser.visit(index.as_uri())
@@ -94,6 +98,9 @@ def test_the_legend_shows_every_class_name_whole() -> None:
         assert LEGEND_TEXT_X + width < strip.shape[1]
         y = 8 + 24 * k
         assert strip[y:y + 17, LEGEND_TEXT_X + width - 8:LEGEND_TEXT_X + width].max() > 100, name  # its last glyph
+        assert (strip[y + 8, 17] == CLASS_COLOURS[k]).all()  # a filled swatch
+    below = 8 + 24 * len(CLASS_NAMES)  # low confidence: a grey outline, as such cells are drawn
+    assert (strip[below + 8, 8] == GREY).all() and (strip[below + 8, 17] == 0).all()
 
 
 def test_a_group_panel_shows_the_other_groups_visibly_and_names_them() -> None:

@@ -76,18 +76,22 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, side: int = SIDE) -> np.nd
 def prediction_overlay(rgb: np.ndarray, mask: np.ndarray, mask_ids: Sequence[int], top_class: Sequence[int],
                        top_confidence: Sequence[float], threshold: float) -> np.ndarray:
     """``rgb`` (a shrunk composite) with each cell of ``mask`` filled (shaded by the composite's
-    brightness) and outlined in the colour of its top class, grey when its confidence is below
-    ``threshold``, and the class legend beside."""
+    brightness) and outlined in the colour of its top class, only outlined in grey when its
+    confidence is below ``threshold``, and the class legend beside."""
     colours = np.zeros((int(mask.max(initial=0)) + 1, 3), np.float32)
     known = np.zeros(len(colours), bool)
+    confident = np.zeros(len(colours), bool)
     for mask_id, klass, confidence in zip(mask_ids, top_class, top_confidence):
         if mask_id < len(colours):
-            colours[mask_id] = CLASS_COLOURS[klass] if confidence >= threshold else GREY
+            confident[mask_id] = confidence >= threshold
+            colours[mask_id] = CLASS_COLOURS[klass] if confident[mask_id] else GREY
             known[mask_id] = True
-    inside = known[mask]
+    inside, filled = known[mask], confident[mask]
     out = rgb.astype(np.float32)
-    brightness = out[inside].max(axis=1, keepdims=True) / 255
-    out[inside] = colours[mask[inside]] * (SHADE_FLOOR + (1 - SHADE_FLOOR) * brightness)
+    # Only confident cells are filled: a dim Negative (white) fill would read as the grey of a cell
+    # below the threshold, which keeps the image as it is, outlined in grey.
+    brightness = out[filled].max(axis=1, keepdims=True) / 255
+    out[filled] = colours[mask[filled]] * (SHADE_FLOOR + (1 - SHADE_FLOOR) * brightness)
     edges = find_boundaries(mask, mode="inner") & inside
     out[edges] = colours[mask[edges]]
     key = legend(rgb.shape[0])
@@ -98,7 +102,8 @@ def prediction_overlay(rgb: np.ndarray, mask: np.ndarray, mask_ids: Sequence[int
 
 def legend(height: int) -> np.ndarray:
     """A black strip (``height`` px, or the legend's own height if taller) with a swatch and the
-    whole name of every class, and grey for low confidence; as wide as its longest name needs."""
+    whole name of every class, and a grey outline for low confidence; as wide as its longest name
+    needs."""
     entries = [*zip(CLASS_COLOURS, (f"{k} {name}" for k, name in enumerate(CLASS_NAMES))),
                (GREY, "below the threshold")]
     widest = max(cv2.getTextSize(text, LEGEND_FONT, LEGEND_SCALE, 1)[0][0] for _, text in entries)
@@ -106,7 +111,7 @@ def legend(height: int) -> np.ndarray:
                      np.uint8)
     for row, (colour, text) in enumerate(entries):
         y = 8 + 24 * row
-        cv2.rectangle(strip, (8, y), (26, y + 16), colour, thickness=-1)
+        cv2.rectangle(strip, (8, y), (26, y + 16), colour, thickness=2 if colour == GREY else -1)  # GREY: not filled
         cv2.putText(strip, text, (LEGEND_TEXT_X, y + 13), LEGEND_FONT, LEGEND_SCALE, (235, 235, 235), 1, cv2.LINE_AA)
     return strip
 
