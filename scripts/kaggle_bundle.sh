@@ -106,22 +106,20 @@ if $requirement_wheels; then
     for glibc in $(seq 17 35); do
         platforms+=(--platform "manylinux_2_${glibc}_x86_64")
     done
+    # A binary wheel for Kaggle's Python, from the wheelhouse or the registry.
+    binary=(--quiet --no-deps --only-binary :all: --python-version "$python_version" --implementation cp
+        --abi "$abi" --abi abi3 --abi none "${platforms[@]}" -d "$tmp/wheels")
     for pin in $pins; do
         echo "   $pin"
         if [ -n "$wheelhouse" ]; then
-            python -m pip download --quiet --no-deps --no-index --find-links "$wheelhouse" --only-binary :all: \
-                --python-version "$python_version" --implementation cp --abi "$abi" --abi abi3 --abi none \
-                "${platforms[@]}" -d "$tmp/wheels" "$pin" 2>/dev/null ||
+            python -m pip download "${binary[@]}" --no-index --find-links "$wheelhouse" "$pin" 2>/dev/null ||
                 die "$wheelhouse holds no wheel of $pin for CPython $python_version on x86_64 Linux"
-            continue
+        else
+            # Packages published only as source are built here (they are pure Python).
+            python -m pip download "${binary[@]}" "$pin" 2>/dev/null ||
+                python -m pip wheel --quiet --no-deps -w "$tmp/wheels" "$pin" ||
+                die "could not get a wheel of $pin (is the package registry reachable? else use --no-requirement-wheels)"
         fi
-        # A binary wheel for Kaggle's Python; packages published only as source are built here
-        # (they are pure Python).
-        python -m pip download --quiet --no-deps --only-binary :all: --python-version "$python_version" \
-            --implementation cp --abi "$abi" --abi abi3 --abi none "${platforms[@]}" \
-            -d "$tmp/wheels" "$pin" 2>/dev/null ||
-            python -m pip wheel --quiet --no-deps -w "$tmp/wheels" "$pin" ||
-            die "could not get a wheel of $pin (is the package registry reachable? else use --no-requirement-wheels)"
     done
 else
     echo "   (no requirement wheels: Kaggle's image must already hold them; see docs/kaggle.md)"
